@@ -1,0 +1,44 @@
+# Thin wrapper: dependencies, build, run, test, bench. The real build is meson.
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+
+.PHONY: all deps build run test bench asan test-asan format clean
+
+all: build
+
+deps:
+	./scripts/install-deps.sh
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD)
+
+build: deps $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+# The bundled demo site on 127.0.0.1:8080 (and every other built module's default port).
+run: build
+	./$(BUILD)/zfront --demo
+
+test: build
+	BUILD=$(BUILD) ./scripts/run-tests.sh
+
+bench: build
+	./bench/setup.sh
+	./bench/run
+
+# AddressSanitizer + UndefinedBehaviorSanitizer build; runs every suite against it.
+$(ASAN_BUILD)/build.ninja:
+	meson setup $(ASAN_BUILD) -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
+
+asan: deps $(ASAN_BUILD)/build.ninja
+	ninja -C $(ASAN_BUILD)
+
+test-asan: asan
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    BUILD=$(ASAN_BUILD) ./scripts/run-tests.sh
+
+format:
+	clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c' 'tests/*.h')
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

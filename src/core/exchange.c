@@ -1,0 +1,497 @@
+/* The protocol-neutral exchange: request in, response queue out, and the
+ * wake-up that carries worker output to the loop thread. */
+#include <errno.h>
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "exchange.h"
+#include "python.h"
+
+/* Spooled response bytes are handed to the loop in segments of this size, so
+ * the client gets the start of a large generated body while the rest is
+ * still being produced. */
+#define SPOOL_SEGMENT (1u << 20)
+
+static struct {
+    pthread_mutex_t lock;
+    struct zf_exchange *head, *tail;
+    struct event *ev;
+    /* loop-only scratch space for the drained list */
+    struct zf_exchange **batch;
+    int *gone;
+    size_t cap;
+    size_t alive;
+} posts = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* ---------------------------------------------------------------- headers */
+
+int zf_headers_add(struct zf_headers *h, const char *name, size_t nlen, const char *value,
+                   size_t vlen)
+{
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 16;
+        struct zf_header *v = realloc(h->v, cap * sizeof *v);
+        if (!v)
+            return ZF_ERROR;
+        h->v = v;
+        h->cap = cap;
+    }
+    char *n = malloc(nlen + 1);
+    char *val = malloc(vlen + 1);
+    if (!n || !val) {
+        free(n);
+        free(val);
+        return ZF_ERROR;
+    }
+    memcpy(n, name, nlen);
+    n[nlen] = 0;
+    memcpy(val, value, vlen);
+    val[vlen] = 0;
+    h->v[h->n++] = (struct zf_header){n, val, nlen, vlen};
+    return ZF_OK;
+}
+
+const char *zf_headers_get(const struct zf_headers *h, const char *name)
+{
+    for (size_t i = 0; i < h->n; i++)
+        if (strcasecmp(h->v[i].name, name) == 0)
+            return h->v[i].value;
+    return NULL;
+}
+
+void zf_headers_free(struct zf_headers *h)
+{
+    for (size_t i = 0; i < h->n; i++) {
+        free(h->v[i].name);
+        free(h->v[i].value);
+    }
+    free(h->v);
+    h->v = NULL;
+    h->n = h->cap = 0;
+}
+
+void zf_segment_free(struct zf_segment *s)
+{
+    if (!s)
+        return;
+    if (s->type == ZF_SEG_FILE && s->fd >= 0)
+        close(s->fd);
+    free(s);
+}
+
+static void free_segments(struct zf_segment *s)
+{
+    while (s) {
+        struct zf_segment *next = s->next;
+        zf_segment_free(s);
+        s = next;
+    }
+}
+
+/* ----------------------------------------------------------- protocol side */
+
+struct zf_exchange *zf_exchange_new(const struct zf_exchange_ops *ops, void *proto,
+                                    struct zf_conn *conn)
+{
+    struct zf_exchange *ex = calloc(1, sizeof *ex);
+    if (!ex)
+        return NULL;
+    pthread_mutex_init(&ex->lock, NULL);
+    ex->ops = ops;
+    ex->proto = proto;
+    ex->conn = conn;
+    ex->conn_id = conn ? conn->id : 0;
+    ex->protocol = "HTTP/1.1";
+    ex->scheme = "http";
+    ex->channel = "http";
+    ex->content_length = -1;
+    ex->spool_fd = -1;
+    ex->refs = 1;
+    zf_body_init(&ex->body);
+    if (conn) {
+        snprintf(ex->remote_addr, sizeof ex->remote_addr, "%s", conn->peer_addr);
+        ex->remote_port = conn->peer_port;
+    }
+    posts.alive++;
+    return ex;
+}
+
+static char *dup_n(const char *s, size_t n)
+{
+    char *p = malloc(n + 1);
+    if (p) {
+        memcpy(p, s, n);
+        p[n] = 0;
+    }
+    return p;
+}
+
+int zf_exchange_set_target(struct zf_exchange *ex, const char *method, size_t mlen,
+                           const char *target, size_t tlen)
+{
+    free(ex->method);
+    free(ex->target);
+    free(ex->path);
+    free(ex->query);
+    ex->method = dup_n(method, mlen);
+    ex->target = dup_n(target, tlen);
+    const char *p = target, *end = target + tlen;
+    /* absolute-form: keep only path and query */
+    if (tlen > 7 && (strncasecmp(p, "http://", 7) == 0 || strncasecmp(p, "https://", 8) == 0)) {
+        p = memchr(p, ':', tlen) + 3;
+        while (p < end && *p != '/' && *p != '?')
+            p++;
+    }
+    const char *q = memchr(p, '?', (size_t)(end - p));
+    const char *path_end = q ? q : end;
+    if (path_end == p)
+        ex->path = dup_n("/", 1);
+    else
+        ex->path = dup_n(p, (size_t)(path_end - p));
+    ex->query = q ? dup_n(q + 1, (size_t)(end - q - 1)) : dup_n("", 0);
+    ex->is_head = mlen == 4 && memcmp(method, "HEAD", 4) == 0;
+    if (!ex->method || !ex->target || !ex->path || !ex->query)
+        return ZF_ERROR;
+    return ZF_OK;
+}
+
+static void exchange_free(struct zf_exchange *ex)
+{
+    free_segments(ex->seg_head);
+    zf_headers_free(&ex->req_headers);
+    zf_headers_free(&ex->resp_headers);
+    zf_body_free(&ex->body);
+    free(ex->method);
+    free(ex->target);
+    free(ex->path);
+    free(ex->query);
+    free(ex->status_line);
+    if (ex->spool_fd >= 0)
+        close(ex->spool_fd);
+    pthread_mutex_destroy(&ex->lock);
+    free(ex);
+    posts.alive--;
+}
+
+static void put_ref(struct zf_exchange *ex)
+{
+    if (--ex->refs == 0)
+        exchange_free(ex);
+}
+
+void zf_exchange_dispatch(struct zf_exchange *ex)
+{
+    ex->refs++;
+    ex->worker_holds = 1;
+    ex->job.run = zf_py_run_exchange;
+    zf_pool_push(&ex->job);
+}
+
+int zf_exchange_take_headers(struct zf_exchange *ex)
+{
+    if (ex->headers_taken)
+        return 1;
+    pthread_mutex_lock(&ex->lock);
+    int ready = ex->headers_ready;
+    pthread_mutex_unlock(&ex->lock);
+    ex->headers_taken = ready;
+    return ready;
+}
+
+struct zf_segment *zf_exchange_take(struct zf_exchange *ex, int *finished, int *failed)
+{
+    pthread_mutex_lock(&ex->lock);
+    struct zf_segment *s = ex->seg_head;
+    if (s) {
+        ex->seg_head = s->next;
+        if (!ex->seg_head)
+            ex->seg_tail = NULL;
+        if (s->type == ZF_SEG_DATA)
+            ex->seg_mem -= s->len;
+        s->next = NULL;
+    }
+    *finished = !ex->seg_head && ex->done;
+    *failed = ex->failed;
+    pthread_mutex_unlock(&ex->lock);
+    return s;
+}
+
+size_t zf_exchange_pending(struct zf_exchange *ex)
+{
+    pthread_mutex_lock(&ex->lock);
+    size_t n = ex->seg_mem;
+    pthread_mutex_unlock(&ex->lock);
+    return n;
+}
+
+static void let_go(struct zf_exchange *ex)
+{
+    ex->ops = NULL;
+    ex->proto = NULL;
+    ex->conn = NULL;
+    put_ref(ex);
+}
+
+void zf_exchange_release(struct zf_exchange *ex)
+{
+    let_go(ex);
+}
+
+void zf_exchange_abort(struct zf_exchange *ex)
+{
+    atomic_store(&ex->aborted, 1);
+    pthread_mutex_lock(&ex->lock);
+    struct zf_segment *s = ex->seg_head;
+    ex->seg_head = ex->seg_tail = NULL;
+    ex->seg_mem = 0;
+    pthread_mutex_unlock(&ex->lock);
+    free_segments(s);
+    let_go(ex);
+}
+
+/* ------------------------------------------------------------- worker side */
+
+/* Tells the loop that ex has news. final: the worker is done with ex and
+ * will never touch it again. Any thread. */
+static void post(struct zf_exchange *ex, int final)
+{
+    pthread_mutex_lock(&posts.lock);
+    if (final)
+        ex->worker_gone = 1;
+    if (!ex->posted) {
+        ex->posted = 1;
+        ex->post_next = NULL;
+        if (posts.tail)
+            posts.tail->post_next = ex;
+        else
+            posts.head = ex;
+        posts.tail = ex;
+    }
+    pthread_mutex_unlock(&posts.lock);
+    event_active(posts.ev, EV_READ, 0);
+}
+
+int zf_exchange_aborted(struct zf_exchange *ex)
+{
+    return atomic_load(&ex->aborted);
+}
+
+int zf_exchange_send_headers(struct zf_exchange *ex, int status, char *status_line,
+                             struct zf_headers *headers, int64_t content_length)
+{
+    if (zf_exchange_aborted(ex)) {
+        free(status_line);
+        zf_headers_free(headers);
+        return ZF_ERROR;
+    }
+    pthread_mutex_lock(&ex->lock);
+    ex->status = status;
+    ex->status_line = status_line;
+    ex->resp_headers = *headers;
+    memset(headers, 0, sizeof *headers);
+    ex->content_length = content_length;
+    ex->headers_ready = 1;
+    pthread_mutex_unlock(&ex->lock);
+    post(ex, 0);
+    return ZF_OK;
+}
+
+/* Appends a segment to the queue and wakes the loop. */
+static void queue_segment(struct zf_exchange *ex, struct zf_segment *s)
+{
+    pthread_mutex_lock(&ex->lock);
+    s->next = NULL;
+    if (ex->seg_tail)
+        ex->seg_tail->next = s;
+    else
+        ex->seg_head = s;
+    ex->seg_tail = s;
+    if (s->type == ZF_SEG_DATA)
+        ex->seg_mem += s->len;
+    pthread_mutex_unlock(&ex->lock);
+    post(ex, 0);
+}
+
+static int queue_file(struct zf_exchange *ex, int fd, off_t offset, size_t len)
+{
+    struct zf_segment *s = malloc(sizeof *s);
+    if (!s) {
+        close(fd);
+        return ZF_ERROR;
+    }
+    s->type = ZF_SEG_FILE;
+    s->fd = fd;
+    s->offset = offset;
+    s->len = len;
+    queue_segment(ex, s);
+    return ZF_OK;
+}
+
+/* Hands the spooled bytes not yet queued to the loop as one FILE segment. */
+static int flush_spool(struct zf_exchange *ex)
+{
+    if (ex->spool_off == ex->spool_sent)
+        return ZF_OK;
+    int fd = dup(ex->spool_fd);
+    if (fd < 0)
+        return ZF_ERROR;
+    off_t from = ex->spool_sent;
+    ex->spool_sent = ex->spool_off;
+    return queue_file(ex, fd, from, (size_t)(ex->spool_off - from));
+}
+
+static int spool_data(struct zf_exchange *ex, const void *p, size_t n)
+{
+    if (ex->spool_fd < 0) {
+        ex->spool_fd = zf_tmpfile(zf_cfg.tmp_dir);
+        if (ex->spool_fd < 0) {
+            zf_log(ZF_LOG_ERROR, NULL, "#%llu cannot create a response spool file in %s: %s",
+                   (unsigned long long)ex->conn_id, zf_cfg.tmp_dir, strerror(errno));
+            return ZF_ERROR;
+        }
+        zf_log(ZF_LOG_DEBUG, NULL, "#%llu client is slow: spooling the rest of the response",
+               (unsigned long long)ex->conn_id);
+    }
+    if (zf_pwrite_all(ex->spool_fd, p, n, ex->spool_off) != ZF_OK) {
+        zf_log(ZF_LOG_ERROR, NULL, "#%llu cannot write the response spool file: %s",
+               (unsigned long long)ex->conn_id, strerror(errno));
+        return ZF_ERROR;
+    }
+    ex->spool_off += (off_t)n;
+    if (ex->spool_off - ex->spool_sent >= SPOOL_SEGMENT)
+        return flush_spool(ex);
+    return ZF_OK;
+}
+
+int zf_exchange_send_data(struct zf_exchange *ex, const void *p, size_t n)
+{
+    if (zf_exchange_aborted(ex))
+        return ZF_ERROR;
+    if (n == 0)
+        return ZF_OK;
+    if (ex->spool_fd >= 0)
+        return spool_data(ex, p, n);
+    pthread_mutex_lock(&ex->lock);
+    int over = ex->seg_mem + n > zf_cfg.output_buffer;
+    pthread_mutex_unlock(&ex->lock);
+    if (over)
+        return spool_data(ex, p, n);
+    struct zf_segment *s = malloc(sizeof *s + n);
+    if (!s)
+        return ZF_ERROR;
+    s->type = ZF_SEG_DATA;
+    s->fd = -1;
+    s->offset = 0;
+    s->len = n;
+    memcpy(s->data, p, n);
+    queue_segment(ex, s);
+    return ZF_OK;
+}
+
+int zf_exchange_send_file(struct zf_exchange *ex, int fd, off_t offset, size_t len)
+{
+    if (zf_exchange_aborted(ex)) {
+        close(fd);
+        return ZF_ERROR;
+    }
+    if (len == 0) {
+        close(fd);
+        return ZF_OK;
+    }
+    return queue_file(ex, fd, offset, len);
+}
+
+void zf_exchange_finish(struct zf_exchange *ex, int ok)
+{
+    if (ex->spool_fd >= 0) {
+        if (!zf_exchange_aborted(ex) && flush_spool(ex) != ZF_OK)
+            ok = 0;
+        close(ex->spool_fd);
+        ex->spool_fd = -1;
+    }
+    pthread_mutex_lock(&ex->lock);
+    ex->done = 1;
+    ex->failed = !ok;
+    pthread_mutex_unlock(&ex->lock);
+    post(ex, 1);
+}
+
+/* --------------------------------------------------------------- loop side */
+
+/* Loop thread: drains the posted list. Each exchange is copied out with its
+ * "worker gone" flag read under the lock, so a worker that posts again while
+ * this runs is seen on the next round, and the worker's reference is
+ * dropped exactly once, after its final post. */
+static void on_posts(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    size_t n = 0;
+    pthread_mutex_lock(&posts.lock);
+    for (struct zf_exchange *ex = posts.head; ex; ex = ex->post_next)
+        n++;
+    if (n > posts.cap) {
+        size_t cap = n * 2;
+        struct zf_exchange **b = realloc(posts.batch, cap * sizeof *b);
+        int *g = b ? realloc(posts.gone, cap * sizeof *g) : NULL;
+        if (b)
+            posts.batch = b;
+        if (!b || !g) {
+            pthread_mutex_unlock(&posts.lock);
+            event_active(posts.ev, EV_READ, 0); /* try again later */
+            return;
+        }
+        posts.gone = g;
+        posts.cap = cap;
+    }
+    size_t i = 0;
+    for (struct zf_exchange *ex = posts.head; ex; ex = ex->post_next) {
+        posts.batch[i] = ex;
+        posts.gone[i] = ex->worker_gone;
+        ex->posted = 0;
+        i++;
+    }
+    posts.head = posts.tail = NULL;
+    pthread_mutex_unlock(&posts.lock);
+
+    for (i = 0; i < n; i++) {
+        struct zf_exchange *ex = posts.batch[i];
+        if (posts.gone[i]) {
+            /* keep ex alive through on_output even if the protocol lets go */
+            if (ex->ops)
+                ex->ops->on_output(ex);
+            ex->worker_holds = 0;
+            put_ref(ex);
+        } else if (ex->ops) {
+            ex->ops->on_output(ex);
+        }
+    }
+}
+
+int zf_exchange_init_loop(struct event_base *base)
+{
+    posts.ev = event_new(base, -1, 0, on_posts, NULL);
+    return posts.ev ? ZF_OK : ZF_ERROR;
+}
+
+void zf_exchange_free_loop(void)
+{
+    if (posts.ev)
+        event_free(posts.ev);
+    posts.ev = NULL;
+    free(posts.batch);
+    free(posts.gone);
+    posts.batch = NULL;
+    posts.gone = NULL;
+    posts.cap = 0;
+}
+
+size_t zf_exchange_count(void)
+{
+    return posts.alive;
+}

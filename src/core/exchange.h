@@ -1,0 +1,187 @@
+/* The protocol-neutral exchange: one request and its response, as the WSGI
+ * bridge sees it. HTTP/1.1, HTTP/2 and every later protocol build the same
+ * struct, so the bridge never knows which protocol carried the request.
+ *
+ * Lifetime and threads:
+ *  - The protocol creates it on the loop thread (zf_exchange_new), fills the
+ *    request part completely (headers and the whole body) and dispatches it
+ *    (zf_exchange_dispatch). From then on the request part is read-only.
+ *  - A worker runs the app and produces the response through the
+ *    zf_exchange_send_* calls, then zf_exchange_finish. It never blocks on
+ *    the client: when the client is slow, the response queue grows up to
+ *    server output_buffer and then spools to a temp file.
+ *  - Each time the worker produces something, the loop calls
+ *    ops->on_output(ex) on the loop thread; the protocol pulls the headers
+ *    (zf_exchange_take_headers) and segments (zf_exchange_take) as its
+ *    transport has room, and calls on_output itself again when it drains.
+ *  - The protocol lets go with zf_exchange_release (normal end) or
+ *    zf_exchange_abort (client gone: the worker stops producing). The
+ *    struct is freed on the loop thread once both sides let go.
+ */
+#ifndef ZF_EXCHANGE_H
+#define ZF_EXCHANGE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/types.h>
+
+#include "log.h"
+#include "pool.h"
+#include "spool.h"
+#include "zfront.h"
+
+struct zf_header {
+    char *name;
+    char *value;
+    size_t name_len;
+    size_t value_len;
+};
+
+/* A list of header fields in arrival order; names keep their case. */
+struct zf_headers {
+    struct zf_header *v;
+    size_t n;
+    size_t cap;
+};
+
+/* Copies name and value. Returns ZF_OK or ZF_ERROR (out of memory). */
+int zf_headers_add(struct zf_headers *h, const char *name, size_t nlen, const char *value,
+                   size_t vlen);
+/* First value for a case-insensitive name, or NULL. */
+const char *zf_headers_get(const struct zf_headers *h, const char *name);
+void zf_headers_free(struct zf_headers *h);
+
+enum zf_seg_type { ZF_SEG_DATA, ZF_SEG_FILE };
+
+/* One piece of a response body. DATA holds `len` bytes inline; FILE is
+ * `len` bytes of `fd` from `offset` (the segment owns fd). Whoever takes a
+ * segment owns it and frees it with zf_segment_free. */
+struct zf_segment {
+    struct zf_segment *next;
+    enum zf_seg_type type;
+    size_t len;
+    off_t offset;
+    int fd;
+    char data[];
+};
+void zf_segment_free(struct zf_segment *s);
+
+struct zf_exchange;
+struct event_base;
+
+struct zf_exchange_ops {
+    /* Loop thread: the worker produced headers, data, or finished. */
+    void (*on_output)(struct zf_exchange *ex);
+};
+
+struct zf_exchange {
+    struct zf_job job; /* must stay first: the pool queues it */
+    const struct zf_exchange_ops *ops;
+    void *proto;          /* the protocol's stream/connection; NULL once it let go */
+    struct zf_conn *conn; /* for log lines; NULL once the protocol let go */
+    uint64_t conn_id;
+
+    /* ---- request: filled on the loop before dispatch, then read-only ---- */
+    char *method;
+    char *target;   /* request-target as received ("/a%20b?x=1") */
+    char *path;     /* raw (still percent-encoded) path part of target */
+    char *query;    /* after '?', without it; "" when none */
+    const char *protocol; /* "HTTP/1.1", "HTTP/1.0", "HTTP/2" (static) */
+    const char *scheme;   /* "http" or "https" (static) */
+    const char *channel;  /* zfront.channel: "http", "webdav-source", ... (static) */
+    struct zf_headers req_headers;
+    char server_host[64]; /* local address the request came in on */
+    int server_port;
+    char remote_addr[48];
+    int remote_port;
+    struct zf_body body; /* the complete request body */
+    int is_head;
+
+    /* ---- response: written by the worker, read by the loop ---- */
+    pthread_mutex_t lock;
+    int status;               /* 0 until headers are ready */
+    char *status_line;        /* "200 OK" as given by the app */
+    struct zf_headers resp_headers; /* hop-by-hop fields already removed */
+    int64_t content_length;   /* -1 when the app gave none */
+    int headers_ready;        /* under lock: worker has produced headers */
+    int headers_taken;        /* loop only */
+    struct zf_segment *seg_head, *seg_tail; /* under lock */
+    size_t seg_mem;           /* under lock: bytes of DATA segments queued */
+    int done;                 /* under lock: worker produced everything */
+    int failed;               /* under lock: the body is incomplete (app error) */
+    atomic_int aborted;       /* client gone: worker stops, output discarded */
+
+    /* worker-side spooling of a large generated body */
+    int spool_fd;
+    off_t spool_off;  /* bytes written to the spool file */
+    off_t spool_sent; /* bytes of it already queued as FILE segments */
+
+    /* ---- bookkeeping (loop thread) ---- */
+    int refs;
+    int posted;        /* under the server's post lock */
+    int worker_gone;   /* under the server's post lock */
+    int worker_holds;
+    uint64_t start_us; /* request complete (for the access log) */
+    uint64_t bytes_sent;
+    struct zf_exchange *post_next;
+};
+
+/* ---- loop thread, protocol side ---- */
+
+/* Allocates an exchange owned by the protocol (one reference). NULL when out
+ * of memory. */
+struct zf_exchange *zf_exchange_new(const struct zf_exchange_ops *ops, void *proto,
+                                    struct zf_conn *conn);
+/* Sets method/target and splits target into path and query (copies).
+ * Absolute-form targets ("http://host/p?q") keep only path and query.
+ * Returns ZF_OK or ZF_ERROR. */
+int zf_exchange_set_target(struct zf_exchange *ex, const char *method, size_t mlen,
+                           const char *target, size_t tlen);
+/* Hands the exchange to the worker pool. The worker takes a reference. */
+void zf_exchange_dispatch(struct zf_exchange *ex);
+/* True once the worker produced the headers; status/status_line/resp_headers
+ * /content_length are then stable and readable without the lock. */
+int zf_exchange_take_headers(struct zf_exchange *ex);
+/* Pops the next body segment (caller owns it), or NULL. *finished is set to
+ * 1 when no segment is left and the worker is done; *failed then tells
+ * whether the body is incomplete (the protocol must not pretend it ended
+ * well: close the connection / reset the stream). */
+struct zf_segment *zf_exchange_take(struct zf_exchange *ex, int *finished, int *failed);
+/* Bytes of DATA queued and not yet taken (for flow decisions). */
+size_t zf_exchange_pending(struct zf_exchange *ex);
+/* The protocol is done with the exchange (response fully handed to the
+ * transport). Drops the protocol's reference. */
+void zf_exchange_release(struct zf_exchange *ex);
+/* The client went away: tells the worker to stop, drops queued output and
+ * the protocol's reference. ops->on_output is not called again. */
+void zf_exchange_abort(struct zf_exchange *ex);
+
+/* ---- worker thread, bridge side ---- */
+
+/* Publishes status and headers (the exchange takes ownership of
+ * status_line and of the header list's contents). Returns ZF_OK, or
+ * ZF_ERROR when the client is gone. */
+int zf_exchange_send_headers(struct zf_exchange *ex, int status, char *status_line,
+                             struct zf_headers *headers, int64_t content_length);
+/* Queues body bytes (copied). Never blocks on the client: beyond
+ * server.output_buffer of unsent bytes the rest goes to a temp file.
+ * Returns ZF_OK, or ZF_ERROR when the client is gone or the spool failed. */
+int zf_exchange_send_data(struct zf_exchange *ex, const void *p, size_t n);
+/* Queues len bytes of fd from offset; takes ownership of fd (pass a dup).
+ * Returns ZF_OK or ZF_ERROR (client gone; fd closed). */
+int zf_exchange_send_file(struct zf_exchange *ex, int fd, off_t offset, size_t len);
+/* The worker is done with the exchange; ok=0 marks the body incomplete.
+ * After this call the worker must not touch ex. */
+void zf_exchange_finish(struct zf_exchange *ex, int ok);
+/* True when the client went away (the worker should stop iterating). */
+int zf_exchange_aborted(struct zf_exchange *ex);
+
+/* ---- the server side of posting (exchange.c / server.c) ---- */
+
+/* Sets up the loop-side wake-up event. Returns ZF_OK or ZF_ERROR. */
+int zf_exchange_init_loop(struct event_base *base);
+void zf_exchange_free_loop(void);
+/* Number of exchanges alive (for stats and leak checks). */
+size_t zf_exchange_count(void);
+
+#endif

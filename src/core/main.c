@@ -1,0 +1,300 @@
+/* zfront: start-up, the loop, and the shutdown sequence.
+ *
+ * Order matters: command line → embedded Python (needed to read TOML) →
+ * TOML file → command line again (flags override the file) → logs →
+ * modules configure → app load → the main thread gives up the GIL → loop,
+ * workers, modules start → dispatch. */
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "exchange.h"
+#include "log.h"
+#include "pool.h"
+#include "python.h"
+#include "server.h"
+
+static const char *config_path;
+
+/* Listen addresses `--demo` gives each built module, unless set otherwise. */
+static const struct {
+    const char *key;
+    const char *value;
+} demo_defaults[] = {
+    {"http.listen", "127.0.0.1:8080"},
+    {"http.https", "127.0.0.1:8443"},
+    {"ssh.listen", "127.0.0.1:8022"},
+    {"log.access", "-"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: zfront [--config FILE] [--app MODULE:CALLABLE | --paste INI | "
+            "--zope-conf FILE | --demo] [options]\n\n"
+            "zfront %s: a multi-protocol front-end server for Zope and any WSGI app.\n\n"
+            "  --config FILE                TOML configuration (flags override it)\n"
+            "  --set KEY=VALUE              set any configuration key\n"
+            "  --config-reference           print every configuration key (markdown)\n"
+            "  --version, --help\n",
+            ZF_VERSION);
+    zf_config_print_flags();
+}
+
+/* Applies the command line to the config. pass 0 only looks for --config,
+ * --help and friends. Returns ZF_OK, ZF_ERROR, or ZF_DECLINED (exit 0). */
+static int apply_args(int argc, char **argv, int pass)
+{
+    zf_config_begin_source();
+    for (int i = 1; i < argc; i++) {
+        char *arg = argv[i];
+        char flag[128];
+        const char *value = NULL;
+        char *eq = strchr(arg, '=');
+        if (strncmp(arg, "--", 2) == 0 && eq && (size_t)(eq - arg) < sizeof flag) {
+            memcpy(flag, arg, (size_t)(eq - arg));
+            flag[eq - arg] = 0;
+            value = eq + 1;
+        } else {
+            snprintf(flag, sizeof flag, "%s", arg);
+        }
+        if (strcmp(flag, "--help") == 0 || strcmp(flag, "-h") == 0) {
+            if (pass == 0)
+                usage(stdout);
+            return ZF_DECLINED;
+        }
+        if (strcmp(flag, "--version") == 0) {
+            if (pass == 0)
+                printf("zfront %s\n", ZF_VERSION);
+            return ZF_DECLINED;
+        }
+        if (strcmp(flag, "--config-reference") == 0) {
+            if (pass == 0)
+                zf_config_print_reference();
+            return ZF_DECLINED;
+        }
+        int takes_value = 1;
+        const struct zf_cfg_key *k = NULL;
+        if (strcmp(flag, "--config") != 0 && strcmp(flag, "--set") != 0) {
+            k = zf_config_find_flag(flag);
+            if (!k) {
+                fprintf(stderr, "zfront: unknown option %s (see --help)\n", arg);
+                return ZF_ERROR;
+            }
+            takes_value = k->type != ZF_CFG_BOOL;
+        }
+        if (!value && takes_value) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "zfront: %s needs a value\n", flag);
+                return ZF_ERROR;
+            }
+            value = argv[++i];
+        }
+        if (strcmp(flag, "--config") == 0) {
+            config_path = value;
+            continue;
+        }
+        if (pass == 0)
+            continue;
+        if (strcmp(flag, "--set") == 0) {
+            char key[128];
+            const char *e = strchr(value, '=');
+            if (!e || (size_t)(e - value) >= sizeof key) {
+                fprintf(stderr, "zfront: --set needs KEY=VALUE\n");
+                return ZF_ERROR;
+            }
+            memcpy(key, value, (size_t)(e - value));
+            key[e - value] = 0;
+            if (zf_config_set(key, e + 1, "command line") != ZF_OK)
+                return ZF_ERROR;
+            continue;
+        }
+        if (zf_config_set(k->name, value ? value : "true", "command line") != ZF_OK)
+            return ZF_ERROR;
+    }
+    return ZF_OK;
+}
+
+/* Gives --demo's default listeners to the modules that have none. */
+static void apply_demo_defaults(void)
+{
+    zf_config_begin_source();
+    for (size_t i = 0; i < ZF_ARRAY_LEN(demo_defaults); i++) {
+        const struct zf_cfg_key *k = zf_config_find(demo_defaults[i].key);
+        if (!k)
+            continue;
+        if (k->type == ZF_CFG_LIST && ((struct zf_strlist *)k->ptr)->n > 0)
+            continue;
+        if (k->type == ZF_CFG_STR && *(char **)k->ptr && **(char **)k->ptr)
+            continue;
+        zf_config_set(k->name, demo_defaults[i].value, "--demo");
+    }
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    (void)arg;
+    if (sig == SIGHUP) {
+        zf_log(ZF_LOG_INFO, NULL, "SIGHUP: re-opening logs and reloading");
+        zf_log_reopen();
+        for (size_t i = 0; i < zf_srv->nactive; i++)
+            if (zf_srv->active[i]->reload)
+                zf_srv->active[i]->reload(zf_srv);
+        return;
+    }
+    zf_log(ZF_LOG_INFO, NULL, "%s received", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    zf_server_shutdown(1);
+}
+
+static int configure_modules(void)
+{
+    for (size_t i = 0; i < zf_nmodules; i++) {
+        const struct zf_module *m = zf_modules[i];
+        int rc = m->configure ? m->configure(zf_srv) : ZF_OK;
+        if (rc == ZF_ERROR) {
+            zf_log(ZF_LOG_ERROR, NULL, "%s: bad configuration", m->name);
+            return ZF_ERROR;
+        }
+        if (rc == ZF_OK && zf_srv->nactive < ZF_ARRAY_LEN(zf_srv->active))
+            zf_srv->active[zf_srv->nactive++] = m;
+    }
+    if (zf_srv->nactive == 0) {
+        zf_log(ZF_LOG_ERROR, NULL, "nothing to serve: give at least one listener "
+               "(for example --http 127.0.0.1:8080)");
+        return ZF_ERROR;
+    }
+    return ZF_OK;
+}
+
+static int write_pid_file(void)
+{
+    if (!zf_cfg.pid_file || !*zf_cfg.pid_file)
+        return ZF_OK;
+    FILE *f = fopen(zf_cfg.pid_file, "w");
+    if (!f) {
+        zf_log(ZF_LOG_ERROR, NULL, "cannot write pid file %s: %s", zf_cfg.pid_file,
+               strerror(errno));
+        return ZF_ERROR;
+    }
+    fprintf(f, "%ld\n", (long)getpid());
+    fclose(f);
+    return ZF_OK;
+}
+
+/* Waits for the workers to finish what they run, up to the shutdown
+ * deadline. Returns ZF_OK when they are idle. */
+static int wait_workers(uint64_t deadline)
+{
+    while (zf_pool_busy() > 0) {
+        if (zf_now_ms() >= deadline)
+            return ZF_ERROR;
+        usleep(20000);
+    }
+    return ZF_OK;
+}
+
+static int run(int argc, char **argv)
+{
+    static struct zf_server srv;
+    zf_srv = &srv;
+
+    zf_core_config_register();
+    for (size_t i = 0; i < zf_nmodules; i++)
+        if (zf_modules[i]->keys)
+            zf_config_register(zf_modules[i]->keys);
+
+    int rc = apply_args(argc, argv, 0);
+    if (rc != ZF_OK)
+        return rc == ZF_DECLINED ? 0 : 2;
+    if (apply_args(argc, argv, 1) != ZF_OK)
+        return 2;
+    if (zf_py_init(argv[0]) != ZF_OK)
+        return 1;
+    if (config_path) {
+        if (zf_py_read_config(config_path) != ZF_OK)
+            return 2;
+        if (apply_args(argc, argv, 1) != ZF_OK) /* flags override the file */
+            return 2;
+    }
+    if (zf_cfg.demo)
+        apply_demo_defaults();
+    if (zf_log_open(zf_cfg.error_log, zf_cfg.log_level) != ZF_OK)
+        return 2;
+    if (zf_access_log_open(zf_cfg.access_log) != ZF_OK)
+        return 2;
+
+    evthread_use_pthreads();
+    srv.base = event_base_new();
+    if (!srv.base) {
+        zf_log(ZF_LOG_ERROR, NULL, "cannot create the event loop");
+        return 1;
+    }
+    if (configure_modules() != ZF_OK)
+        return 2;
+    if (zf_py_load_app() != ZF_OK)
+        return 1;
+    zf_py_release_main();
+
+    if (zf__server_init_loop(&srv) != ZF_OK || zf_exchange_init_loop(srv.base) != ZF_OK)
+        return 1;
+    struct event *sigs[3];
+    const int signos[3] = {SIGTERM, SIGINT, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        sigs[i] = evsignal_new(srv.base, signos[i], on_signal, NULL);
+        evsignal_add(sigs[i], NULL);
+    }
+    if (zf_pool_start((int)zf_cfg.threads) != ZF_OK)
+        return 1;
+    for (size_t i = 0; i < srv.nactive; i++) {
+        if (srv.active[i]->start && srv.active[i]->start(&srv) != ZF_OK) {
+            zf_log(ZF_LOG_ERROR, NULL, "%s: cannot start", srv.active[i]->name);
+            zf_server_shutdown(0);
+            break;
+        }
+    }
+    if (srv.state == ZF_RUNNING) {
+        if (write_pid_file() != ZF_OK)
+            zf_server_shutdown(0);
+        else
+            zf_log(ZF_LOG_INFO, NULL, "zfront %s ready (pid %ld)", ZF_VERSION, (long)getpid());
+    }
+    uint64_t started_stop = 0;
+    event_base_dispatch(srv.base);
+    started_stop = zf_now_ms();
+
+    int exit_code = srv.state == ZF_STOPPED ? 0 : 1;
+    uint64_t deadline = started_stop + zf_cfg.shutdown_timeout_ms;
+    if (wait_workers(deadline) != ZF_OK) {
+        zf_log(ZF_LOG_WARN, NULL, "workers still busy after the shutdown timeout: exiting now");
+        if (zf_cfg.pid_file)
+            unlink(zf_cfg.pid_file);
+        _exit(exit_code);
+    }
+    zf_pool_stop();
+    for (int i = 0; i < 3; i++)
+        event_free(sigs[i]);
+    zf_exchange_free_loop();
+    zf__server_free_loop();
+    event_base_free(srv.base);
+    zf_py_finalize();
+    if (zf_cfg.pid_file && *zf_cfg.pid_file)
+        unlink(zf_cfg.pid_file);
+    zf_log(ZF_LOG_INFO, NULL, "stopped");
+    zf_log_close();
+    zf_config_free();
+    return exit_code;
+}
+
+int main(int argc, char **argv)
+{
+    signal(SIGPIPE, SIG_IGN);
+    return run(argc, argv);
+}

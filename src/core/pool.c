@@ -1,0 +1,115 @@
+/* The worker pool: a FIFO job queue served by N threads. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "pool.h"
+#include "python.h"
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct zf_job *head, *tail;
+    size_t queued;
+    size_t running;
+    int stopping;
+    int n;
+    pthread_t *threads;
+    struct zf_worker *workers;
+} pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+
+/* Waits for the next job; NULL when the pool stops and the queue is empty. */
+static struct zf_job *next_job(void)
+{
+    pthread_mutex_lock(&pool.lock);
+    while (!pool.head && !pool.stopping)
+        pthread_cond_wait(&pool.cond, &pool.lock);
+    struct zf_job *job = pool.head;
+    if (job) {
+        pool.head = job->next;
+        if (!pool.head)
+            pool.tail = NULL;
+        job->next = NULL;
+        pool.queued--;
+        pool.running++;
+    }
+    pthread_mutex_unlock(&pool.lock);
+    return job;
+}
+
+static void *worker_main(void *arg)
+{
+    struct zf_worker *w = arg;
+    w->py = zf_py_thread_new();
+    w->ident = zf_py_thread_ident(w->py);
+    struct zf_job *job;
+    while ((job = next_job()) != NULL) {
+        job->run(job, w);
+        pthread_mutex_lock(&pool.lock);
+        pool.running--;
+        pthread_mutex_unlock(&pool.lock);
+    }
+    zf_py_thread_free(w->py);
+    w->py = NULL;
+    return NULL;
+}
+
+int zf_pool_start(int n)
+{
+    if (n < 1)
+        n = 1;
+    pool.n = n;
+    pool.stopping = 0;
+    pool.threads = zf_xcalloc((size_t)n, sizeof *pool.threads);
+    pool.workers = zf_xcalloc((size_t)n, sizeof *pool.workers);
+    for (int i = 0; i < n; i++) {
+        pool.workers[i].index = i;
+        int rc = pthread_create(&pool.threads[i], NULL, worker_main, &pool.workers[i]);
+        if (rc != 0) {
+            zf_log(ZF_LOG_ERROR, NULL, "cannot start worker thread %d: %s", i, strerror(rc));
+            pool.n = i;
+            return ZF_ERROR;
+        }
+    }
+    zf_log(ZF_LOG_INFO, NULL, "started %d worker thread%s", n, n == 1 ? "" : "s");
+    return ZF_OK;
+}
+
+void zf_pool_push(struct zf_job *job)
+{
+    job->next = NULL;
+    pthread_mutex_lock(&pool.lock);
+    if (pool.tail)
+        pool.tail->next = job;
+    else
+        pool.head = job;
+    pool.tail = job;
+    pool.queued++;
+    pthread_cond_signal(&pool.cond);
+    pthread_mutex_unlock(&pool.lock);
+}
+
+size_t zf_pool_busy(void)
+{
+    pthread_mutex_lock(&pool.lock);
+    size_t n = pool.queued + pool.running;
+    pthread_mutex_unlock(&pool.lock);
+    return n;
+}
+
+void zf_pool_stop(void)
+{
+    pthread_mutex_lock(&pool.lock);
+    pool.stopping = 1;
+    pthread_cond_broadcast(&pool.cond);
+    pthread_mutex_unlock(&pool.lock);
+    for (int i = 0; i < pool.n; i++)
+        pthread_join(pool.threads[i], NULL);
+    free(pool.threads);
+    free(pool.workers);
+    pool.threads = NULL;
+    pool.workers = NULL;
+    pool.n = 0;
+}

@@ -1,0 +1,39 @@
+/* Worker pool: N threads, each with its own Python thread state, taking jobs
+ * from one FIFO queue. Workers never touch sockets; they hand results back
+ * to the loop (see exchange.h). */
+#ifndef ZF_POOL_H
+#define ZF_POOL_H
+
+#include "zfront.h"
+
+struct zf_worker;
+struct zf_job;
+
+/* Runs on a worker thread WITHOUT the GIL; the job enters Python through
+ * zf_py_enter/zf_py_leave (python.h) with the worker's thread state. The
+ * job is owned by whoever queued it; run must not assume it lives on after
+ * it hands it back. */
+typedef void (*zf_job_fn)(struct zf_job *job, struct zf_worker *w);
+
+struct zf_job {
+    struct zf_job *next;
+    zf_job_fn run;
+};
+
+struct zf_worker {
+    int index;
+    struct zf_py_thread *py; /* this worker's Python thread state */
+    unsigned long ident;     /* Python's threading ident of the thread */
+};
+
+/* Starts n workers. Returns ZF_OK or ZF_ERROR. */
+int zf_pool_start(int n);
+/* Queues a job (any thread). */
+void zf_pool_push(struct zf_job *job);
+/* Number of jobs queued and running. */
+size_t zf_pool_busy(void);
+/* Stops taking jobs once the queue is empty and joins every worker. Must be
+ * called from the thread that started the pool, without the GIL. */
+void zf_pool_stop(void);
+
+#endif

@@ -1,0 +1,56 @@
+/* The embedded CPython (Debian's libpython3.11) and the application bridge.
+ *
+ * Threads: zf_py_init, zf_py_read_config, zf_py_load_app run on the main
+ * thread before the loop starts, which then gives up the GIL for good
+ * (zf_py_release_main). The loop thread never takes the GIL. Worker threads
+ * (and later SSH console threads) each own one zf_py_thread and enter
+ * Python only through zf_py_enter/zf_py_leave. */
+#ifndef ZF_PYTHON_H
+#define ZF_PYTHON_H
+
+#include "exchange.h"
+#include "pool.h"
+#include "zfront.h"
+
+/* Registers the built-in `zfront` module and starts the interpreter.
+ * Returns ZF_OK or ZF_ERROR (logged). */
+int zf_py_init(const char *argv0);
+/* Reads a TOML config file with tomllib and feeds every key to
+ * zf_config_set. Returns ZF_OK or ZF_ERROR (logged). */
+int zf_py_read_config(const char *path);
+/* Loads the application named by the config (app, paste, zope_conf or
+ * demo). Returns ZF_OK or ZF_ERROR (logged with the traceback). */
+int zf_py_load_app(void);
+/* Main thread gives up the GIL after start-up. */
+void zf_py_release_main(void);
+/* Main thread takes the GIL back and finalizes (after workers stopped). */
+void zf_py_finalize(void);
+
+struct zf_py_thread;
+/* A thread state for a non-Python thread (workers, consoles). Called
+ * without the GIL. */
+struct zf_py_thread *zf_py_thread_new(void);
+void zf_py_thread_free(struct zf_py_thread *t);
+/* Takes/gives back the GIL with the thread's own state, so threading.local
+ * survives between jobs. */
+void zf_py_enter(struct zf_py_thread *t);
+void zf_py_leave(struct zf_py_thread *t);
+/* Python's threading.get_ident() value of the calling thread. */
+unsigned long zf_py_thread_ident(struct zf_py_thread *t);
+
+/* The application bridge: WSGI today; a future ASGI bridge is another
+ * implementation of this struct, not a branch in every function. */
+struct zf_app_ops {
+    const char *name;
+    /* Worker thread, GIL held: run the exchange's request through the app
+     * and produce its response with zf_exchange_send_*, ending with
+     * zf_exchange_finish. */
+    void (*handle)(struct zf_exchange *ex, struct zf_worker *w);
+};
+extern const struct zf_app_ops zf_wsgi_ops;
+
+/* Pool job that runs an exchange through the loaded app (enters and leaves
+ * Python around it). */
+void zf_py_run_exchange(struct zf_job *job, struct zf_worker *w);
+
+#endif

@@ -1,0 +1,107 @@
+/* The reactor: one libevent loop shared by every protocol module, the
+ * static module registry, listeners, connection ids and graceful shutdown.
+ *
+ * Everything here runs on the loop thread unless it says otherwise. */
+#ifndef ZF_SERVER_H
+#define ZF_SERVER_H
+
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <sys/socket.h>
+
+#include "config.h"
+#include "log.h"
+#include "zfront.h"
+
+struct evbuffer;
+
+/* A protocol module: a name, its config keys and a few lifecycle hooks.
+ * Hooks may be NULL. Modules are compiled in (one meson feature option each)
+ * and listed in one static array (modules.c). */
+struct zf_module {
+    const char *name;
+    const struct zf_cfg_key *keys;
+    /* After the configuration is read, before the app is loaded: validate
+     * the module's settings. Returns ZF_OK, ZF_ERROR (start-up fails), or
+     * ZF_DECLINED (module not used in this run: no listener configured). */
+    int (*configure)(struct zf_server *srv);
+    /* Adds listeners/events to srv->base. Returns ZF_OK or ZF_ERROR. */
+    int (*start)(struct zf_server *srv);
+    /* Stops accepting. graceful: let in-flight requests finish and close
+     * idle connections; otherwise close everything now. */
+    void (*stop)(struct zf_server *srv, int graceful);
+    /* Number of connections/sessions still open (shutdown waits for 0). */
+    size_t (*active)(struct zf_server *srv);
+    /* Appends "name: value" lines describing the module's state. */
+    void (*stats)(struct zf_server *srv, struct evbuffer *out);
+    /* SIGHUP: re-read what can change without dropping connections
+     * (certificates, authorized keys). */
+    void (*reload)(struct zf_server *srv);
+};
+
+extern const struct zf_module *const zf_modules[];
+extern const size_t zf_nmodules;
+
+enum zf_server_state { ZF_RUNNING = 0, ZF_STOPPING = 1, ZF_STOPPED = 2 };
+
+struct zf_server {
+    struct event_base *base;
+    enum zf_server_state state;
+    uint64_t next_conn_id;
+    /* modules whose configure() returned ZF_OK, i.e. in use this run */
+    const struct zf_module *active[16];
+    size_t nactive;
+};
+
+extern struct zf_server *zf_srv;
+
+/* Gives a connection its id and peer strings. Returns the id. */
+uint64_t zf_conn_init(struct zf_conn *c, const char *proto, const struct sockaddr *sa,
+                      socklen_t salen);
+
+/* A listening socket. The accept callback owns fd (non-blocking, CLOEXEC). */
+struct zf_listener;
+typedef void (*zf_accept_cb)(struct zf_listener *l, evutil_socket_t fd, struct sockaddr *sa,
+                             int salen, void *arg);
+struct zf_listener {
+    struct evconnlistener *el;
+    char addr[80];        /* as bound, "127.0.0.1:8080" / "[::1]:8080" */
+    char host[64];        /* numeric host of the bound address */
+    int port;             /* bound port (resolved when 0 was asked) */
+    const char *proto;    /* for log lines */
+    zf_accept_cb cb;
+    void *arg;
+    struct event *retry;  /* re-enables accepting after EMFILE */
+    struct zf_listener *next;
+};
+
+/* Parses "host:port", "[v6]:port", ":port" or "port" into a socket
+ * address. Returns ZF_OK or ZF_ERROR. */
+int zf_parse_addr(const char *text, struct sockaddr_storage *ss, socklen_t *len);
+
+/* Binds and listens on addr (backlog 511, SO_REUSEADDR) and logs
+ * "<proto>: listening on ADDR". Returns the listener (owned by the caller,
+ * freed with zf_listener_free) or NULL with an error logged. */
+struct zf_listener *zf_listen(struct zf_server *srv, const char *addr, const char *proto,
+                              zf_accept_cb cb, void *arg);
+void zf_listener_free(struct zf_listener *l);
+
+/* Asks the server to stop (from a signal or a module). graceful=1 waits for
+ * in-flight work up to server.shutdown_timeout. */
+void zf_server_shutdown(int graceful);
+/* Called by modules when a connection closed during a graceful stop, so the
+ * server can notice that everything is done. */
+void zf_server_check_idle(void);
+
+/* Loop-thread wake-up from worker threads: see exchange.h (zf_exchange
+ * posting) and these generic notifications used by other subsystems. */
+typedef void (*zf_loop_fn)(void *arg);
+/* Runs fn(arg) on the loop thread soon. Safe from any thread. Returns ZF_OK
+ * or ZF_ERROR (out of memory). */
+int zf_loop_call(zf_loop_fn fn, void *arg);
+
+/* main.c only: set up and tear down the reactor's own loop events. */
+int zf__server_init_loop(struct zf_server *srv);
+void zf__server_free_loop(void);
+
+#endif
