@@ -33,7 +33,7 @@ void zf__py_log_exception(int level, const struct zf_conn *conn, const char *wha
  * fast path. */
 extern PyTypeObject zf__FileWrapperType;
 struct zf__file_wrapper {
-    PyObject_HEAD
+    PyObject ob_base;   /* PyObject_HEAD */
     PyObject *filelike; /* strong reference */
     Py_ssize_t block_size;
 };
@@ -50,7 +50,12 @@ void zf__input_detach(PyObject *input);
  * Returns a new reference or NULL with an exception set. */
 PyObject *zf__errors_new(const struct zf_conn *conn);
 
-/* Bridge types that live in wsgi.c; pymod.c readies them at import. */
+/* Bridge types that live in wsgi.c; pymod.c readies them at import.
+ * Returns 0 or -1 with an exception set. */
 int zf__wsgi_types_ready(void);
+/* Prepares the bridge from the configuration (trusted proxy addresses).
+ * Main thread, before the workers start. Returns ZF_OK or ZF_ERROR
+ * (logged). */
+int zf__wsgi_setup(void);
 
 #endif

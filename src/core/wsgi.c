@@ -1,0 +1,1031 @@
+/* The WSGI bridge (PEP 3333): runs one exchange through the application on
+ * a worker thread, GIL held.
+ *
+ * The environ is built from the exchange; start_response and write() are
+ * methods of a small C object pointing at this request's state on the
+ * worker's stack, cut off when the request ends (a stale start_response
+ * kept by the app then raises instead of touching freed memory).
+ *
+ * File fast path (invariant 2): when the app returns zfront.file_wrapper
+ * over a regular file, or any iterable whose fileno() is a regular file,
+ * and nothing was written yet, the worker hands a dup() of the descriptor
+ * to the loop (zf_exchange_send_file), answering a single Range itself, and
+ * is free at once. Everything else is iterated and queued with
+ * zf_exchange_send_data, which never blocks on the client. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "pyint.h"
+#include "python.h"
+#include "range.h"
+
+/* What the app gets when it fails before sending anything. */
+static const char error_body[] = "500 Internal Server Error\n\n"
+                                 "The application failed; the details are in the server's "
+                                 "error log.\n";
+
+/* Connection-level fields an application must not set (RFC 9110 7.6.1);
+ * the protocol does its own framing. Kept here, not taken from the HTTP
+ * module: the core does not depend on any protocol. */
+static const char *const hop_by_hop[] = {
+    "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
+};
+
+/* ======================================================== trusted proxies */
+
+struct netmask {
+    int family; /* 4 or 6 */
+    unsigned char addr[16];
+    int bits;
+};
+
+static struct netmask *proxies;
+static size_t nproxies;
+
+/* Parses an IPv4/IPv6 address, tolerating "[v6]", "[v6]:port" and
+ * "v4:port" (some proxies add the port). IPv4-mapped IPv6 addresses count as
+ * IPv4. Returns 4 or 6, or 0 when s is not an address. */
+static int parse_ip(const char *s, size_t n, unsigned char out[16])
+{
+    char buf[64];
+    while (n && (*s == ' ' || *s == '\t'))
+        s++, n--;
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+        n--;
+    if (n == 0 || n >= sizeof buf)
+        return 0;
+    if (s[0] == '[') {
+        const char *close = memchr(s, ']', n);
+        if (!close)
+            return 0;
+        n = (size_t)(close - s - 1);
+        s++;
+    } else {
+        const char *colon = memchr(s, ':', n);
+        if (colon && !memchr(colon + 1, ':', n - (size_t)(colon - s) - 1))
+            n = (size_t)(colon - s); /* a.b.c.d:port */
+    }
+    memcpy(buf, s, n);
+    buf[n] = 0;
+    if (inet_pton(AF_INET, buf, out) == 1)
+        return 4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET6, buf, &a6) != 1)
+        return 0;
+    if (IN6_IS_ADDR_V4MAPPED(&a6)) {
+        memcpy(out, a6.s6_addr + 12, 4);
+        return 4;
+    }
+    memcpy(out, a6.s6_addr, 16);
+    return 6;
+}
+
+static int mask_match(const struct netmask *m, int family, const unsigned char *a)
+{
+    if (m->family != family)
+        return 0;
+    int full = m->bits / 8, rest = m->bits % 8;
+    if (memcmp(m->addr, a, (size_t)full) != 0)
+        return 0;
+    if (rest == 0)
+        return 1;
+    unsigned char mask = (unsigned char)(0xff << (8 - rest));
+    return (m->addr[full] & mask) == (a[full] & mask);
+}
+
+static int is_trusted(const char *s, size_t n)
+{
+    unsigned char a[16];
+    int family = parse_ip(s, n, a);
+    if (!family)
+        return 0;
+    for (size_t i = 0; i < nproxies; i++)
+        if (mask_match(&proxies[i], family, a))
+            return 1;
+    return 0;
+}
+
+int zf__wsgi_setup(void)
+{
+    free(proxies);
+    proxies = NULL;
+    nproxies = 0;
+    size_t n = zf_cfg.trusted_proxies.n;
+    if (n == 0)
+        return ZF_OK;
+    proxies = zf_xcalloc(n, sizeof *proxies);
+    for (size_t i = 0; i < n; i++) {
+        const char *e = zf_cfg.trusted_proxies.v[i];
+        const char *slash = strchr(e, '/');
+        size_t alen = slash ? (size_t)(slash - e) : strlen(e);
+        struct netmask *m = &proxies[nproxies];
+        m->family = parse_ip(e, alen, m->addr);
+        int max = m->family == 4 ? 32 : 128;
+        m->bits = max;
+        char *end = NULL;
+        if (slash) {
+            long b = strtol(slash + 1, &end, 10);
+            m->bits = slash[1] && !*end && b >= 0 && b <= max ? (int)b : -1;
+        }
+        if (!m->family || m->bits < 0) {
+            zf_log(ZF_LOG_ERROR, NULL,
+                   "server.trusted_proxies: \"%s\" is not an IP address or address/prefix", e);
+            return ZF_ERROR;
+        }
+        nproxies++;
+    }
+    return ZF_OK;
+}
+
+/* ================================================================ environ */
+
+static int set_item(PyObject *d, const char *key, PyObject *v)
+{
+    if (!v)
+        return -1;
+    int rc = PyDict_SetItemString(d, key, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+/* Sets key to the bytes decoded as latin-1 (PEP 3333 "native strings"). */
+static int set_latin1(PyObject *d, const char *key, const char *s, size_t n)
+{
+    return set_item(d, key, PyUnicode_DecodeLatin1(s, (Py_ssize_t)n, NULL));
+}
+
+static int set_str(PyObject *d, const char *key, const char *s)
+{
+    return set_latin1(d, key, s, strlen(s));
+}
+
+static int set_int_str(PyObject *d, const char *key, long long v)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, "%lld", v);
+    return set_str(d, key, buf);
+}
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* PATH_INFO: the path with every %XX decoded (invalid escapes kept). */
+static int set_path_info(PyObject *d, const char *path)
+{
+    size_t n = strlen(path), o = 0;
+    char *buf = PyMem_Malloc(n + 1);
+    if (!buf) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int h, l;
+        if (path[i] == '%' && i + 2 < n && (h = hexval((unsigned char)path[i + 1])) >= 0 &&
+            (l = hexval((unsigned char)path[i + 2])) >= 0) {
+            buf[o++] = (char)(h * 16 + l);
+            i += 2;
+        } else {
+            buf[o++] = path[i];
+        }
+    }
+    int rc = set_latin1(d, "PATH_INFO", buf, o);
+    PyMem_Free(buf);
+    return rc;
+}
+
+static int name_has(const struct zf_header *h, char c)
+{
+    return memchr(h->name, c, h->name_len) != NULL;
+}
+
+/* HTTP_* keys for every request header: upper case, '-' to '_', repeated
+ * fields joined with ", " ("; " for Cookie). Names containing '_' are
+ * dropped as ZServer did, so "X_Forwarded_For" can never pose as
+ * X-Forwarded-For. Content-Type/-Length become CONTENT_*; Transfer-Encoding
+ * is dropped: the app gets the body de-chunked with CONTENT_LENGTH. */
+static int set_http_headers(PyObject *d, const struct zf_exchange *ex, const struct zf_conn *c)
+{
+    char key[256];
+    for (size_t i = 0; i < ex->req_headers.n; i++) {
+        const struct zf_header *h = &ex->req_headers.v[i];
+        if (h->name_len == 0 || h->name[0] == ':')
+            continue;
+        if (name_has(h, '_')) {
+            zf_log(ZF_LOG_DEBUG, c, "dropped request header \"%s\": its name contains '_'",
+                   h->name);
+            continue;
+        }
+        if (strcasecmp(h->name, "content-type") == 0 ||
+            strcasecmp(h->name, "content-length") == 0 ||
+            strcasecmp(h->name, "transfer-encoding") == 0)
+            continue;
+        if (h->name_len + 6 > sizeof key)
+            continue;
+        memcpy(key, "HTTP_", 5);
+        for (size_t k = 0; k < h->name_len; k++) {
+            char ch = h->name[k];
+            key[5 + k] = ch == '-' ? '_' : (ch >= 'a' && ch <= 'z') ? (char)(ch - 32) : ch;
+        }
+        key[5 + h->name_len] = 0;
+        PyObject *v = PyUnicode_DecodeLatin1(h->value, (Py_ssize_t)h->value_len, NULL);
+        if (!v)
+            return -1;
+        PyObject *old = PyDict_GetItemString(d, key); /* borrowed */
+        if (old) {
+            const char *sep = strcmp(key, "HTTP_COOKIE") == 0 ? "; " : ", ";
+            PyObject *joined = PyUnicode_FromFormat("%U%s%U", old, sep, v);
+            Py_DECREF(v);
+            v = joined;
+        }
+        if (set_item(d, key, v) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* All values of a request header joined with ",", in a PyMem buffer the
+ * caller frees; NULL when absent. */
+static char *header_all(const struct zf_exchange *ex, const char *name)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < ex->req_headers.n; i++)
+        if (strcasecmp(ex->req_headers.v[i].name, name) == 0)
+            total += ex->req_headers.v[i].value_len + 1;
+    if (total == 0)
+        return NULL;
+    char *buf = PyMem_Malloc(total), *p = buf;
+    if (!buf)
+        return NULL;
+    for (size_t i = 0; i < ex->req_headers.n; i++) {
+        const struct zf_header *h = &ex->req_headers.v[i];
+        if (strcasecmp(h->name, name) == 0) {
+            if (p != buf)
+                *p++ = ',';
+            memcpy(p, h->value, h->value_len);
+            p += h->value_len;
+        }
+    }
+    *p = 0;
+    return buf;
+}
+
+/* Honours X-Forwarded-For/-Proto when the peer is a trusted proxy: walks
+ * X-Forwarded-For from the right past trusted addresses; the first other
+ * address is the client. A non-address entry stops the walk (the last
+ * trusted hop stays REMOTE_ADDR). */
+static int apply_proxy_headers(PyObject *d, const struct zf_exchange *ex)
+{
+    if (nproxies == 0 || !is_trusted(ex->remote_addr, strlen(ex->remote_addr)))
+        return 0;
+    char *xff = header_all(ex, "X-Forwarded-For");
+    if (xff) {
+        char client[INET6_ADDRSTRLEN] = "";
+        char *end = xff + strlen(xff);
+        while (end > xff) {
+            char *start = end;
+            while (start > xff && start[-1] != ',')
+                start--;
+            unsigned char a[16];
+            int fam = parse_ip(start, (size_t)(end - start), a);
+            if (!fam)
+                break;
+            inet_ntop(fam == 4 ? AF_INET : AF_INET6, a, client, sizeof client);
+            if (!is_trusted(start, (size_t)(end - start)))
+                break;
+            end = start > xff ? start - 1 : xff;
+        }
+        PyMem_Free(xff);
+        if (client[0] &&
+            (set_str(d, "REMOTE_ADDR", client) < 0 || set_str(d, "REMOTE_PORT", "0") < 0))
+            return -1;
+    }
+    char *proto = header_all(ex, "X-Forwarded-Proto");
+    if (proto) {
+        char *last = strrchr(proto, ',');
+        last = last ? last + 1 : proto;
+        while (*last == ' ' || *last == '\t')
+            last++;
+        size_t n = strcspn(last, " \t");
+        int rc = 0;
+        if (n == 5 && strncasecmp(last, "https", 5) == 0)
+            rc = set_str(d, "wsgi.url_scheme", "https") < 0 || set_str(d, "HTTPS", "on") < 0;
+        else if (n == 4 && strncasecmp(last, "http", 4) == 0)
+            rc = set_str(d, "wsgi.url_scheme", "http") < 0 ||
+                 (PyDict_GetItemString(d, "HTTPS") && PyDict_DelItemString(d, "HTTPS") < 0);
+        PyMem_Free(proto);
+        if (rc)
+            return -1;
+    }
+    return 0;
+}
+
+/* Builds the environ for ex. Returns a new reference or NULL. */
+static PyObject *build_environ(struct zf_exchange *ex, const struct zf_conn *c, PyObject *input,
+                               PyObject *errors)
+{
+    PyObject *d = PyDict_New();
+    if (!d)
+        return NULL;
+    const char *ctype = zf_headers_get(&ex->req_headers, "Content-Type");
+    int has_body = ex->body.len > 0 || zf_headers_get(&ex->req_headers, "Content-Length") ||
+                   zf_headers_get(&ex->req_headers, "Transfer-Encoding");
+    int https = ex->scheme && strcmp(ex->scheme, "https") == 0;
+    const char *server_name =
+        zf_cfg.server_name && *zf_cfg.server_name ? zf_cfg.server_name : ex->server_host;
+    if (set_str(d, "REQUEST_METHOD", ex->method) < 0 || set_str(d, "SCRIPT_NAME", "") < 0 ||
+        set_path_info(d, ex->path) < 0 || set_str(d, "QUERY_STRING", ex->query) < 0 ||
+        set_str(d, "REQUEST_URI", ex->target) < 0 ||
+        (ctype && set_str(d, "CONTENT_TYPE", ctype) < 0) ||
+        (has_body && set_int_str(d, "CONTENT_LENGTH", (long long)ex->body.len) < 0) ||
+        set_str(d, "SERVER_NAME", server_name) < 0 ||
+        set_int_str(d, "SERVER_PORT", ex->server_port) < 0 ||
+        set_str(d, "SERVER_PROTOCOL", ex->protocol ? ex->protocol : "HTTP/1.1") < 0 ||
+        set_str(d, "SERVER_SOFTWARE", ZF_SERVER_NAME "/" ZF_VERSION) < 0 ||
+        set_str(d, "REMOTE_ADDR", ex->remote_addr) < 0 ||
+        set_int_str(d, "REMOTE_PORT", ex->remote_port) < 0 ||
+        (https && set_str(d, "HTTPS", "on") < 0) || set_http_headers(d, ex, c) < 0 ||
+        set_item(d, "wsgi.version", Py_BuildValue("(ii)", 1, 0)) < 0 ||
+        set_str(d, "wsgi.url_scheme", https ? "https" : "http") < 0 ||
+        PyDict_SetItemString(d, "wsgi.input", input) < 0 ||
+        PyDict_SetItemString(d, "wsgi.errors", errors) < 0 ||
+        PyDict_SetItemString(d, "wsgi.multithread", Py_True) < 0 ||
+        PyDict_SetItemString(d, "wsgi.multiprocess", Py_False) < 0 ||
+        PyDict_SetItemString(d, "wsgi.run_once", Py_False) < 0 ||
+        PyDict_SetItemString(d, "wsgi.input_terminated", Py_True) < 0 ||
+        PyDict_SetItemString(d, "wsgi.file_wrapper", (PyObject *)&zf__FileWrapperType) < 0 ||
+        set_str(d, "zfront.channel", ex->channel ? ex->channel : "http") < 0 ||
+        apply_proxy_headers(d, ex) < 0) {
+        Py_DECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+/* ========================================================= request state */
+
+struct wsgi_req {
+    struct zf_exchange *ex; /* not to be touched once finished */
+    struct zf_conn conn;    /* for log lines; built from the exchange */
+    PyObject *input;
+    /* from start_response: pending until sent */
+    int started;
+    int status;
+    char *status_line;
+    struct zf_headers headers;
+    int64_t cl; /* Content-Length the app gave (or we computed), -1 */
+    int accept_ranges;
+    /* progress */
+    int sent_headers;
+    int wrote;     /* write() was called */
+    int errored;   /* the app failed: a 500 went out, or the body was cut */
+    int gone;      /* the client went away (a send failed) */
+    int ok;        /* for zf_exchange_finish */
+    int finished;  /* zf_exchange_finish was called */
+    int warned_cl; /* "more than Content-Length" logged */
+    uint64_t body_bytes;
+};
+
+/* May a response with this status carry a Content-Length we computed? */
+static int cl_allowed(int status)
+{
+    return status >= 200 && status != 204 && status != 304;
+}
+
+/* Publishes the pending status and headers. Returns ZF_OK or ZF_ERROR
+ * (client gone). */
+static int send_headers(struct wsgi_req *r)
+{
+    r->sent_headers = 1;
+    char *line = r->status_line;
+    r->status_line = NULL;
+    if (zf_exchange_send_headers(r->ex, r->status, line, &r->headers, r->cl) != ZF_OK) {
+        r->ok = 0;
+        r->gone = 1;
+        return ZF_ERROR;
+    }
+    return ZF_OK;
+}
+
+/* Sends body bytes, the headers first if needed, never more than the
+ * Content-Length (HEAD: nothing). Returns ZF_OK or ZF_ERROR (client gone). */
+static int emit(struct wsgi_req *r, const char *p, size_t n)
+{
+    if (!r->sent_headers && send_headers(r) != ZF_OK)
+        return ZF_ERROR;
+    if (r->ex->is_head || n == 0)
+        return ZF_OK;
+    if (r->cl >= 0 && r->body_bytes + n > (uint64_t)r->cl) {
+        if (!r->warned_cl)
+            zf_log(ZF_LOG_WARN, &r->conn,
+                   "the application sent more than its Content-Length (%lld): cut",
+                   (long long)r->cl);
+        r->warned_cl = 1;
+        n = (size_t)((uint64_t)r->cl - r->body_bytes);
+        if (n == 0)
+            return ZF_OK;
+    }
+    /* A big chunk is copied, maybe into the spool file: other threads may
+     * run meanwhile (the caller holds a reference to the bytes). */
+    int rc;
+    if (n >= 64 * 1024) {
+        PyThreadState *ts = PyEval_SaveThread();
+        rc = zf_exchange_send_data(r->ex, p, n);
+        PyEval_RestoreThread(ts);
+    } else {
+        rc = zf_exchange_send_data(r->ex, p, n);
+    }
+    if (rc != ZF_OK) {
+        r->ok = 0;
+        r->gone = 1;
+        return ZF_ERROR;
+    }
+    r->body_bytes += n;
+    return ZF_OK;
+}
+
+/* Answers 500 with a short body (nothing was sent yet). */
+static void send_500(struct wsgi_req *r)
+{
+    zf_headers_free(&r->headers);
+    free(r->status_line);
+    r->status_line = strdup("500 Internal Server Error");
+    r->status = 500;
+    r->started = 1;
+    r->cl = (int64_t)(sizeof error_body - 1);
+    r->body_bytes = 0;
+    const char ct[] = "text/plain; charset=utf-8";
+    if (!r->status_line || zf_headers_add(&r->headers, "Content-Type", 12, ct, sizeof ct - 1)) {
+        r->ok = 0;
+        return;
+    }
+    emit(r, error_body, sizeof error_body - 1);
+}
+
+/* The app (or its iterable, or close()) raised: the exception is logged
+ * and cleared. Before any header went out the client gets a 500; after,
+ * the body is marked incomplete (the protocol closes the connection). A
+ * failure caused by the client leaving is not an application error. */
+static void app_failed(struct wsgi_req *r, const char *what)
+{
+    if (!r->finished && (r->gone || zf_exchange_aborted(r->ex))) {
+        PyErr_Clear();
+        zf_log(ZF_LOG_INFO, &r->conn, "response stopped: the client went away");
+        r->gone = 1;
+        r->ok = 0;
+        return;
+    }
+    zf__py_log_exception(ZF_LOG_ERROR, &r->conn, what);
+    if (r->finished || r->errored)
+        return;
+    r->errored = 1;
+    if (!r->sent_headers)
+        send_500(r);
+    else
+        r->ok = 0;
+}
+
+/* ======================================================= start_response */
+
+struct responder {
+    PyObject ob_base;     /* PyObject_HEAD */
+    struct wsgi_req *req; /* NULL once the request ended */
+};
+
+static int is_tchar(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') ||
+           (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+/* Encodes a str as latin-1; sets ValueError naming `what` when it cannot
+ * be. Returns a new bytes reference or NULL. */
+static PyObject *latin1(PyObject *s, const char *what)
+{
+    if (!PyUnicode_Check(s)) {
+        PyErr_Format(PyExc_TypeError, "start_response: %s must be str, not %.100s", what,
+                     Py_TYPE(s)->tp_name);
+        return NULL;
+    }
+    PyObject *b = PyUnicode_AsLatin1String(s);
+    if (!b) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "start_response: %s %R is not latin-1", what, s);
+    }
+    return b;
+}
+
+/* Checks and converts the app's status and headers into *out (status,
+ * status_line, headers, cl, accept_ranges). Returns 0, or -1 with an
+ * exception set (out is then cleaned up). */
+static int parse_response(struct wsgi_req *r, PyObject *status, PyObject *headers,
+                          struct wsgi_req *out)
+{
+    PyObject *sb = latin1(status, "the status");
+    if (!sb)
+        return -1;
+    const char *s = PyBytes_AS_STRING(sb);
+    Py_ssize_t sn = PyBytes_GET_SIZE(sb);
+    int valid = sn >= 4 && s[0] >= '1' && s[0] <= '9' && s[1] >= '0' && s[1] <= '9' &&
+                s[2] >= '0' && s[2] <= '9' && s[3] == ' ';
+    for (Py_ssize_t i = 4; valid && i < sn; i++)
+        if (((unsigned char)s[i] < 0x20 && s[i] != '\t') || s[i] == 0x7f)
+            valid = 0;
+    if (!valid || s[0] == '1') {
+        PyErr_Format(PyExc_ValueError,
+                     "start_response: invalid status %R (expected \"NNN Reason\", NNN >= 200)",
+                     status);
+        Py_DECREF(sb);
+        return -1;
+    }
+    out->status = (s[0] - '0') * 100 + (s[1] - '0') * 10 + (s[2] - '0');
+    out->status_line = strdup(s);
+    Py_DECREF(sb);
+    out->cl = -1;
+    out->accept_ranges = 0;
+    if (!out->status_line) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (!PyList_Check(headers) && !PyTuple_Check(headers)) {
+        PyErr_Format(PyExc_TypeError, "start_response: headers must be a list, not %.100s",
+                     Py_TYPE(headers)->tp_name);
+        return -1;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(headers);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(headers, i);
+        if (!(PyTuple_Check(item) || PyList_Check(item)) || PySequence_Fast_GET_SIZE(item) != 2) {
+            PyErr_Format(PyExc_TypeError,
+                         "start_response: each header must be a (name, value) tuple, not %R", item);
+            return -1;
+        }
+        PyObject *nb = latin1(PySequence_Fast_GET_ITEM(item, 0), "a header name");
+        PyObject *vb = nb ? latin1(PySequence_Fast_GET_ITEM(item, 1), "a header value") : NULL;
+        if (!vb) {
+            Py_XDECREF(nb);
+            return -1;
+        }
+        const char *name = PyBytes_AS_STRING(nb), *value = PyBytes_AS_STRING(vb);
+        size_t nlen = (size_t)PyBytes_GET_SIZE(nb), vlen = (size_t)PyBytes_GET_SIZE(vb);
+        int bad = nlen == 0;
+        for (size_t k = 0; k < nlen && !bad; k++)
+            bad = !is_tchar((unsigned char)name[k]);
+        if (bad || memchr(value, '\r', vlen) || memchr(value, '\n', vlen) ||
+            memchr(value, 0, vlen)) {
+            PyErr_Format(PyExc_ValueError, "start_response: invalid header %R", item);
+            goto fail;
+        }
+        int hop = 0;
+        for (size_t k = 0; k < ZF_ARRAY_LEN(hop_by_hop); k++)
+            hop |= strcasecmp(name, hop_by_hop[k]) == 0;
+        if (hop) {
+            zf_log(ZF_LOG_WARN, &r->conn, "dropped the application's hop-by-hop header \"%s\"",
+                   name);
+        } else if (strcasecmp(name, "content-length") == 0) {
+            /* The protocol writes Content-Length from ex->content_length. */
+            const char *p = value;
+            while (*p == ' ' || *p == '\t')
+                p++;
+            char *end;
+            errno = 0;
+            long long v = *p >= '0' && *p <= '9' ? strtoll(p, &end, 10) : -1;
+            while (v >= 0 && (*end == ' ' || *end == '\t'))
+                end++;
+            if (v < 0 || errno || *end || (out->cl >= 0 && out->cl != v)) {
+                PyErr_Format(PyExc_ValueError, "start_response: invalid Content-Length %R", item);
+                goto fail;
+            }
+            out->cl = v;
+        } else {
+            if (strcasecmp(name, "accept-ranges") == 0 && strcasecmp(value, "bytes") == 0)
+                out->accept_ranges = 1;
+            if (zf_headers_add(&out->headers, name, nlen, value, vlen) != ZF_OK) {
+                PyErr_NoMemory();
+                goto fail;
+            }
+        }
+        Py_DECREF(nb);
+        Py_DECREF(vb);
+        continue;
+    fail:
+        Py_DECREF(nb);
+        Py_DECREF(vb);
+        return -1;
+    }
+    if (out->status == 204)
+        out->cl = -1;
+    return 0;
+}
+
+static PyObject *start_response(struct responder *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"status", "headers", "exc_info", NULL};
+    PyObject *status, *headers, *exc_info = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O:start_response", kwlist, &status, &headers,
+                                     &exc_info))
+        return NULL;
+    struct wsgi_req *r = self->req;
+    if (!r || r->finished) {
+        PyErr_SetString(PyExc_RuntimeError, "start_response called after the request ended");
+        return NULL;
+    }
+    if (exc_info != Py_None) {
+        if (r->sent_headers) {
+            /* too late to change the response: re-raise the app's error */
+            PyObject *t, *v, *tb;
+            if (!PyArg_ParseTuple(exc_info, "OOO", &t, &v, &tb))
+                return NULL;
+            Py_INCREF(t);
+            Py_INCREF(v);
+            Py_INCREF(tb);
+            PyErr_Restore(t, v, tb);
+            return NULL;
+        }
+    } else if (r->started) {
+        PyErr_SetString(PyExc_RuntimeError, "start_response called a second time without exc_info");
+        return NULL;
+    }
+    struct wsgi_req parsed = {0};
+    if (parse_response(r, status, headers, &parsed) < 0) {
+        free(parsed.status_line);
+        zf_headers_free(&parsed.headers);
+        return NULL;
+    }
+    free(r->status_line);
+    zf_headers_free(&r->headers);
+    r->status = parsed.status;
+    r->status_line = parsed.status_line;
+    r->headers = parsed.headers;
+    r->cl = parsed.cl;
+    r->accept_ranges = parsed.accept_ranges;
+    r->started = 1;
+    return PyObject_GetAttrString((PyObject *)self, "write");
+}
+
+/* write(data): the PEP 3333 imperative API. Sends the headers first. */
+static PyObject *responder_write(struct responder *self, PyObject *data)
+{
+    struct wsgi_req *r = self->req;
+    if (!r || r->finished) {
+        PyErr_SetString(PyExc_RuntimeError, "write() called after the request ended");
+        return NULL;
+    }
+    if (!r->started) {
+        PyErr_SetString(PyExc_RuntimeError, "write() called before start_response()");
+        return NULL;
+    }
+    if (!PyBytes_Check(data)) {
+        PyErr_Format(PyExc_TypeError, "write() argument must be bytes, not %.100s",
+                     Py_TYPE(data)->tp_name);
+        return NULL;
+    }
+    r->wrote = 1;
+    if (r->gone || r->errored ||
+        emit(r, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data)) != ZF_OK) {
+        PyErr_SetString(PyExc_ConnectionAbortedError, "the client went away");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef responder_methods[] = {
+    {"start_response", (PyCFunction)(void (*)(void))start_response, METH_VARARGS | METH_KEYWORDS,
+     "start_response(status, headers, exc_info=None)"},
+    {"write", (PyCFunction)responder_write, METH_O, "write(data: bytes)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ResponderType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "zfront.Responder",
+    .tp_basicsize = sizeof(struct responder),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "start_response and write() of one request.",
+    .tp_methods = responder_methods,
+};
+
+int zf__wsgi_types_ready(void)
+{
+    return PyType_Ready(&ResponderType);
+}
+
+/* ======================================================== file fast path */
+
+/* Returns the fd of obj.fileno() when it is a regular file (*st filled),
+ * else -1 (any exception cleared: the app then iterates normally). */
+static int regular_fileno(PyObject *obj, struct stat *st)
+{
+    PyObject *fo = PyObject_CallMethod(obj, "fileno", NULL);
+    if (!fo) {
+        PyErr_Clear();
+        return -1;
+    }
+    long fd = PyLong_Check(fo) ? PyLong_AsLong(fo) : -1;
+    Py_DECREF(fo);
+    PyErr_Clear();
+    if (fd < 0 || fd > 0x7fffffff || fstat((int)fd, st) != 0 || !S_ISREG(st->st_mode))
+        return -1;
+    return (int)fd;
+}
+
+/* Current position of a file object: its tell() (which knows about Python's
+ * read buffer), else the descriptor's offset. */
+static int64_t file_position(PyObject *obj, int fd)
+{
+    if (PyObject_HasAttrString(obj, "tell")) {
+        PyObject *t = PyObject_CallMethod(obj, "tell", NULL);
+        long long v = t ? PyLong_AsLongLong(t) : -1;
+        Py_XDECREF(t);
+        if (v >= 0 && !PyErr_Occurred())
+            return v;
+        PyErr_Clear();
+    }
+    off_t o = lseek(fd, 0, SEEK_CUR);
+    return o < 0 ? 0 : (int64_t)o;
+}
+
+/* Replaces the pending status line and adds Content-Range for a 206/416.
+ * Returns 0 or -1 (out of memory). */
+static int set_range_status(struct wsgi_req *r, int status, const char *range_value)
+{
+    char *line = strdup(status == 206 ? "206 Partial Content" : "416 Range Not Satisfiable");
+    if (!line)
+        return -1;
+    free(r->status_line);
+    r->status_line = line;
+    r->status = status;
+    return zf_headers_add(&r->headers, "Content-Range", 13, range_value, strlen(range_value));
+}
+
+/* Applies a Range request to the file window [*off, *off + *len): only for
+ * a 200 the app marked "Accept-Ranges: bytes", a GET with one Range, and an
+ * If-Range (if any) equal to the app's strong ETag or its Last-Modified. */
+static void apply_range(struct wsgi_req *r, int64_t *off, int64_t *len)
+{
+    struct zf_exchange *ex = r->ex;
+    const char *range = zf_headers_get(&ex->req_headers, "Range");
+    if (r->status != 200 || !r->accept_ranges || !range || strcmp(ex->method, "GET") != 0)
+        return;
+    const char *if_range = zf_headers_get(&ex->req_headers, "If-Range");
+    if (if_range) {
+        const char *etag = zf_headers_get(&r->headers, "ETag");
+        const char *lm = zf_headers_get(&r->headers, "Last-Modified");
+        int match = (etag && strncmp(etag, "W/", 2) != 0 && strcmp(if_range, etag) == 0) ||
+                    (lm && strcmp(if_range, lm) == 0);
+        if (!match)
+            return;
+    }
+    uint64_t start, rlen;
+    char buf[96];
+    int rc = zf_range_parse(range, (uint64_t)*len, &start, &rlen);
+    if (rc == ZF_OK) {
+        snprintf(buf, sizeof buf, "bytes %llu-%llu/%llu", (unsigned long long)start,
+                 (unsigned long long)(start + rlen - 1), (unsigned long long)*len);
+        if (set_range_status(r, 206, buf) == 0) {
+            *off += (int64_t)start;
+            *len = (int64_t)rlen;
+        }
+    } else if (rc == ZF_ERROR) {
+        snprintf(buf, sizeof buf, "bytes */%llu", (unsigned long long)*len);
+        if (set_range_status(r, 416, buf) == 0)
+            *len = 0;
+    }
+}
+
+/* Hands a file response to the loop. Returns 1 when done (the exchange is
+ * finished: the caller only closes the iterable), 0 when result is not a
+ * regular file (iterate it instead). */
+static int file_response(struct wsgi_req *r, PyObject *result)
+{
+    PyObject *target = result;
+    if (Py_IS_TYPE(result, &zf__FileWrapperType))
+        target = ((struct zf__file_wrapper *)result)->filelike;
+    if (!target || !PyObject_HasAttrString(target, "fileno"))
+        return 0;
+    struct stat st;
+    int fd = regular_fileno(target, &st);
+    if (fd < 0)
+        return 0;
+    int64_t size = st.st_size;
+    int64_t off = file_position(target, fd);
+    if (off > size)
+        off = size;
+    int64_t len = size - off;
+    if (!cl_allowed(r->status))
+        return 0; /* no body for 204/304: let iteration handle it */
+    if (r->cl >= 0 && r->cl < len)
+        len = r->cl;
+    else if (r->cl > len)
+        zf_log(ZF_LOG_WARN, &r->conn,
+               "the file is shorter (%lld bytes) than the application's Content-Length "
+               "(%lld): sending what exists",
+               (long long)len, (long long)r->cl);
+    apply_range(r, &off, &len);
+    r->cl = len;
+    int dupfd = -1;
+    if (len > 0 && !r->ex->is_head) {
+        dupfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        if (dupfd < 0) {
+            zf_log(ZF_LOG_WARN, &r->conn, "cannot dup the response file (%s): iterating it",
+                   strerror(errno));
+            return 0;
+        }
+    }
+    zf__input_detach(r->input);
+    if (send_headers(r) == ZF_OK && dupfd >= 0) {
+        if (zf_exchange_send_file(r->ex, dupfd, (off_t)off, (size_t)len) != ZF_OK)
+            r->ok = 0;
+    } else if (dupfd >= 0) {
+        close(dupfd);
+    }
+    r->finished = 1;
+    zf_exchange_finish(r->ex, r->ok);
+    return 1;
+}
+
+/* ============================================================= iteration */
+
+/* Iterates the app's result and queues the chunks. Errors go through
+ * app_failed. */
+static void iterate(struct wsgi_req *r, PyObject *result)
+{
+    struct zf_exchange *ex = r->ex;
+    int single = 0;
+    PyTypeObject *tp = Py_TYPE(result);
+    if (r->cl < 0 && !r->wrote &&
+        ((tp->tp_as_sequence && tp->tp_as_sequence->sq_length) ||
+         (tp->tp_as_mapping && tp->tp_as_mapping->mp_length))) {
+        Py_ssize_t n = PyObject_Length(result);
+        if (n < 0)
+            PyErr_Clear();
+        single = n == 1;
+    }
+    if (ex->is_head && r->started && (r->cl >= 0 || !single)) {
+        emit(r, NULL, 0); /* HEAD: the headers are all there is */
+        return;
+    }
+    PyObject *it = PyObject_GetIter(result);
+    if (!it) {
+        app_failed(r, "the application's return value is not iterable");
+        return;
+    }
+    for (;;) {
+        if (zf_exchange_aborted(ex)) {
+            r->ok = 0;
+            r->gone = 1;
+            break;
+        }
+        PyObject *chunk = PyIter_Next(it);
+        if (!chunk) {
+            if (PyErr_Occurred())
+                app_failed(r, "application error while iterating the response");
+            break;
+        }
+        if (!PyBytes_Check(chunk)) {
+            PyErr_Format(PyExc_TypeError, "the application's iterable yielded %.100s, not bytes",
+                         Py_TYPE(chunk)->tp_name);
+            Py_DECREF(chunk);
+            app_failed(r, "application error");
+            break;
+        }
+        size_t n = (size_t)PyBytes_GET_SIZE(chunk);
+        if (n == 0 && !single) {
+            Py_DECREF(chunk);
+            continue;
+        }
+        if (!r->started) {
+            Py_DECREF(chunk);
+            PyErr_SetString(PyExc_RuntimeError,
+                            "the application yielded body data before calling start_response()");
+            app_failed(r, "application error");
+            break;
+        }
+        if (single && !r->sent_headers && r->cl < 0 && cl_allowed(r->status))
+            r->cl = (int64_t)n;
+        int rc = emit(r, PyBytes_AS_STRING(chunk), n);
+        Py_DECREF(chunk);
+        if (rc != ZF_OK || r->errored || (ex->is_head && r->sent_headers))
+            break;
+    }
+    Py_DECREF(it);
+}
+
+/* Calls result.close() when it has one: always, also after errors. */
+static void close_result(struct wsgi_req *r, PyObject *result)
+{
+    if (!PyObject_HasAttrString(result, "close"))
+        return;
+    PyObject *rv = PyObject_CallMethod(result, "close", NULL);
+    if (rv)
+        Py_DECREF(rv);
+    else
+        app_failed(r, "application error in close() of its response");
+}
+
+/* Sends what is still owed after the body: the headers of an empty body,
+ * or the verdict on a body shorter than its Content-Length. */
+static void complete(struct wsgi_req *r)
+{
+    if (r->finished || !r->ok || r->errored)
+        return;
+    if (!r->sent_headers) {
+        if (!r->started) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "the application returned without calling start_response()");
+            app_failed(r, "application error");
+            return;
+        }
+        if (r->cl < 0 && cl_allowed(r->status) && r->body_bytes == 0)
+            r->cl = 0;
+        emit(r, NULL, 0);
+        return;
+    }
+    if (r->cl >= 0 && r->body_bytes < (uint64_t)r->cl && !r->ex->is_head) {
+        zf_log(ZF_LOG_ERROR, &r->conn,
+               "the application sent %llu bytes of its Content-Length %lld: response cut",
+               (unsigned long long)r->body_bytes, (long long)r->cl);
+        r->ok = 0;
+    }
+}
+
+/* The log identity of the request: built from the exchange's own fields,
+ * which stay valid while the worker holds it (ex->conn may go away). */
+static void make_conn(struct zf_conn *c, const struct zf_exchange *ex)
+{
+    memset(c, 0, sizeof *c);
+    c->id = ex->conn_id;
+    c->proto = ex->channel ? ex->channel : "http";
+    c->action = "running the application";
+    snprintf(c->peer_addr, sizeof c->peer_addr, "%s", ex->remote_addr);
+    c->peer_port = ex->remote_port;
+    snprintf(c->peer, sizeof c->peer, strchr(ex->remote_addr, ':') ? "[%s]:%d" : "%s:%d",
+             ex->remote_addr, ex->remote_port);
+}
+
+/* Worker thread, GIL held: runs ex through the app. Always ends with
+ * zf_exchange_finish (after which ex is not touched) and always calls the
+ * result's close(). */
+static void wsgi_handle(struct zf_exchange *ex, struct zf_worker *w)
+{
+    (void)w;
+    struct wsgi_req r = {.ex = ex, .cl = -1, .ok = 1};
+    make_conn(&r.conn, ex);
+    PyObject *errors = NULL, *environ = NULL, *responder = NULL, *sr = NULL, *result = NULL;
+    r.input = zf__input_new(&ex->body);
+    errors = r.input ? zf__errors_new(&r.conn) : NULL;
+    environ = errors ? build_environ(ex, &r.conn, r.input, errors) : NULL;
+    responder = environ ? (PyObject *)PyObject_New(struct responder, &ResponderType) : NULL;
+    if (responder) {
+        ((struct responder *)responder)->req = &r;
+        sr = PyObject_GetAttrString(responder, "start_response");
+    }
+    if (!sr || !zf__py_app) {
+        if (!zf__py_app && !PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "no application loaded");
+        app_failed(&r, "cannot prepare the request for the application");
+    } else {
+        result = PyObject_CallFunctionObjArgs(zf__py_app, environ, sr, NULL);
+        if (!result)
+            app_failed(&r, "application error");
+    }
+    if (result) {
+        if (!(r.started && !r.wrote && !r.sent_headers && file_response(&r, result)))
+            iterate(&r, result);
+        close_result(&r, result);
+    }
+    if (!r.finished) {
+        complete(&r);
+        if (r.input)
+            zf__input_detach(r.input);
+        r.finished = 1;
+        zf_exchange_finish(ex, r.ok);
+    }
+    if (responder)
+        ((struct responder *)responder)->req = NULL;
+    Py_XDECREF(result);
+    Py_XDECREF(sr);
+    Py_XDECREF(responder);
+    Py_XDECREF(environ);
+    Py_XDECREF(errors);
+    Py_XDECREF(r.input);
+    free(r.status_line);
+    zf_headers_free(&r.headers);
+    if (PyErr_Occurred()) /* nothing may leak into the next request */
+        zf__py_log_exception(ZF_LOG_ERROR, &r.conn, "unexpected pending exception");
+}
+
+const struct zf_app_ops zf_wsgi_ops = {
+    .name = "wsgi",
+    .handle = wsgi_handle,
+};

@@ -1,0 +1,245 @@
+"""zfront's bundled demo site: ``zfront --demo`` (or ``zfront.demo:application``).
+
+A small but real WSGI site that shows what the server does:
+
+  /               an HTML page linking the rest
+  /hello          exactly b"Hello, world!" (text/plain)
+  /files/big.bin  a large file (64 MiB by default) sent through
+                  wsgi.file_wrapper: the event loop streams it with sendfile,
+                  Range requests are answered 206 (Accept-Ranges: bytes)
+  /upload         GET: a form; POST: the body's size and sha256
+  /environ        the WSGI environ, as text
+
+big.bin is created once in the state directory. Its content is
+deterministic: block i (64 KiB each, the last one cut) is
+``hashlib.shake_256(b"zfront-demo:%d" % i).digest(65536)`` -- see
+``expected_bytes`` -- so a client can check any range of it. Its size comes
+from ``make_app(big_size=...)``, else the environment variable
+ZFRONT_DEMO_BIG_SIZE (bytes, or with a k/m/g suffix), else 64 MiB.
+"""
+
+import hashlib
+import html
+import os
+import threading
+from email.utils import formatdate
+
+__all__ = ["make_app", "application", "expected_bytes", "DemoApp"]
+
+DEFAULT_STATE_DIR = "var/zfront-demo"
+DEFAULT_BIG_SIZE = 64 * 1024 * 1024
+BLOCK = 64 * 1024
+READ_SIZE = 64 * 1024
+
+
+def _block(index):
+    return hashlib.shake_256(b"zfront-demo:%d" % index).digest(BLOCK)
+
+
+def expected_bytes(offset, length):
+    """The bytes of big.bin at [offset, offset + length)."""
+    out = bytearray()
+    index, skip = divmod(offset, BLOCK)
+    while len(out) < length:
+        out += _block(index)[skip:]
+        index += 1
+        skip = 0
+    return bytes(out[:length])
+
+
+def _parse_size(text):
+    text = text.strip().lower()
+    mult = {"k": 1024, "m": 1024**2, "g": 1024**3}.get(text[-1:], 1)
+    if mult != 1:
+        text = text[:-1]
+    return int(text) * mult
+
+
+def _ensure_big_file(path, size):
+    """Creates path with `size` deterministic bytes unless it is already
+    there with that size. Written to a temp name, then renamed."""
+    try:
+        if os.path.getsize(path) == size:
+            return
+    except OSError:
+        pass
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        index = 0
+        left = size
+        while left > 0:
+            data = _block(index)[:left]
+            f.write(data)
+            left -= len(data)
+            index += 1
+    os.replace(tmp, path)
+
+
+def _text(start_response, status, body, ctype="text/plain; charset=utf-8", extra=()):
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    headers = [("Content-Type", ctype), ("Content-Length", str(len(body)))]
+    headers.extend(extra)
+    start_response(status, headers)
+    return [body]
+
+
+PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>zfront demo</title>
+<style>
+body {{ font-family: sans-serif; max-width: 44em; margin: 2em auto; line-height: 1.5; }}
+code {{ background: #f3f3f3; padding: 0 .2em; }}
+</style></head>
+<body>
+<h1>zfront is running</h1>
+<p>This is the demo site bundled with zfront {version}, a multi-protocol front-end
+server for Zope and any WSGI application. Served over
+<code>{scheme}</code> ({protocol}) by a worker thread of the embedded Python.</p>
+<ul>
+<li><a href="/hello">/hello</a> &mdash; the smallest page</li>
+<li><a href="/files/big.bin">/files/big.bin</a> &mdash; a {big_mib} MiB file, streamed by the
+event loop with sendfile (try <code>curl -r 0-99</code>)</li>
+<li><a href="/upload">/upload</a> &mdash; send a file, get its size and sha256</li>
+<li><a href="/environ">/environ</a> &mdash; the WSGI environ of your request</li>
+</ul>
+</body>
+</html>
+"""
+
+UPLOAD_FORM = """<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>zfront demo: upload</title></head>
+<body>
+<h1>Upload</h1>
+<p>The server answers with the size and sha256 of the request body as it arrived
+(for a form, that is the multipart encoding around your file).</p>
+<form method="post" action="/upload" enctype="multipart/form-data">
+<input type="file" name="file"> <button type="submit">Send</button>
+</form>
+<p>Or: <code>curl --data-binary @FILE http://HOST/upload</code></p>
+</body>
+</html>
+"""
+
+
+class DemoApp:
+    """The demo site as a WSGI callable."""
+
+    def __init__(self, state_dir=DEFAULT_STATE_DIR, big_size=None):
+        if big_size is None:
+            env = os.environ.get("ZFRONT_DEMO_BIG_SIZE")
+            big_size = _parse_size(env) if env else DEFAULT_BIG_SIZE
+        self.state_dir = os.path.abspath(state_dir)
+        self.big_size = big_size
+        self.big_path = os.path.join(self.state_dir, "big.bin")
+        os.makedirs(self.state_dir, exist_ok=True)
+        _ensure_big_file(self.big_path, big_size)
+        self.routes = {
+            "/": (self.index, ("GET", "HEAD")),
+            "/hello": (self.hello, ("GET", "HEAD")),
+            "/files/big.bin": (self.big_file, ("GET", "HEAD")),
+            "/upload": (self.upload, ("GET", "HEAD", "POST")),
+            "/environ": (self.show_environ, ("GET", "HEAD", "POST")),
+        }
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO") or "/"
+        route = self.routes.get(path)
+        if route is None:
+            return _text(start_response, "404 Not Found", f"Not found: {path}\n")
+        handler, methods = route
+        if environ["REQUEST_METHOD"] not in methods:
+            return _text(
+                start_response,
+                "405 Method Not Allowed",
+                f"{environ['REQUEST_METHOD']} is not allowed here\n",
+                extra=[("Allow", ", ".join(methods))],
+            )
+        return handler(environ, start_response)
+
+    def index(self, environ, start_response):
+        from zfront import __version__
+
+        page = PAGE.format(
+            version=html.escape(__version__),
+            scheme=html.escape(environ.get("wsgi.url_scheme", "http")),
+            protocol=html.escape(environ.get("SERVER_PROTOCOL", "")),
+            big_mib=round(self.big_size / 1024 / 1024, 1),
+        )
+        return _text(start_response, "200 OK", page, "text/html; charset=utf-8")
+
+    def hello(self, environ, start_response):
+        return _text(start_response, "200 OK", b"Hello, world!")
+
+    def big_file(self, environ, start_response):
+        st = os.stat(self.big_path)
+        etag = '"%x-%x"' % (st.st_size, st.st_mtime_ns)
+        last_modified = formatdate(st.st_mtime, usegmt=True)
+        validators = [("ETag", etag), ("Last-Modified", last_modified)]
+        if environ.get("HTTP_IF_NONE_MATCH") == etag:
+            start_response("304 Not Modified", validators)
+            return []
+        f = open(self.big_path, "rb")
+        start_response(
+            "200 OK",
+            [
+                ("Content-Type", "application/octet-stream"),
+                ("Content-Length", str(st.st_size)),
+                ("Accept-Ranges", "bytes"),
+            ]
+            + validators,
+        )
+        wrapper = environ.get("wsgi.file_wrapper")
+        if wrapper is not None:
+            return wrapper(f, READ_SIZE)
+        return _read_file(f)
+
+    def upload(self, environ, start_response):
+        if environ["REQUEST_METHOD"] != "POST":
+            return _text(start_response, "200 OK", UPLOAD_FORM, "text/html; charset=utf-8")
+        stream = environ["wsgi.input"]
+        digest = hashlib.sha256()
+        size = 0
+        while True:
+            data = stream.read(READ_SIZE)
+            if not data:
+                break
+            digest.update(data)
+            size += len(data)
+        return _text(start_response, "200 OK", f"size: {size}\nsha256: {digest.hexdigest()}\n")
+
+    def show_environ(self, environ, start_response):
+        lines = [f"{key}: {environ[key]!r}" for key in sorted(environ)]
+        return _text(start_response, "200 OK", "\n".join(lines) + "\n")
+
+
+def _read_file(f):
+    """Iterates a file without wsgi.file_wrapper (other servers)."""
+    try:
+        while True:
+            data = f.read(READ_SIZE)
+            if not data:
+                break
+            yield data
+    finally:
+        f.close()
+
+
+def make_app(state_dir=DEFAULT_STATE_DIR, big_size=None):
+    """Returns the demo WSGI application keeping its files in state_dir."""
+    return DemoApp(state_dir, big_size)
+
+
+_default_app = None
+_default_lock = threading.Lock()
+
+
+def application(environ, start_response):
+    """The demo with its files in ./var/zfront-demo, created on first use."""
+    global _default_app
+    if _default_app is None:
+        with _default_lock:
+            if _default_app is None:
+                _default_app = make_app(DEFAULT_STATE_DIR)
+    return _default_app(environ, start_response)
