@@ -37,13 +37,24 @@ import code
 import importlib
 import io
 import pydoc
-import rlcompleter
 import sys
 import threading
 import traceback
 import types
 
 from zfront.lineedit import LineEditor
+
+# rlcompleter imports GNU readline when it can, which installs a process-wide
+# completer and may touch the server's own terminal. The console needs
+# neither: hide readline during that one import.
+if "readline" in sys.modules:
+    import rlcompleter
+else:
+    sys.modules["readline"] = None
+    try:
+        import rlcompleter
+    finally:
+        del sys.modules["readline"]
 
 __all__ = ["run", "SessionInfo"]
 
@@ -107,6 +118,55 @@ class _Out(io.TextIOBase):
     def flush(self):
         pass
 
+    @property
+    def buffer(self):
+        return _OutBytes(self)
+
+
+class _OutBytes(io.RawIOBase):
+    """sys.stdout.buffer of a session: bytes go out as they are (CRLF on a
+    pty, like the text stream)."""
+
+    def __init__(self, out):
+        self._out = out
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        data = bytes(b)
+        if data:
+            if self._out._pty:
+                data = data.replace(b"\n", b"\r\n")
+            self._out._session.write(data, stderr=self._out._stderr)
+        return len(b)
+
+
+class _InBytes(io.RawIOBase):
+    """sys.stdin.buffer of a session without a pty: the raw input bytes."""
+
+    def __init__(self, inp):
+        self._in = inp
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        if not self._in._buf and not self._in._more():
+            return 0
+        n = min(len(b), len(self._in._buf))
+        b[:n] = self._in._buf[:n]
+        self._in._buf = self._in._buf[n:]
+        return n
+
+    def read(self, size=-1):
+        if size is None or size < 0:
+            while self._in._more():
+                pass
+            data, self._in._buf = self._in._buf, b""
+            return data
+        return super().read(size)
+
 
 class _In(io.TextIOBase):
     """A session's stdin: the line editor on a pty, raw input otherwise."""
@@ -139,6 +199,12 @@ class _In(io.TextIOBase):
             self._buf += data
             return True
         return False
+
+    @property
+    def buffer(self):
+        if self._editor is not None:
+            raise AttributeError("a terminal session has no binary stdin")
+        return _InBytes(self)
 
     def readline(self, size=-1):
         if self._editor is not None:

@@ -3,9 +3,21 @@
 #include "server.h"
 
 extern const struct zf_module zf_http_module;
+#ifdef ZF_WITH_HTTP2
+extern const struct zf_module zf_h2_module; /* https listeners, TLS, HTTP/2 */
+#endif
+#ifdef ZF_WITH_SSH
+extern const struct zf_module zf_ssh_module;
+#endif
 
 const struct zf_module *const zf_modules[] = {
     &zf_http_module,
+#ifdef ZF_WITH_HTTP2
+    &zf_h2_module,
+#endif
+#ifdef ZF_WITH_SSH
+    &zf_ssh_module,
+#endif
 };
 
 const size_t zf_nmodules = ZF_ARRAY_LEN(zf_modules);

@@ -234,13 +234,18 @@ int zf_loop_call(zf_loop_fn fn, void *arg)
     c->fn = fn;
     c->arg = arg;
     pthread_mutex_lock(&calls.lock);
+    if (!calls.ev) { /* the loop is gone (shutdown): nobody would run it */
+        pthread_mutex_unlock(&calls.lock);
+        free(c);
+        return ZF_ERROR;
+    }
     if (calls.tail)
         calls.tail->next = c;
     else
         calls.head = c;
     calls.tail = c;
-    pthread_mutex_unlock(&calls.lock);
     event_active(calls.ev, EV_READ, 0);
+    pthread_mutex_unlock(&calls.lock);
     return ZF_OK;
 }
 
@@ -252,11 +257,14 @@ int zf__server_init_loop(struct zf_server *srv)
 
 void zf__server_free_loop(void)
 {
-    if (calls.ev) {
-        on_calls(-1, 0, NULL); /* run what is left so nothing leaks */
-        event_free(calls.ev);
-    }
+    pthread_mutex_lock(&calls.lock);
+    struct event *ev = calls.ev;
     calls.ev = NULL;
+    pthread_mutex_unlock(&calls.lock);
+    if (ev) {
+        on_calls(-1, 0, NULL); /* run what is left so nothing leaks */
+        event_free(ev);
+    }
     if (shutdown_timer)
         event_free(shutdown_timer);
     shutdown_timer = NULL;

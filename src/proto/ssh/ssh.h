@@ -38,8 +38,8 @@ struct zf_ssh_config {
     char *namespace_hook;  /* "module:function" building a session's namespace */
     uint64_t login_timeout_ms;
     long max_auth_tries;
-    long max_sessions;     /* console sessions at once (all connections) */
-    long max_startups;     /* connections not yet authenticated at once */
+    long max_sessions; /* console sessions at once (all connections) */
+    long max_startups; /* connections not yet authenticated at once */
 };
 extern struct zf_ssh_config zf_ssh_cfg;
 
@@ -69,6 +69,11 @@ size_t zf__ssh_authkeys_count(const struct zf_ssh_authkeys *ak);
 /* Checks `password` against a crypt(3) hash in constant time. Returns 1 on
  * a match, 0 otherwise. */
 int zf__ssh_password_ok(const char *hash, const char *password);
+/* True when hash is a crypt(3) hash this system can check. */
+int zf__ssh_hash_valid(const char *hash);
+/* The authorized keys in use (module.c loads them, conn.c refreshes and
+ * matches them; loop thread). */
+extern struct zf_ssh_authkeys *zf__ssh_authkeys;
 /* "SHA256:..." fingerprint of a key, malloc'd (free()), or NULL. */
 char *zf__ssh_fingerprint(ssh_key key);
 
@@ -102,10 +107,10 @@ struct zf_ssh_channel {
     int pty;
     char term[32];
     int cols, rows;
-    int remote_eof;   /* client sent EOF */
-    int held_back;    /* unconsumed input left in libssh's buffer */
-    int closed;       /* we sent close (or the peer did); freed after dopoll */
-    int dead;         /* free after the current dopoll */
+    int remote_eof; /* client sent EOF */
+    int held_back;  /* unconsumed input left in libssh's buffer */
+    int closed;     /* we sent close (or the peer did); freed after dopoll */
+    int dead;       /* free after the current dopoll */
     struct zf_ssh_channel *next;
 };
 
@@ -118,6 +123,8 @@ int zf__ssh_console_start(struct zf_ssh_channel *ch, enum zf_ssh_mode mode, cons
  * than len when the console's input queue is full: the rest stays in
  * libssh and is pulled later). Handles Ctrl-C while code runs. */
 size_t zf__ssh_console_input(struct zf_ssh_console *cs, const char *data, size_t len);
+/* Bytes the input queue can still take before it counts as full. */
+size_t zf__ssh_console_room(struct zf_ssh_console *cs);
 void zf__ssh_console_eof(struct zf_ssh_console *cs);
 void zf__ssh_console_resize(struct zf_ssh_console *cs, int cols, int rows);
 /* Loop thread: the client asked to interrupt (Ctrl-C or signal INT). */
@@ -140,8 +147,13 @@ void zf__ssh_channel_finished(struct zf_ssh_channel *ch);
 
 /* Console threads alive (shutdown waits for them) and sessions open. */
 size_t zf__ssh_console_threads(void);
+/* The server stops without waiting for the consoles: from now on they
+ * post nothing to the loop (it may be freed). */
+void zf__ssh_console_hard_stop(void);
 /* Starts/stops the interrupter thread. Start returns ZF_OK or ZF_ERROR. */
 int zf__ssh_interrupter_start(void);
 void zf__ssh_interrupter_stop(void);
+/* True until the interrupter thread left (shutdown waits for it). */
+int zf__ssh_interrupter_running(void);
 
 #endif

@@ -1,0 +1,220 @@
+/* The SSH module descriptor: [ssh] config keys, configure (keys are read
+ * and checked before anything listens), start (listener), stop, stats. */
+#include <event2/buffer.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ssh.h"
+
+struct zf_ssh_config zf_ssh_cfg;
+
+static const struct zf_cfg_key ssh_keys[] = {
+    {"ssh.listen", ZF_CFG_STR, &zf_ssh_cfg.listen, "", "--ssh",
+     "SSH console listen address; a bare port (\"8022\") means 127.0.0.1 only. "
+     "Empty: no SSH."},
+    {"ssh.authorized_keys", ZF_CFG_STR, &zf_ssh_cfg.authorized_keys, "", "--ssh-authorized-keys",
+     "OpenSSH authorized_keys file of the keys that may log in (ed25519, ecdsa, rsa >= 2048); "
+     "lines with options are refused. Re-read when it changes."},
+    {"ssh.host_key", ZF_CFG_STR, &zf_ssh_cfg.host_key, "", "--ssh-host-key",
+     "Host key file; generated (ed25519, mode 0600) when missing, refused when group/others "
+     "can read it. Default: <state_dir>/ssh_host_ed25519_key."},
+    {"ssh.password_hash", ZF_CFG_STR, &zf_ssh_cfg.password_hash, "", NULL,
+     "crypt(3) hash (e.g. from `mkpasswd` or `openssl passwd -6`) that enables password "
+     "login. Empty: public keys only."},
+    {"ssh.namespace", ZF_CFG_STR, &zf_ssh_cfg.namespace_hook, "", NULL,
+     "\"module:function\" called per session to build the console namespace "
+     "(zfront.zopeconsole:namespace for Zope). Empty: app and zfront."},
+    {"ssh.login_timeout", ZF_CFG_MSEC, &zf_ssh_cfg.login_timeout_ms, "30s", NULL,
+     "Time a client has to finish key exchange and authentication."},
+    {"ssh.max_auth_tries", ZF_CFG_INT, &zf_ssh_cfg.max_auth_tries, "6", NULL,
+     "Failed authentication attempts on one connection before it is closed."},
+    {"ssh.max_sessions", ZF_CFG_INT, &zf_ssh_cfg.max_sessions, "8", NULL,
+     "Console sessions (each one a thread) at once, over all connections."},
+    {"ssh.max_startups", ZF_CFG_INT, &zf_ssh_cfg.max_startups, "10", NULL,
+     "Connections not yet logged in at once; more are closed when accepted."},
+    {NULL, 0, NULL, NULL, NULL, NULL},
+};
+
+static ssh_bind bind_;
+static struct zf_listener *listener;
+static char *listen_addr;
+struct zf_ssh_authkeys *zf__ssh_authkeys;
+
+/* Returns the listen address to bind: a bare port means loopback only. */
+static char *listen_address(const char *text)
+{
+    const char *p = text[0] == ':' ? text + 1 : text;
+    if (*p && strspn(p, "0123456789") == strlen(p)) {
+        char *out = NULL;
+        if (asprintf(&out, "127.0.0.1:%s", p) < 0)
+            abort();
+        return out;
+    }
+    return zf_xstrdup(text);
+}
+
+/* Checks the settings, reads authorized_keys and the host key, and makes
+ * the libssh bind. Returns ZF_DECLINED when no listen address is set,
+ * ZF_ERROR (logged) when anything is unsafe or unreadable. */
+static int ssh_configure(struct zf_server *srv)
+{
+    struct zf_ssh_config *c = &zf_ssh_cfg;
+    if (!c->listen || !*c->listen)
+        return ZF_DECLINED;
+    int have_keys = c->authorized_keys && *c->authorized_keys;
+    int have_pw = c->password_hash && *c->password_hash;
+    if (!have_keys && !have_pw && zf_cfg.demo) {
+        /* --demo turns the console on at 127.0.0.1:8022: let the user in
+         * with their own keys when they have some, else stay off. */
+        const char *home = getenv("HOME");
+        char *path = NULL;
+        if (home && *home && asprintf(&path, "%s/.ssh/authorized_keys", home) > 0 &&
+            access(path, R_OK) == 0) {
+            zf_log(ZF_LOG_INFO, NULL, "ssh: demo: using %s", path);
+            zf_config_set("ssh.authorized_keys", path, "--demo");
+            free(path);
+            have_keys = 1;
+        } else {
+            zf_log(ZF_LOG_INFO, NULL,
+                   "ssh: demo: no --ssh-authorized-keys and no ~/.ssh/authorized_keys: "
+                   "the SSH console is off");
+            free(path);
+            return ZF_DECLINED;
+        }
+    }
+    if (!have_keys && !have_pw) {
+        zf_log(ZF_LOG_ERROR, NULL,
+               "ssh: listen is set but nobody could log in: set ssh.authorized_keys "
+               "(--ssh-authorized-keys FILE)");
+        return ZF_ERROR;
+    }
+    if (c->max_auth_tries < 1 || c->max_sessions < 1 || c->max_startups < 1) {
+        zf_log(ZF_LOG_ERROR, NULL,
+               "ssh: max_auth_tries, max_sessions and max_startups must be at least 1");
+        return ZF_ERROR;
+    }
+    if (have_pw && !zf__ssh_hash_valid(c->password_hash)) {
+        zf_log(ZF_LOG_ERROR, NULL,
+               "ssh: password_hash must be a crypt(3) hash such as \"$y$...\" or \"$6$...\"");
+        return ZF_ERROR;
+    }
+    if (c->namespace_hook && *c->namespace_hook) {
+        const char *colon = strchr(c->namespace_hook, ':');
+        if (!colon || colon == c->namespace_hook || !colon[1]) {
+            zf_log(ZF_LOG_ERROR, NULL, "ssh: namespace must be \"module:function\", not \"%s\"",
+                   c->namespace_hook);
+            return ZF_ERROR;
+        }
+    }
+    if (have_keys) {
+        zf__ssh_authkeys = zf__ssh_authkeys_load(c->authorized_keys);
+        if (!zf__ssh_authkeys)
+            return ZF_ERROR;
+    }
+
+    char *keypath = NULL;
+    if (c->host_key && *c->host_key) {
+        keypath = zf_xstrdup(c->host_key);
+    } else {
+        const char *dir = zf_cfg.state_dir && *zf_cfg.state_dir ? zf_cfg.state_dir : ".";
+        if (asprintf(&keypath, "%s/ssh_host_ed25519_key", dir) < 0)
+            abort();
+    }
+    ssh_key key = NULL;
+    int rc = zf__ssh_host_key(keypath, &key);
+    free(keypath);
+    if (rc != ZF_OK)
+        return ZF_ERROR;
+
+    bind_ = ssh_bind_new();
+    if (!bind_) {
+        ssh_key_free(key);
+        zf_log(ZF_LOG_ERROR, NULL, "ssh: out of memory");
+        return ZF_ERROR;
+    }
+    bool no = false;
+    int verbosity = SSH_LOG_NOLOG;
+    if (ssh_bind_options_set(bind_, SSH_BIND_OPTIONS_PROCESS_CONFIG, &no) != SSH_OK ||
+        ssh_bind_options_set(bind_, SSH_BIND_OPTIONS_LOG_VERBOSITY, &verbosity) != SSH_OK ||
+        ssh_bind_options_set(bind_, SSH_BIND_OPTIONS_IMPORT_KEY, key) != SSH_OK) {
+        zf_log(ZF_LOG_ERROR, NULL, "ssh: cannot set up the server: %s", ssh_get_error(bind_));
+        ssh_bind_free(bind_);
+        bind_ = NULL;
+        return ZF_ERROR;
+    }
+    listen_addr = listen_address(c->listen);
+    if (have_pw)
+        zf_log(ZF_LOG_INFO, NULL, "ssh: password authentication is enabled");
+    return ZF_OK;
+}
+
+static void on_accept(struct zf_listener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+                      void *arg)
+{
+    zf__ssh_conn_accept(bind_, fd, sa, (socklen_t)salen);
+}
+
+static int ssh_start(struct zf_server *srv)
+{
+    if (zf__ssh_interrupter_start() != ZF_OK)
+        return ZF_ERROR;
+    listener = zf_listen(srv, listen_addr, "ssh", on_accept, NULL);
+    return listener ? ZF_OK : ZF_ERROR;
+}
+
+/* Stops listening and closes every connection: a console is interactive
+ * and would otherwise hold the shutdown until its timeout. Running code is
+ * interrupted; shutdown waits (active()) until the console threads left
+ * Python. */
+static void ssh_stop(struct zf_server *srv, int graceful)
+{
+    if (listener) {
+        zf_listener_free(listener);
+        listener = NULL;
+    }
+    zf__ssh_conn_close_all("zfront is shutting down");
+    zf__ssh_interrupter_stop();
+    if (!graceful)
+        zf__ssh_console_hard_stop();
+}
+
+static size_t ssh_active(struct zf_server *srv)
+{
+    return zf__ssh_conn_count() + zf__ssh_console_threads() + (size_t)zf__ssh_interrupter_running();
+}
+
+static void ssh_stats(struct zf_server *srv, struct evbuffer *out)
+{
+    evbuffer_add_printf(out, "ssh_connections: %zu\n", zf__ssh_conn_count());
+    evbuffer_add_printf(out, "ssh_unauthenticated: %zu\n", zf__ssh_conn_unauthenticated());
+    evbuffer_add_printf(out, "ssh_console_threads: %zu\n", zf__ssh_console_threads());
+    evbuffer_add_printf(out, "ssh_authorized_keys: %zu\n",
+                        zf__ssh_authkeys_count(zf__ssh_authkeys));
+}
+
+/* SIGHUP: re-reads authorized_keys (it is also re-read whenever it
+ * changed, at the next login attempt). */
+static void ssh_reload(struct zf_server *srv)
+{
+    if (!zf__ssh_authkeys)
+        return;
+    struct zf_ssh_authkeys *fresh = zf__ssh_authkeys_load(zf_ssh_cfg.authorized_keys);
+    if (fresh) {
+        zf__ssh_authkeys_free(zf__ssh_authkeys);
+        zf__ssh_authkeys = fresh;
+    }
+}
+
+const struct zf_module zf_ssh_module = {
+    .name = "ssh",
+    .keys = ssh_keys,
+    .configure = ssh_configure,
+    .start = ssh_start,
+    .stop = ssh_stop,
+    .active = ssh_active,
+    .stats = ssh_stats,
+    .reload = ssh_reload,
+};
