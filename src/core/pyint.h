@@ -58,4 +58,10 @@ int zf__wsgi_types_ready(void);
  * (logged). */
 int zf__wsgi_setup(void);
 
+/* Builds the environ for ex (environ.c). input/errors are the request's
+ * wsgi.input and wsgi.errors objects (borrowed). Returns a new reference,
+ * or NULL with an exception set. */
+PyObject *zf__wsgi_environ(struct zf_exchange *ex, const struct zf_conn *c, PyObject *input,
+                           PyObject *errors);
+
 #endif
