@@ -213,6 +213,21 @@ struct zf_segment *zf_exchange_take(struct zf_exchange *ex, int *finished, int *
         if (s->type == ZF_SEG_DATA)
             ex->seg_mem -= s->len;
         s->next = NULL;
+        if (s->type == ZF_SEG_FILE && s->fd < 0) {
+            /* a piece of the spool file: the taker gets its own descriptor */
+            s->fd = dup(ex->spool_fd);
+            if (s->fd < 0) {
+                zf_log(ZF_LOG_ERROR, ex->conn, "cannot dup the response spool file: %s",
+                       strerror(errno));
+                free(s);
+                s = NULL;
+                free_segments(ex->seg_head);
+                ex->seg_head = ex->seg_tail = NULL;
+                ex->seg_mem = 0;
+                ex->failed = 1;
+                atomic_store(&ex->aborted, 1);
+            }
+        }
     }
     *finished = !ex->seg_head && ex->done;
     *failed = ex->failed;
@@ -331,17 +346,35 @@ static int queue_file(struct zf_exchange *ex, int fd, off_t offset, size_t len)
     return ZF_OK;
 }
 
-/* Hands the spooled bytes not yet queued to the loop as one FILE segment. */
+/* Hands the spooled bytes not yet queued to the loop. A spool segment holds
+ * no descriptor of its own (fd -1): the loop dups the exchange's spool file
+ * when it takes the segment, and consecutive pieces are merged into the
+ * queued tail, so a stalled client costs one descriptor, not one per MiB. */
 static int flush_spool(struct zf_exchange *ex)
 {
     if (ex->spool_off == ex->spool_sent)
         return ZF_OK;
-    int fd = dup(ex->spool_fd);
-    if (fd < 0)
-        return ZF_ERROR;
     off_t from = ex->spool_sent;
+    size_t n = (size_t)(ex->spool_off - from);
     ex->spool_sent = ex->spool_off;
-    return queue_file(ex, fd, from, (size_t)(ex->spool_off - from));
+    pthread_mutex_lock(&ex->lock);
+    struct zf_segment *t = ex->seg_tail;
+    if (t && t->type == ZF_SEG_FILE && t->fd < 0 && t->offset + (off_t)t->len == from) {
+        t->len += n;
+        pthread_mutex_unlock(&ex->lock);
+        post(ex, 0);
+        return ZF_OK;
+    }
+    pthread_mutex_unlock(&ex->lock);
+    struct zf_segment *s = malloc(sizeof *s);
+    if (!s)
+        return ZF_ERROR;
+    s->type = ZF_SEG_FILE;
+    s->fd = -1;
+    s->offset = from;
+    s->len = n;
+    queue_segment(ex, s);
+    return ZF_OK;
 }
 
 static int spool_data(struct zf_exchange *ex, const void *p, size_t n)
@@ -407,12 +440,10 @@ int zf_exchange_send_file(struct zf_exchange *ex, int fd, off_t offset, size_t l
 
 void zf_exchange_finish(struct zf_exchange *ex, int ok)
 {
-    if (ex->spool_fd >= 0) {
-        if (!zf_exchange_aborted(ex) && flush_spool(ex) != ZF_OK)
-            ok = 0;
-        close(ex->spool_fd);
-        ex->spool_fd = -1;
-    }
+    /* The spool file stays open until the exchange is freed: the loop dups
+     * it as it takes the queued pieces. */
+    if (ex->spool_fd >= 0 && !zf_exchange_aborted(ex) && flush_spool(ex) != ZF_OK)
+        ok = 0;
     pthread_mutex_lock(&ex->lock);
     ex->done = 1;
     ex->failed = !ok;

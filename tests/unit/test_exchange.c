@@ -17,7 +17,7 @@ static struct event_base *base;
 static char expect[TOTAL];
 static char got[TOTAL];
 static size_t got_len;
-static int saw_file, finished_ok, outputs;
+static int saw_file, file_segs, finished_ok, outputs;
 static int hold_output; /* the "client" does not read until the worker is done */
 
 static void take_all(struct zf_exchange *ex)
@@ -30,6 +30,7 @@ static void take_all(struct zf_exchange *ex)
             memcpy(got + got_len, s->data, s->len);
         } else {
             saw_file = 1;
+            file_segs++;
             CHECK_EQ_INT(pread(s->fd, got + got_len, s->len, s->offset), s->len);
         }
         got_len += s->len;
@@ -77,7 +78,7 @@ static void run_one(int hold)
 {
     hold_output = hold;
     got_len = 0;
-    saw_file = finished_ok = outputs = 0;
+    saw_file = file_segs = finished_ok = outputs = 0;
     struct zf_exchange *ex = zf_exchange_new(&ops, NULL, NULL);
     ex->refs++; /* what zf_exchange_dispatch does, without the pool */
     pthread_t t;
@@ -143,6 +144,9 @@ int main(void)
     zf_cfg.output_buffer = 20000;
     run_one(1);
     CHECK(saw_file);
+    /* spooled pieces merge into one queued segment: one descriptor, not one
+     * per MiB, however long the client stalls */
+    CHECK_EQ_INT(file_segs, 1);
     CHECK_EQ_INT(zf_exchange_count(), 0);
 
     /* the client goes away before the worker starts: sends fail, the
