@@ -1,0 +1,59 @@
+"""pytest fixtures for the black-box integration tests; the Server class and
+the client helpers live in zftest.py."""
+import os
+import signal
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from zftest import TEST_TIME_LIMIT, Server  # noqa: E402
+
+
+# -------------------------------------------------------------------- fixtures
+
+
+class _Factory:
+    def __init__(self):
+        self.servers = []
+
+    def __call__(self, *args, start=True, **kw):
+        s = Server(list(args), **kw)
+        self.servers.append(s)
+        return s.start() if start else s
+
+    def cleanup(self):
+        for s in self.servers:
+            s.cleanup()
+
+
+@pytest.fixture
+def server_factory():
+    """server_factory('--threads', '1', ...) -> started Server; stopped and
+    removed after the test. Keyword arguments go to Server()."""
+    f = _Factory()
+    yield f
+    f.cleanup()
+
+
+@pytest.fixture(scope="module")
+def module_server_factory():
+    f = _Factory()
+    yield f
+    f.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def _time_limit():
+    """A bound on every test (no pytest-timeout in Debian's base set): the
+    alarm raises in the test's main thread."""
+    def on_alarm(signum, frame):
+        raise TimeoutError("test exceeded %d s" % TEST_TIME_LIMIT)
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(TEST_TIME_LIMIT)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+

@@ -1,0 +1,121 @@
+"""Logging: the access log in combined format (to a file, or "-" for
+stderr), and the error log to a file with app tracebacks in it."""
+import os
+import re
+
+import pytest
+
+from zftest import read_response, wait_until
+
+COMBINED = re.compile(
+    r'^(?P<addr>\S+) (?P<ident>\S+) (?P<user>\S+) \[(?P<time>\d{2}/[A-Z][a-z]{2}/\d{4}:'
+    r'\d{2}:\d{2}:\d{2} [+-]\d{4})\] "(?P<request>[^"]*)" (?P<status>\d{3}) (?P<bytes>\d+|-) '
+    r'"(?P<referer>[^"]*)" "(?P<agent>[^"]*)"$')
+
+
+def access_lines(path):
+    try:
+        with open(path) as f:
+            return [ln.rstrip("\n") for ln in f if ln.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def find_line(lines, needle):
+    for ln in lines:
+        if needle in ln:
+            return ln
+    return None
+
+
+@pytest.fixture(scope="module")
+def srv(module_server_factory):
+    s = module_server_factory(start=False, name="logging")
+    s.access_path = os.path.join(s.root, "access.log")
+    s.error_path = os.path.join(s.root, "error.log")
+    s.args += ["--access-log", s.access_path, "--error-log", s.error_path]
+    s.error_log = s.error_path
+    return s.start()
+
+
+def test_access_log_combined_format(srv):
+    status, _, body = srv.get("/hello?x=1", headers={"Referer": "http://ref.example/page",
+                                                     "User-Agent": "zf-test-agent/1.0"})
+    assert status == 200
+    line = wait_until(lambda: find_line(access_lines(srv.access_path), "/hello?x=1"))
+    assert line, "no access-log line for the request"
+    m = COMBINED.match(line)
+    assert m, "not combined format: %r" % line
+    assert m["addr"] == "127.0.0.1"
+    assert m["ident"] == "-" and m["user"] == "-"
+    assert m["request"] == "GET /hello?x=1 HTTP/1.1"
+    assert m["status"] == "200"
+    assert m["bytes"] == "13"
+    assert m["referer"] == "http://ref.example/page"
+    assert m["agent"] == "zf-test-agent/1.0"
+
+
+def test_access_log_other_statuses(srv):
+    srv.request("POST", "/no-such-route-for-log", body=b"abc")
+    srv.get("/raise?tag=for-access-log")
+
+    def both():
+        found = [ln for ln in access_lines(srv.access_path)
+                 if "no-such-route-for-log" in ln or "for-access-log" in ln]
+        return found if len(found) >= 2 else None
+
+    lines = wait_until(both)
+    assert lines, access_lines(srv.access_path)
+    for ln in lines:
+        m = COMBINED.match(ln)
+        assert m, ln
+        if "no-such-route" in ln:
+            assert m["request"] == "POST /no-such-route-for-log HTTP/1.1"
+            assert m["status"] == "404"
+            assert m["referer"] == "-"
+        else:
+            assert m["status"] == "500"
+
+
+def test_access_log_head(srv):
+    s = srv.connect()
+    f = s.makefile("rb")
+    try:
+        s.sendall(b"HEAD /hello?head-logged HTTP/1.1\r\nHost: h\r\n\r\n")
+        read_response(f, method="HEAD")
+    finally:
+        f.close()
+        s.close()
+    line = wait_until(lambda: find_line(access_lines(srv.access_path), "head-logged"))
+    m = COMBINED.match(line or "")
+    assert m and m["status"] == "200" and m["bytes"] in ("0", "-"), line
+
+
+def test_malformed_request_is_logged(srv):
+    s = srv.connect()
+    f = s.makefile("rb")
+    try:
+        s.sendall(b"GET /x HTTP/1.1\r\nHost: h\r\nBad Name: 1\r\n\r\n")
+        r, _ = read_response(f)
+        assert r.status == 400
+    finally:
+        f.close()
+        s.close()
+    # a line saying what was wrong, in one of the logs
+    assert wait_until(lambda: " 400 " in open(srv.access_path).read()
+                      or re.search(r"(?i)header", srv.log()))
+
+
+def test_error_log_to_file(srv):
+    assert "listening on" in open(srv.error_path).read()
+    srv.get("/raise?tag=into-error-log-file")
+    assert wait_until(lambda: "into-error-log-file" in open(srv.error_path).read())
+    with open(srv.stderr_path) as f:
+        assert "into-error-log-file" not in f.read()
+
+
+def test_access_log_to_stderr(server_factory):
+    srv = server_factory("--access-log", "-", name="access-stderr")
+    srv.get("/hello?to-stderr=1", headers={"User-Agent": "stderr-agent"})
+    line = wait_until(lambda: find_line(srv.log().splitlines(), "/hello?to-stderr=1"))
+    assert line and COMBINED.match(line), line

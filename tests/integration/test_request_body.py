@@ -1,0 +1,180 @@
+"""Request bodies: small ones in memory, large ones (> --input-spool) spooled
+to an unlinked temp file under --tmp-dir; wsgi.input's read / read(n) /
+readline / readline(n) / readlines / iteration all give back exactly the
+bytes sent (sha256); an upload aborted half-way never reaches the app and
+leaves no temp file or descriptor behind."""
+import json
+import os
+import random
+import socket
+import struct
+import time
+import uuid
+
+import pytest
+
+from zftest import read_response, sha256_hex, wait_until
+
+SPOOL = 64 * 1024
+
+
+def make_body(size, seed):
+    """Random bytes with a newline every 1..300 bytes (lines of all
+    lengths), not ending in a newline."""
+    rnd = random.Random(seed)
+    out = bytearray()
+    while len(out) < size:
+        n = rnd.randint(0, 300)
+        out += rnd.randbytes(n).replace(b"\n", b"\x0b") + b"\n"
+    out = out[:size]
+    if out.endswith(b"\n"):
+        out[-1:] = b"x"
+    return bytes(out)
+
+
+SMALL = make_body(10000, 1)
+LARGE = make_body(3 * 1024 * 1024 + 17, 2)
+
+
+@pytest.fixture(scope="module")
+def srv(module_server_factory):
+    return module_server_factory("--input-spool", "64k", "--max-body-size", "64m",
+                                 "--threads", "2", name="body")
+
+
+@pytest.fixture(scope="module")
+def srv_default(module_server_factory):
+    return module_server_factory("--max-body-size", "64m", name="body-default")
+
+
+MODES = ["read", "readcl", "chunks&size=1000", "chunks&size=7", "readline", "readline&size=50",
+         "readline&size=1", "readlines", "iter", "mixed"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("which", ["small", "large"])
+def test_wsgi_input(srv, which, mode):
+    data = SMALL if which == "small" else LARGE
+    status, _, body = srv.request("POST", "/body?mode=" + mode, body=data,
+                                  headers={"Content-Type": "application/octet-stream"})
+    assert status == 200, body[:2000]
+    info = json.loads(body)
+    assert info["len"] == len(data)
+    assert info["sha256"] == sha256_hex(data)
+    assert info["after_eof"] == 0
+    assert info["content_length"] == str(len(data))
+    assert info["spooled"] is (which == "large"), info
+
+
+def test_line_counts(srv):
+    status, _, body = srv.request("POST", "/body?mode=readlines", body=LARGE)
+    info = json.loads(body)
+    assert info["pieces"] == LARGE.count(b"\n") + 1
+
+
+def test_large_chunked_upload_spooled(srv):
+    data = LARGE
+    parts = [data[i:i + 100000] for i in range(0, len(data), 100000)]
+    c = srv.http()
+    try:
+        c.request("POST", "/body?mode=iter", body=iter(parts), encode_chunked=True,
+                  headers={"Transfer-Encoding": "chunked"})
+        r = c.getresponse()
+        info = json.loads(r.read())
+    finally:
+        c.close()
+    assert info["sha256"] == sha256_hex(data) and info["spooled"] is True
+    assert info["content_length"] == str(len(data))
+
+
+@pytest.mark.parametrize("size,spooled", [(900 * 1024, False), (1536 * 1024, True)])
+def test_default_spool_threshold_is_1m(srv_default, size, spooled):
+    data = os.urandom(size)
+    info = json.loads(srv_default.request("POST", "/body", body=data)[2])
+    assert info["sha256"] == sha256_hex(data)
+    assert info["spooled"] is spooled
+
+
+def test_spool_files_do_not_stay(srv):
+    for _ in range(3):
+        srv.request("POST", "/body", body=LARGE)
+    assert wait_until(lambda: not [t for t in srv.fds().values() if t.startswith(srv.tmp)])
+    assert os.listdir(srv.tmp) == []
+
+
+# ------------------------------------------------------------- aborted uploads
+
+
+def _abort_upload(srv, head, part, reset):
+    s = srv.connect()
+    try:
+        s.sendall(head + part)
+        time.sleep(0.1)  # let the server take in what was sent
+    finally:
+        if reset:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "spooled", "chunked-memory", "chunked-spooled"])
+@pytest.mark.parametrize("reset", [False, True], ids=["fin", "rst"])
+def test_aborted_upload_never_reaches_app(srv, kind, reset):
+    tag = "abort-%s-%s" % (kind, uuid.uuid4().hex[:8])
+    size = 20000 if kind.endswith("memory") else 4 * 1024 * 1024
+    if kind.startswith("chunked"):
+        head = (b"POST /body?tag=%s HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                % tag.encode())
+        piece = b"%x\r\n%s\r\n" % (4096, b"c" * 4096)
+        part = piece * (size // 2 // 4096)  # no last chunk: incomplete
+    else:
+        head = (b"POST /body?tag=%s HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n"
+                % (tag.encode(), size))
+        part = b"u" * (size // 2)
+    _abort_upload(srv, head, part, reset)
+    # the server must go on serving, and must not have called the app
+    for _ in range(3):
+        assert srv.get("/hello")[2] == b"Hello, world!"
+    time.sleep(0.3)
+    assert not [c for c in srv.calls() if tag in c], "aborted upload reached the app"
+    assert wait_until(lambda: not [t for t in srv.fds().values() if t.startswith(srv.tmp)]), \
+        "spool file of an aborted upload still open"
+    assert os.listdir(srv.tmp) == []
+
+
+def test_half_closed_incomplete_upload_not_dispatched(srv):
+    """The client shuts down its sending side before the body is complete:
+    the body can never complete, so the app must not see it."""
+    tag = "halfclose-" + uuid.uuid4().hex[:8]
+    s = srv.connect()
+    try:
+        s.sendall(b"POST /body?tag=%s HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\n"
+                  % tag.encode() + b"h" * 500)
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(10)
+        try:
+            data = s.recv(65536)
+        except ConnectionResetError:
+            data = b""
+        if data:
+            assert not data.startswith(b"HTTP/1.1 200"), data[:200]
+    finally:
+        s.close()
+    assert not [c for c in srv.calls() if tag in c]
+
+
+def test_complete_upload_after_aborts(srv):
+    info = json.loads(srv.request("POST", "/body?mode=readline", body=LARGE)[2])
+    assert info["sha256"] == sha256_hex(LARGE)
+
+
+def test_content_length_zero_post(srv):
+    s = srv.connect()
+    f = s.makefile("rb")
+    try:
+        s.sendall(b"POST /body HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n")
+        r, body = read_response(f)
+        info = json.loads(body)
+        assert info["len"] == 0 and info["after_eof"] == 0
+    finally:
+        f.close()
+        s.close()
