@@ -64,6 +64,9 @@ static const struct zf_cfg_key core_keys[] = {
     {"wsgi.output_buffer", ZF_CFG_SIZE, &zf_cfg.output_buffer, "1m", "--output-buffer",
      "Response bytes held in memory per request while the client is slow; beyond it the "
      "worker spools the rest of a generated body to a temp file instead of waiting."},
+    {"wsgi.ranges", ZF_CFG_BOOL, &zf_cfg.ranges, "true", NULL,
+     "Answer a single byte Range on file responses the app marked `Accept-Ranges: bytes` "
+     "(206/416); false always sends the whole file."},
     {NULL},
 };
 

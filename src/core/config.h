@@ -87,6 +87,7 @@ struct zf_core_config {
     struct zf_strlist python_path;
     uint64_t input_spool;    /* request bodies above this spool to a temp file */
     uint64_t output_buffer;  /* response bytes held in memory per exchange */
+    int ranges;              /* answer Range on file responses */
     struct zf_strlist trusted_proxies;
     char *server_name;
 };

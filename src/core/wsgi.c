@@ -440,7 +440,8 @@ static void apply_range(struct wsgi_req *r, int64_t *off, int64_t *len)
 {
     struct zf_exchange *ex = r->ex;
     const char *range = zf_headers_get(&ex->req_headers, "Range");
-    if (r->status != 200 || !r->accept_ranges || !range || strcmp(ex->method, "GET") != 0)
+    if (!zf_cfg.ranges || r->status != 200 || !r->accept_ranges || !range ||
+        strcmp(ex->method, "GET") != 0)
         return;
     const char *if_range = zf_headers_get(&ex->req_headers, "If-Range");
     if (if_range) {

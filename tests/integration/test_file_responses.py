@@ -206,3 +206,14 @@ def test_range_then_keepalive(srv):
     finally:
         f.close()
         s.close()
+
+
+def test_ranges_switched_off_by_config(server_factory):
+    """wsgi.ranges = false: the admin's switch wins over the app's
+    Accept-Ranges; the whole file goes out with 200."""
+    s = server_factory("--set", "wsgi.ranges=false", name="noranges")
+    write_random_file(os.path.join(s.data, "file.bin"), SIZE)
+    status, headers, body = s.get("/file?ar=1", headers={"Range": "bytes=0-99"})
+    assert status == 200
+    assert "Content-Range" not in headers
+    assert len(body) == SIZE

@@ -36,7 +36,6 @@ struct zf_http_config {
     uint64_t keepalive_timeout_ms;
     uint64_t send_timeout_ms;
     long max_keepalive_requests;
-    int ranges;                /* serve Range on file responses */
 };
 extern struct zf_http_config zf_http_cfg;
 
@@ -64,6 +63,18 @@ int zf_h2_start(struct zf_http_endpoint *ep, struct bufferevent *bev, const stru
                 const uint8_t *upgrade_settings, size_t settings_len,
                 struct zf_exchange *upgrade_request);
 #endif
+
+/* The HTTP/1.1 connections (http1.c), for the module hooks (module.c).
+ * zf__http1_stop: graceful closes idle connections now and lets busy ones
+ * finish their current response (sent with Connection: close); otherwise
+ * closes every connection now. Either way it detaches them from their
+ * endpoint (ep becomes NULL), so the endpoints may be freed right after.
+ * zf__http1_active: connections still open. zf__http1_stats: appends
+ * "http.NAME: VALUE" lines. Loop thread only. */
+struct evbuffer;
+void zf__http1_stop(int graceful);
+size_t zf__http1_active(void);
+void zf__http1_stats(struct evbuffer *out);
 
 /* Shared HTTP helpers (http_util.c). */
 /* RFC 9110 tchar test. */

@@ -1,0 +1,1360 @@
+/* HTTP/1.1 connections: request parsing with libhttp-parser, the checks that
+ * its non-strict Debian build leaves to us, limits and timeouts, request
+ * bodies read completely before dispatch, pipelining, and the response
+ * writer that pulls from the exchange as the socket drains.
+ *
+ * One connection carries at most one exchange at a time. The parser pauses
+ * at the end of each request; bytes of the next (pipelined) request stay in
+ * the bufferevent's input, capped by its read high watermark, until the
+ * current response has been queued completely. A connection is never freed
+ * inside a callback chain: close_now() marks it dead and a zero-timeout
+ * event ("reaper") frees it from the loop. */
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <http_parser.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../../core/exchange.h"
+#include "../../core/spool.h"
+#include "http.h"
+
+enum {
+    H1_OUT_HIGH = 256 * 1024, /* pull body segments while the output holds less */
+    H1_OUT_LOW = 64 * 1024,   /* ... and pull again when it drained to this */
+    H1_IN_MAX = 64 * 1024,    /* input buffered while a request is with the worker */
+    H1_METHOD_MAX = 32,       /* longest method token */
+    H1_PRESCAN = 64,          /* bytes looked at to find the method */
+    H1_LINGER_MS = 2000,      /* reading (and dropping) input after our last byte */
+};
+
+enum h1_state {
+    H1_IDLE,   /* keep-alive: no byte of the next request yet */
+    H1_HEAD,   /* reading the request line and header section */
+    H1_BODY,   /* reading the request body */
+    H1_APP,    /* the request is with a worker; no response header yet */
+    H1_SEND,   /* writing the response */
+    H1_FLUSH,  /* the last response is queued: close once it is written */
+    H1_LINGER, /* our side is shut: dropping input until EOF or the timer */
+    H1_DEAD,   /* closed; the reaper frees it */
+};
+
+/* A growable byte buffer for header pieces (http-parser hands them out in
+ * fragments that point into the input, which we drain). */
+struct h1buf {
+    char *p;
+    size_t len, cap;
+};
+
+struct h1conn {
+    struct zf_conn conn; /* first: log lines take it */
+    struct h1conn *prev, *next;
+    struct zf_http_endpoint *ep; /* NULL after the module stopped */
+    const char *scheme, *channel;
+    char local_host[64];
+    int local_port;
+    struct bufferevent *bev;
+    struct event *timer;  /* header, body, keep-alive and linger deadlines */
+    struct event *reaper; /* frees the connection from the loop */
+    enum h1_state state;
+    unsigned long requests; /* responses completed on this connection */
+    int read_closed;        /* the client shut its sending side */
+    int busy, again;        /* process_input re-entrance guard */
+
+    /* ---- the request being parsed ---- */
+    http_parser parser;
+    int in_msg;       /* the method of a request was seen */
+    int msg_done;     /* the parser reached the end of the request */
+    int headers_done; /* header section complete; header callbacks now mean trailers */
+    int error_status; /* first error found (status to answer), 0 for none */
+    char error_text[200];
+    char method[H1_METHOD_MAX + 1];
+    struct h1buf url, name, value;
+    int hstate; /* 0: no field, 1: in a field name, 2: in a value */
+    long nfields;
+    uint64_t header_bytes;
+    int host_seen;
+    int expect_continue;
+    int continue_sent;
+    int http10;
+    int req_keep_alive; /* what the request asks for (http_should_keep_alive) */
+    uint64_t body_bytes;
+    struct zf_spool spool;
+    uint64_t msg_start_us;
+    /* the framing scan: every byte the parser consumes that is not body data */
+    const char *scan_pos;
+    int scan_on;
+    unsigned char fprev; /* previous framing byte; 0 after body data */
+    size_t line_len;
+
+    /* ---- the exchange: being read, with the worker, or being sent ---- */
+    struct zf_exchange *ex;
+
+    /* ---- the response being written ---- */
+    int head_sent;
+    int no_body, chunked, close_delimited, keep_alive;
+    int64_t clen;
+    uint64_t sent;
+    int warned_excess;
+};
+
+static struct {
+    struct h1conn *head;
+    size_t open;
+    uint64_t accepted, requests, client_errors, timeouts, aborted;
+    int stopping_now;
+} h1;
+
+static http_parser_settings settings;
+
+static void close_now(struct h1conn *c);
+static void close_after_flush(struct h1conn *c);
+static void process_input(struct h1conn *c);
+static void pump(struct h1conn *c);
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static int buf_add(struct h1buf *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 64;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p)
+            return ZF_ERROR;
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = 0;
+    return ZF_OK;
+}
+
+static void buf_free(struct h1buf *b)
+{
+    free(b->p);
+    memset(b, 0, sizeof *b);
+}
+
+/* Records the first error found in a request: the status to answer and a
+ * short text for the log and the response body. Returns -1, which is what a
+ * parser callback returns to stop the parser. */
+static int fail(struct h1conn *c, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(struct h1conn *c, int status, const char *fmt, ...)
+{
+    if (c->error_status)
+        return -1;
+    c->error_status = status;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->error_text, sizeof c->error_text, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static void set_timer(struct h1conn *c, uint64_t ms)
+{
+    if (!c->timer)
+        return;
+    if (!ms) {
+        evtimer_del(c->timer);
+        return;
+    }
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    evtimer_add(c->timer, &tv);
+}
+
+/* ------------------------------------------------------------ the framing scan */
+
+/* Checks bytes that the parser consumed as framing (request line, field
+ * lines, chunk-size lines, trailers): every LF preceded by CR, every CR
+ * followed by LF, no line starting with whitespace (obs-fold), and no
+ * unbounded line (chunk extensions). Debian's non-strict http-parser lets all of these
+ * through. Returns ZF_OK or ZF_ERROR (c->error_status set). */
+static int scan_framing(struct h1conn *c, const char *p, const char *end)
+{
+    for (; p < end; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (c->fprev == '\r' && ch != '\n') {
+            fail(c, 400, "CR not followed by LF in the request framing");
+            return ZF_ERROR;
+        }
+        if (ch == '\n') {
+            if (c->fprev != '\r') {
+                fail(c, 400, "bare LF line ending (lines must end with CRLF)");
+                return ZF_ERROR;
+            }
+            c->line_len = 0;
+        } else if (c->fprev == '\n' && (ch == ' ' || ch == '\t')) {
+            fail(c, 400, "obsolete line folding (a header line starts with whitespace)");
+            return ZF_ERROR;
+        } else if (++c->line_len > zf_http_cfg.max_request_line + zf_http_cfg.max_header_size) {
+            /* field lines and the request line meet tighter limits first:
+             * this bounds chunk-size lines (extensions) */
+            fail(c, 400, "line too long in the request framing");
+            return ZF_ERROR;
+        }
+        c->fprev = ch;
+    }
+    return ZF_OK;
+}
+
+/* ------------------------------------------------------------ parser callbacks */
+
+static const struct zf_exchange_ops h1_ops;
+
+static int on_message_begin(http_parser *p)
+{
+    struct h1conn *c = p->data;
+    c->ex = zf_exchange_new(&h1_ops, c, &c->conn);
+    if (!c->ex)
+        return fail(c, 500, "out of memory");
+    c->ex->scheme = c->scheme;
+    c->ex->channel = c->channel;
+    snprintf(c->ex->server_host, sizeof c->ex->server_host, "%s", c->local_host);
+    c->ex->server_port = c->local_port;
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    struct h1conn *c = p->data;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)at[i];
+        if (ch <= 0x20 || ch == 0x7f)
+            return fail(c, 400, "invalid character 0x%02x in the request-target", ch);
+    }
+    if (c->url.len + len > zf_http_cfg.max_request_line)
+        return fail(c, 414, "request-target longer than %llu bytes (http.max_request_line)",
+                    (unsigned long long)zf_http_cfg.max_request_line);
+    if (buf_add(&c->url, at, len) != ZF_OK)
+        return fail(c, 500, "out of memory");
+    return 0;
+}
+
+static int count_header_bytes(struct h1conn *c, size_t len)
+{
+    c->header_bytes += len;
+    if (c->header_bytes > zf_http_cfg.max_header_size)
+        return fail(c, 431, "header section larger than %llu bytes (http.max_header_size)",
+                    (unsigned long long)zf_http_cfg.max_header_size);
+    return 0;
+}
+
+static int name_is(const struct h1buf *b, const char *name)
+{
+    return b->len == strlen(name) && strcasecmp(b->p, name) == 0;
+}
+
+/* Ends the field whose name and value are in c->name and c->value: trims
+ * optional whitespace from the value and adds the field to the request (a
+ * trailer field is checked and dropped: WSGI has no trailers). */
+static int end_field(struct h1conn *c)
+{
+    c->hstate = 0;
+    const char *v = c->value.p ? c->value.p : "";
+    size_t vlen = c->value.len;
+    while (vlen && (*v == ' ' || *v == '\t'))
+        v++, vlen--;
+    while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+        vlen--;
+    int rc = 0;
+    if (!c->headers_done) {
+        if (name_is(&c->name, "Host") && c->host_seen++)
+            rc = fail(c, 400, "more than one Host header field");
+        else if (name_is(&c->name, "Expect"))
+            c->expect_continue = vlen == 12 && strncasecmp(v, "100-continue", 12) == 0 ? 1 : -1;
+        if (!rc && zf_headers_add(&c->ex->req_headers, c->name.p, c->name.len, v, vlen) != ZF_OK)
+            rc = fail(c, 500, "out of memory");
+    }
+    c->name.len = c->value.len = 0;
+    return rc;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    struct h1conn *c = p->data;
+    if (c->hstate == 2 && end_field(c))
+        return -1;
+    if (c->hstate == 0) {
+        c->hstate = 1;
+        if (++c->nfields > zf_http_cfg.max_headers)
+            return fail(c, 431, "more than %ld header fields (http.max_headers)",
+                        zf_http_cfg.max_headers);
+        if (!c->headers_done)
+            c->conn.action = "reading request headers";
+    }
+    for (size_t i = 0; i < len; i++)
+        if (!zf_http_is_tchar((unsigned char)at[i]))
+            return fail(c, 400, "invalid character 0x%02x in a header field name",
+                        (unsigned char)at[i]);
+    if (count_header_bytes(c, len))
+        return -1;
+    if (buf_add(&c->name, at, len) != ZF_OK)
+        return fail(c, 500, "out of memory");
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    struct h1conn *c = p->data;
+    c->hstate = 2;
+    if (count_header_bytes(c, len))
+        return -1;
+    if (buf_add(&c->value, at, len) != ZF_OK)
+        return fail(c, 500, "out of memory");
+    return 0;
+}
+
+/* The header section is complete: check the version, set the target, and
+ * decide about the body (limit, Expect). Errors stop the parser. */
+static int on_headers_complete(http_parser *p)
+{
+    struct h1conn *c = p->data;
+    if (c->hstate && end_field(c))
+        return -1;
+    c->headers_done = 1;
+    c->line_len = 0;
+    if (p->http_major != 1 || p->http_minor > 1)
+        return fail(c, 400, "unsupported HTTP version %u.%u (only 1.0 and 1.1)", p->http_major,
+                    p->http_minor);
+    c->http10 = p->http_minor == 0;
+    if (!c->http10 && !c->host_seen)
+        return fail(c, 400, "HTTP/1.1 request without a Host header field");
+    c->req_keep_alive = http_should_keep_alive(p);
+    c->ex->protocol = c->http10 ? "HTTP/1.0" : "HTTP/1.1";
+    if (zf_exchange_set_target(c->ex, c->method, strlen(c->method), c->url.p ? c->url.p : "",
+                               c->url.len) != ZF_OK)
+        return fail(c, 500, "out of memory");
+    if (c->http10)
+        c->expect_continue = 0; /* RFC 9110 10.1.1: ignored for HTTP/1.0 */
+    if (c->expect_continue < 0)
+        return fail(c, 417,
+                    "unsupported expectation in the Expect header field "
+                    "(only 100-continue is)");
+    uint64_t max = zf_http_cfg.max_body_size;
+    if (!(p->flags & F_CHUNKED) && p->content_length != ULLONG_MAX && max &&
+        p->content_length > max)
+        return fail(c, 413,
+                    "request body of %llu bytes is larger than %llu bytes "
+                    "(http.max_body_size)",
+                    (unsigned long long)p->content_length, (unsigned long long)max);
+    zf_spool_init(&c->spool, zf_cfg.input_spool, zf_cfg.tmp_dir);
+    if ((p->flags & F_CHUNKED) || (p->content_length != ULLONG_MAX && p->content_length > 0))
+        c->conn.action = "reading request body";
+    return 0;
+}
+
+static int check_body_size(struct h1conn *c, uint64_t n)
+{
+    uint64_t max = zf_http_cfg.max_body_size;
+    if (max && n > max)
+        return fail(c, 413, "chunked request body larger than %llu bytes (http.max_body_size)",
+                    (unsigned long long)max);
+    return 0;
+}
+
+static int on_chunk_header(http_parser *p)
+{
+    struct h1conn *c = p->data;
+    /* p->content_length is the size of the chunk that follows: refuse it
+     * before it arrives when it would pass the limit. */
+    if (p->content_length != ULLONG_MAX && check_body_size(c, c->body_bytes + p->content_length))
+        return -1;
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    struct h1conn *c = p->data;
+    if (c->scan_on) {
+        if (scan_framing(c, c->scan_pos, at) != ZF_OK)
+            return -1;
+        c->scan_pos = at + len;
+        c->fprev = 0;
+    }
+    c->body_bytes += len;
+    if (check_body_size(c, c->body_bytes))
+        return -1;
+    if (zf_spool_write(&c->spool, at, len) != ZF_OK)
+        return fail(c, 500, "cannot store the request body: %s", strerror(errno));
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    struct h1conn *c = p->data;
+    if (c->hstate && end_field(c)) /* last trailer field */
+        return -1;
+    c->msg_done = 1;
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static void init_settings(void)
+{
+    if (settings.on_message_complete)
+        return;
+    http_parser_settings_init(&settings);
+    settings.on_message_begin = on_message_begin;
+    settings.on_url = on_url;
+    settings.on_header_field = on_header_field;
+    settings.on_header_value = on_header_value;
+    settings.on_headers_complete = on_headers_complete;
+    settings.on_chunk_header = on_chunk_header;
+    settings.on_body = on_body;
+    settings.on_message_complete = on_message_complete;
+}
+
+/* ------------------------------------------------------------ request parsing */
+
+/* Forgets the previous request: parser, buffers, flags. The exchange must
+ * have been handed on or freed already. */
+static void reset_message(struct h1conn *c)
+{
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    c->in_msg = c->msg_done = c->headers_done = 0;
+    c->error_status = 0;
+    c->error_text[0] = 0;
+    c->method[0] = 0;
+    c->url.len = c->name.len = c->value.len = 0;
+    c->hstate = 0;
+    c->nfields = 0;
+    c->header_bytes = 0;
+    c->host_seen = c->expect_continue = c->continue_sent = 0;
+    c->http10 = 0;
+    c->req_keep_alive = 0;
+    c->body_bytes = 0;
+    zf_spool_free(&c->spool);
+    zf_spool_init(&c->spool, 0, NULL);
+    c->fprev = 0;
+    c->line_len = 0;
+    c->head_sent = c->no_body = c->chunked = c->close_delimited = c->keep_alive = 0;
+    c->clen = -1;
+    c->sent = 0;
+    c->warned_excess = 0;
+}
+
+static int method_known(const char *m)
+{
+    for (int i = 0; i <= HTTP_SOURCE; i++)
+        if (strcmp(http_method_str((enum http_method)i), m) == 0)
+            return 1;
+    return 0;
+}
+
+/* Starts a request at data (contiguous, len bytes): skips empty lines, reads
+ * the method token and primes the parser with it. http-parser knows only a
+ * fixed list of methods; any other token (the rest of WebDAV/DeltaV,
+ * extension methods) is fed to it as "GET" and the real token kept for the
+ * exchange, so every method reaches the application.
+ * Returns ZF_OK (method consumed or left for the parser, *used set),
+ * ZF_AGAIN (need more bytes; *used may cover empty lines), ZF_ERROR. */
+static int begin_message(struct h1conn *c, const char *data, size_t len, size_t *used)
+{
+    size_t i = 0;
+    *used = 0;
+    while (i < len && (data[i] == '\r' || data[i] == '\n')) {
+        if (data[i] == '\n') {
+            fail(c, 400, "bare LF line ending before the request line");
+            return ZF_ERROR;
+        }
+        if (i + 1 >= len) {
+            *used = i;
+            return ZF_AGAIN;
+        }
+        if (data[i + 1] != '\n') {
+            fail(c, 400, "CR not followed by LF before the request line");
+            return ZF_ERROR;
+        }
+        i += 2;
+    }
+    *used = i;
+    size_t start = i;
+    while (i < len && data[i] != ' ') {
+        if (!zf_http_is_tchar((unsigned char)data[i])) {
+            fail(c, 400, "invalid character 0x%02x in the request method", (unsigned char)data[i]);
+            return ZF_ERROR;
+        }
+        if (i - start >= H1_METHOD_MAX) {
+            fail(c, 400, "request method longer than %d characters", H1_METHOD_MAX);
+            return ZF_ERROR;
+        }
+        i++;
+    }
+    if (i == len)
+        return ZF_AGAIN;
+    if (i == start) {
+        fail(c, 400, "the request line starts with a space");
+        return ZF_ERROR;
+    }
+    memcpy(c->method, data + start, i - start);
+    c->method[i - start] = 0;
+    c->in_msg = 1;
+    c->msg_start_us = now_us();
+    c->conn.action = "reading request line";
+    c->fprev = 0;
+    if (method_known(c->method))
+        return ZF_OK; /* the parser reads it from the input */
+    size_t n = http_parser_execute(&c->parser, &settings, "GET", 3);
+    if (n != 3 || HTTP_PARSER_ERRNO(&c->parser) != HPE_OK) {
+        if (!c->error_status)
+            fail(c, 500, "cannot start the request parser");
+        return ZF_ERROR;
+    }
+    *used = i;
+    return ZF_OK;
+}
+
+/* Maps a parser error to a status and text (unless a callback set one). */
+static void parser_error(struct h1conn *c)
+{
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    if (c->error_status)
+        return;
+    switch (e) {
+    case HPE_HEADER_OVERFLOW:
+        if (c->nfields == 0 && !c->headers_done)
+            fail(c, 414, "request line too long (http.max_request_line)");
+        else
+            fail(c, 431, "header section too large (http.max_header_size)");
+        break;
+    case HPE_INVALID_VERSION:
+        fail(c, 400, "invalid HTTP version");
+        break;
+    default:
+        fail(c, 400, "malformed request: %s", http_errno_description(e));
+        break;
+    }
+}
+
+/* Feeds len bytes to the parser, then scans what it consumed as framing.
+ * Returns ZF_OK (*used bytes consumed; c->msg_done tells whether the
+ * request ended) or ZF_ERROR (c->error_status set). */
+static int feed(struct h1conn *c, const char *data, size_t len, size_t *used)
+{
+    c->scan_pos = data;
+    c->scan_on = 1;
+    size_t n = http_parser_execute(&c->parser, &settings, data, len);
+    c->scan_on = 0;
+    *used = n;
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    if (e != HPE_OK && e != HPE_PAUSED) {
+        parser_error(c);
+        return ZF_ERROR;
+    }
+    if (scan_framing(c, c->scan_pos, data + n) != ZF_OK)
+        return ZF_ERROR;
+    if (c->error_status)
+        return ZF_ERROR;
+    if (!c->msg_done && n < len) {
+        fail(c, 400, "malformed request");
+        return ZF_ERROR;
+    }
+    return ZF_OK;
+}
+
+/* One parsing step over contiguous bytes: the start of a request or more of
+ * the current one. Returns ZF_OK, ZF_AGAIN or ZF_ERROR as above. */
+static int parse_some(struct h1conn *c, const char *data, size_t len, size_t *used)
+{
+    if (!c->in_msg)
+        return begin_message(c, data, len, used);
+    return feed(c, data, len, used);
+}
+
+/* ------------------------------------------------------------ responses we make */
+
+static void access_log(struct h1conn *c, struct zf_exchange *ex, int status, uint64_t bytes)
+{
+    if (!zf_access_log_enabled())
+        return;
+    struct zf_access_entry e = {0};
+    e.remote_addr = c->conn.peer_addr;
+    e.status = status;
+    e.bytes_sent = bytes;
+    if (ex && ex->method) {
+        e.method = ex->method;
+        e.target = ex->target;
+        e.protocol = ex->protocol;
+        e.referer = zf_headers_get(&ex->req_headers, "Referer");
+        e.user_agent = zf_headers_get(&ex->req_headers, "User-Agent");
+        e.remote_addr = ex->remote_addr;
+    } else {
+        e.method = c->method[0] ? c->method : NULL;
+        e.target = c->url.len ? c->url.p : NULL;
+        e.protocol = c->headers_done ? (c->http10 ? "HTTP/1.0" : "HTTP/1.1") : NULL;
+    }
+    uint64_t start = ex && ex->start_us ? ex->start_us : c->msg_start_us;
+    e.duration_us = start ? now_us() - start : 0;
+    zf_access_log(&e);
+}
+
+/* Queues a small text/plain response that zfront makes itself (errors),
+ * always with Connection: close. Returns the body length. */
+static size_t write_simple(struct h1conn *c, int status, const char *text)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    char body[320];
+    int n = snprintf(body, sizeof body, "%d %s: %s\n", status, zf_http_reason(status), text);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n >= sizeof body)
+        n = sizeof body - 1;
+    int head = strcmp(c->method, "HEAD") == 0;
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 %d %s\r\nDate: %s\r\nServer: " ZF_SERVER_NAME "\r\n"
+                        "Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+                        "Connection: close\r\n\r\n",
+                        status, zf_http_reason(status), zf_http_date(), n);
+    if (!head)
+        evbuffer_add(out, body, (size_t)n);
+    return head ? 0 : (size_t)n;
+}
+
+/* Answers the request being read with c->error_status and closes the
+ * connection once that is written. The request never reaches a worker. */
+static void reject(struct h1conn *c)
+{
+    int status = c->error_status ? c->error_status : 400;
+    const char *text = c->error_text[0] ? c->error_text : "malformed request";
+    if (status >= 500)
+        zf_log(ZF_LOG_ERROR, &c->conn, "%d: %s", status, text);
+    else if (status == 408)
+        zf_log(ZF_LOG_INFO, &c->conn, "%d: %s", status, text);
+    else
+        zf_log(ZF_LOG_WARN, &c->conn, "%d: %s", status, text);
+    if (status == 408)
+        h1.timeouts++;
+    else if (status < 500)
+        h1.client_errors++;
+    size_t n = write_simple(c, status, text);
+    access_log(c, NULL, status, n);
+    if (c->ex) {
+        zf_exchange_abort(c->ex);
+        c->ex = NULL;
+    }
+    close_after_flush(c);
+}
+
+/* ------------------------------------------------------------ the response */
+
+static int valid_field(const char *s, size_t n, int name)
+{
+    if (name && n == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (name ? !zf_http_is_tchar(ch) : (ch < 0x20 && ch != '\t') || ch == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
+/* Writes the status line and header section of c->ex's response and
+ * decides its framing: Content-Length, chunked (HTTP/1.1 without a length)
+ * or close-delimited (HTTP/1.0 without a length); and whether the
+ * connection stays open after it. */
+static void write_head(struct h1conn *c)
+{
+    struct zf_exchange *ex = c->ex;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    int status = ex->status;
+    int informational = status < 200;
+    c->no_body = ex->is_head || informational || status == 204 || status == 304;
+    c->clen = ex->content_length;
+    c->chunked = !c->no_body && c->clen < 0 && !c->http10;
+    c->close_delimited = !c->no_body && c->clen < 0 && c->http10;
+    long maxreq = zf_http_cfg.max_keepalive_requests;
+    c->keep_alive = c->req_keep_alive && !c->close_delimited && !informational &&
+                    (!zf_srv || zf_srv->state == ZF_RUNNING) &&
+                    (maxreq <= 0 || c->requests + 1 < (unsigned long)maxreq);
+
+    const char *sl = ex->status_line;
+    if (sl && valid_field(sl, strlen(sl), 0))
+        evbuffer_add_printf(out, "HTTP/1.1 %s\r\n", sl);
+    else
+        evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, zf_http_reason(status));
+    int have_date = 0, have_server = 0;
+    for (size_t i = 0; i < ex->resp_headers.n; i++) {
+        const struct zf_header *h = &ex->resp_headers.v[i];
+        have_date |= h->name_len == 4 && strncasecmp(h->name, "Date", 4) == 0;
+        have_server |= h->name_len == 6 && strncasecmp(h->name, "Server", 6) == 0;
+    }
+    if (!have_date)
+        evbuffer_add_printf(out, "Date: %s\r\n", zf_http_date());
+    if (!have_server)
+        evbuffer_add_printf(out, "Server: %s\r\n", ZF_SERVER_NAME);
+    for (size_t i = 0; i < ex->resp_headers.n; i++) {
+        const struct zf_header *h = &ex->resp_headers.v[i];
+        if (zf_http_is_hop_by_hop(h->name, h->name_len) ||
+            (h->name_len == 14 && strncasecmp(h->name, "Content-Length", 14) == 0))
+            continue;
+        if (!valid_field(h->name, h->name_len, 1) || !valid_field(h->value, h->value_len, 0)) {
+            zf_log(ZF_LOG_WARN, &c->conn,
+                   "dropping an invalid response header field from "
+                   "the application");
+            continue;
+        }
+        evbuffer_add(out, h->name, h->name_len);
+        evbuffer_add(out, ": ", 2);
+        evbuffer_add(out, h->value, h->value_len);
+        evbuffer_add(out, "\r\n", 2);
+    }
+    if (c->clen >= 0 && status != 204 && !informational)
+        evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)c->clen);
+    if (c->chunked)
+        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+    if (!c->keep_alive)
+        evbuffer_add(out, "Connection: close\r\n", 19);
+    else if (c->http10)
+        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
+    evbuffer_add(out, "\r\n", 2);
+}
+
+static void free_segment_cb(const void *data, size_t len, void *arg)
+{
+    (void)data;
+    (void)len;
+    zf_segment_free(arg);
+}
+
+/* Queues one body segment (which it consumes) to the output, within the
+ * Content-Length and with chunk framing when chunked. Returns ZF_OK or
+ * ZF_ERROR (out of memory: the connection must close). */
+static int write_segment(struct h1conn *c, struct zf_segment *s)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t n = s->len;
+    if (c->no_body) {
+        zf_segment_free(s);
+        return ZF_OK;
+    }
+    if (c->clen >= 0 && (uint64_t)c->clen - c->sent < n) {
+        n = (size_t)((uint64_t)c->clen - c->sent);
+        if (!c->warned_excess) {
+            c->warned_excess = 1;
+            zf_log(ZF_LOG_WARN, &c->conn,
+                   "the application sent more than its Content-Length "
+                   "(%lld): the excess is dropped",
+                   (long long)c->clen);
+        }
+    }
+    if (n == 0) {
+        zf_segment_free(s);
+        return ZF_OK;
+    }
+    if (c->chunked)
+        evbuffer_add_printf(out, "%zx\r\n", n);
+    int rc;
+    if (s->type == ZF_SEG_FILE) {
+        rc = evbuffer_add_file(out, s->fd, s->offset, (ev_off_t)n);
+        if (rc == 0)
+            s->fd = -1; /* the output owns it now */
+        zf_segment_free(s);
+    } else if (n >= 4096) {
+        rc = evbuffer_add_reference(out, s->data, n, free_segment_cb, s);
+        if (rc != 0)
+            zf_segment_free(s);
+    } else {
+        rc = evbuffer_add(out, s->data, n);
+        zf_segment_free(s);
+    }
+    if (rc != 0)
+        return ZF_ERROR;
+    if (c->chunked)
+        evbuffer_add(out, "\r\n", 2);
+    c->sent += n;
+    return ZF_OK;
+}
+
+/* The response was queued completely (or failed): log it, let go of the
+ * exchange, then either close or go on with the next request. */
+static void end_response(struct h1conn *c, int failed)
+{
+    struct zf_exchange *ex = c->ex;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    int must_close = !c->keep_alive;
+    if (failed) {
+        zf_log(ZF_LOG_WARN, &c->conn,
+               "the response body is incomplete (application error): "
+               "closing the connection");
+        must_close = 1;
+    } else if (c->chunked) {
+        evbuffer_add(out, "0\r\n\r\n", 5);
+    } else if (!c->no_body && c->clen >= 0 && c->sent < (uint64_t)c->clen) {
+        zf_log(ZF_LOG_WARN, &c->conn,
+               "the response body ended %llu bytes short of its "
+               "Content-Length: closing the connection",
+               (unsigned long long)((uint64_t)c->clen - c->sent));
+        must_close = 1;
+    }
+    ex->bytes_sent = c->sent;
+    access_log(c, ex, ex->status, c->sent);
+    zf_exchange_release(ex);
+    c->ex = NULL;
+    c->requests++;
+    h1.requests++;
+    reset_message(c);
+    if (must_close) {
+        close_after_flush(c);
+        return;
+    }
+    c->state = H1_IDLE;
+    c->conn.action = "keep-alive";
+    set_timer(c, zf_http_cfg.keepalive_timeout_ms);
+    process_input(c); /* pipelined requests already buffered */
+}
+
+/* The worker finished without producing a response header (the bridge
+ * normally answers 500 itself): answer 500 and close. */
+static void no_response(struct h1conn *c)
+{
+    zf_log(ZF_LOG_ERROR, &c->conn, "the application produced no response");
+    size_t n = write_simple(c, 500, "the application produced no response");
+    access_log(c, c->ex, 500, n);
+    zf_exchange_release(c->ex);
+    c->ex = NULL;
+    close_after_flush(c);
+}
+
+/* Moves the response from the exchange to the socket's output: the header
+ * first, then body segments while the output holds less than H1_OUT_HIGH.
+ * Called when the worker produced something and when the output drained. */
+static void pump(struct h1conn *c)
+{
+    struct zf_exchange *ex = c->ex;
+    if (!ex || (c->state != H1_APP && c->state != H1_SEND))
+        return;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    int finished = 0, failed = 0;
+    if (!c->head_sent) {
+        if (!zf_exchange_take_headers(ex)) {
+            struct zf_segment *s = zf_exchange_take(ex, &finished, &failed);
+            if (s)
+                zf_segment_free(s);
+            if (finished)
+                no_response(c);
+            return;
+        }
+        write_head(c);
+        c->head_sent = 1;
+        c->state = H1_SEND;
+        c->conn.action = "sending response";
+        bufferevent_setwatermark(c->bev, EV_WRITE, H1_OUT_LOW, 0);
+    }
+    while (evbuffer_get_length(out) < H1_OUT_HIGH) {
+        struct zf_segment *s = zf_exchange_take(ex, &finished, &failed);
+        if (!s) {
+            if (finished)
+                end_response(c, failed);
+            return;
+        }
+        if (write_segment(c, s) != ZF_OK) {
+            zf_log(ZF_LOG_ERROR, &c->conn, "cannot queue response data: out of memory");
+            close_now(c);
+            return;
+        }
+    }
+}
+
+static void on_output(struct zf_exchange *ex)
+{
+    struct h1conn *c = ex->proto;
+    if (!c || c->ex != ex || c->state == H1_DEAD)
+        return;
+    pump(c);
+}
+
+static const struct zf_exchange_ops h1_ops = {on_output};
+
+/* ------------------------------------------------------------ the input side */
+
+/* The request is complete: hand the body to the exchange and the exchange
+ * to the worker pool. Parsing stays paused until its response is queued. */
+static void dispatch(struct h1conn *c)
+{
+    struct zf_exchange *ex = c->ex;
+    zf_spool_take(&c->spool, &ex->body);
+    ex->start_us = now_us();
+    c->state = H1_APP;
+    c->conn.action = "waiting for the application";
+    set_timer(c, 0);
+    zf_log(ZF_LOG_DEBUG, &c->conn, "%s %s %s", ex->method, ex->target, ex->protocol);
+    zf_exchange_dispatch(ex);
+}
+
+/* The client shut its side while we wait for more of a request: close,
+ * after whatever response is still being written. */
+static void input_ended(struct h1conn *c)
+{
+    if (c->state == H1_BODY) {
+        zf_log(ZF_LOG_INFO, &c->conn,
+               "client closed the connection after %llu bytes of the "
+               "request body",
+               (unsigned long long)c->body_bytes);
+        h1.aborted++;
+    } else if (c->state == H1_HEAD && c->in_msg) {
+        zf_log(ZF_LOG_INFO, &c->conn, "client closed the connection with an incomplete request");
+    }
+    if (c->ex) {
+        zf_exchange_abort(c->ex);
+        c->ex = NULL;
+    }
+    close_after_flush(c);
+}
+
+static void process_input_once(struct h1conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    while (c->state == H1_IDLE || c->state == H1_HEAD || c->state == H1_BODY) {
+        size_t avail = evbuffer_get_length(in);
+        if (avail == 0)
+            break;
+        size_t len, used = 0;
+        const char *data;
+        if (c->state == H1_IDLE) {
+            /* the first byte of a request after keep-alive: its header
+             * section must now arrive within the header timeout */
+            c->state = H1_HEAD;
+            c->conn.action = "reading request line";
+            set_timer(c, zf_http_cfg.header_timeout_ms);
+        }
+        if (!c->in_msg) {
+            len = avail < H1_PRESCAN ? avail : H1_PRESCAN;
+            data = (const char *)evbuffer_pullup(in, (ev_ssize_t)len);
+        } else {
+            struct evbuffer_iovec v;
+            if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+                break;
+            data = v.iov_base;
+            len = v.iov_len;
+        }
+        uint64_t body_before = c->body_bytes;
+        int rc = parse_some(c, data, len, &used);
+        evbuffer_drain(in, used);
+        if (rc == ZF_ERROR) {
+            reject(c);
+            return;
+        }
+        if (c->headers_done && c->state == H1_HEAD) {
+            c->state = H1_BODY;
+            c->conn.action = "reading request body";
+            set_timer(c, zf_http_cfg.body_timeout_ms);
+        } else if (c->body_bytes != body_before) {
+            set_timer(c, zf_http_cfg.body_timeout_ms);
+        }
+        if (c->msg_done) {
+            dispatch(c);
+            return;
+        }
+        if (c->state == H1_BODY && c->expect_continue > 0 && !c->continue_sent &&
+            c->body_bytes == 0) {
+            c->continue_sent = 1;
+            evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        }
+        if (rc == ZF_AGAIN && used == 0)
+            break; /* the start of a request is incomplete: wait for more */
+    }
+    if (c->read_closed && (c->state == H1_IDLE || c->state == H1_HEAD || c->state == H1_BODY))
+        input_ended(c);
+}
+
+/* Parses what the input holds, as far as the state allows. Safe to call
+ * again from inside itself (the outer call loops once more). */
+static void process_input(struct h1conn *c)
+{
+    if (c->busy) {
+        c->again = 1;
+        return;
+    }
+    c->busy = 1;
+    do {
+        c->again = 0;
+        process_input_once(c);
+    } while (c->again && c->state != H1_DEAD);
+    c->busy = 0;
+}
+
+/* ------------------------------------------------------------ closing */
+
+static void conn_free(struct h1conn *c)
+{
+    if (c->ex) {
+        zf_exchange_abort(c->ex);
+        c->ex = NULL;
+    }
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (h1.head == c)
+        h1.head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    h1.open--;
+    if (c->bev)
+        bufferevent_free(c->bev);
+    if (c->timer)
+        event_free(c->timer);
+    if (c->reaper)
+        event_free(c->reaper);
+    zf_spool_free(&c->spool);
+    buf_free(&c->url);
+    buf_free(&c->name);
+    buf_free(&c->value);
+    free(c);
+    if (zf_srv && zf_srv->state == ZF_STOPPING && !h1.stopping_now)
+        zf_server_check_idle();
+}
+
+static void reap_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn_free(arg);
+}
+
+/* Closes the connection at once: output not yet written is dropped, an
+ * exchange still running is aborted (the worker stops). The memory goes
+ * when the loop runs the reaper. */
+static void close_now(struct h1conn *c)
+{
+    if (c->state == H1_DEAD)
+        return;
+    c->state = H1_DEAD;
+    c->conn.action = "closing";
+    if (c->ex) {
+        zf_exchange_abort(c->ex);
+        c->ex = NULL;
+    }
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+    if (c->timer)
+        evtimer_del(c->timer);
+    event_active(c->reaper, EV_TIMEOUT, 0);
+}
+
+/* Closes the connection with a TCP reset: the kernel drops what it still
+ * holds for a client that stopped reading, instead of keeping the socket
+ * around to deliver it. */
+static void reset_now(struct h1conn *c)
+{
+    struct linger lg = {1, 0};
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    if (fd >= 0)
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close_now(c);
+}
+
+/* Our side is done: shut the write side and read (dropping it) what the
+ * client still sends for a moment, so that a response followed by unread
+ * request data is not destroyed by a TCP reset. */
+static void start_linger(struct h1conn *c)
+{
+    if (c->read_closed) {
+        close_now(c);
+        return;
+    }
+    c->state = H1_LINGER;
+    c->conn.action = "closing";
+    shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    bufferevent_enable(c->bev, EV_READ);
+    set_timer(c, H1_LINGER_MS);
+}
+
+/* Closes the connection once the output queued so far is written. */
+static void close_after_flush(struct h1conn *c)
+{
+    if (c->state == H1_DEAD || c->state == H1_FLUSH || c->state == H1_LINGER)
+        return;
+    c->state = H1_FLUSH;
+    c->conn.action = "closing";
+    set_timer(c, 0);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        start_linger(c);
+        return;
+    }
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+}
+
+/* ------------------------------------------------------------ bufferevent callbacks */
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    struct h1conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    switch (c->state) {
+    case H1_FLUSH:
+    case H1_LINGER:
+        evbuffer_drain(in, evbuffer_get_length(in));
+        break;
+    case H1_APP:
+    case H1_SEND:
+    case H1_DEAD:
+        break; /* kept for later, up to the read high watermark */
+    default:
+        process_input(c);
+        break;
+    }
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    struct h1conn *c = arg;
+    if (c->state == H1_SEND)
+        pump(c);
+    else if (c->state == H1_FLUSH && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        start_linger(c);
+}
+
+/* Deferred callbacks merge events: one call may carry a read EOF and a
+ * write error together. Anything on the writing side, or a read error,
+ * means the client is gone; a read EOF alone is a half-close. */
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    struct h1conn *c = arg;
+    if (what & BEV_EVENT_TIMEOUT) {
+        h1.timeouts++;
+        zf_log(ZF_LOG_INFO, &c->conn,
+               "client took no response data for %llu ms "
+               "(http.send_timeout): closing",
+               (unsigned long long)zf_http_cfg.send_timeout_ms);
+        reset_now(c);
+        return;
+    }
+    if ((what & BEV_EVENT_ERROR) || ((what & BEV_EVENT_EOF) && (what & BEV_EVENT_WRITING))) {
+        int err = EVUTIL_SOCKET_ERROR();
+        if (c->state == H1_BODY || c->state == H1_APP || c->state == H1_SEND ||
+            (c->state == H1_HEAD && c->in_msg)) {
+            h1.aborted++;
+            zf_log(ZF_LOG_INFO, &c->conn, "client connection lost (%s)",
+                   (what & BEV_EVENT_ERROR) ? evutil_socket_error_to_string(err) : "end of file");
+        }
+        close_now(c);
+        return;
+    }
+    if (what & BEV_EVENT_EOF) {
+        c->read_closed = 1;
+        switch (c->state) {
+        case H1_IDLE:
+        case H1_HEAD:
+        case H1_BODY:
+            process_input(c);
+            break;
+        case H1_LINGER:
+            close_now(c);
+            break;
+        default:
+            /* A half-close is legal: finish the response (and any request
+             * already buffered), then close. A client that went away for
+             * good shows up as a write error. */
+            break;
+        }
+    }
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct h1conn *c = arg;
+    switch (c->state) {
+    case H1_IDLE:
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0) {
+            /* still writing the last response: the send timeout guards that */
+            set_timer(c, zf_http_cfg.keepalive_timeout_ms);
+            return;
+        }
+        zf_log(ZF_LOG_DEBUG, &c->conn, "keep-alive timeout: closing");
+        close_now(c);
+        break;
+    case H1_HEAD:
+        fail(c, 408,
+             "the request header section did not arrive within %llu ms "
+             "(http.header_timeout)",
+             (unsigned long long)zf_http_cfg.header_timeout_ms);
+        reject(c);
+        break;
+    case H1_BODY:
+        fail(c, 408, "no request body data for %llu ms (http.body_timeout)",
+             (unsigned long long)zf_http_cfg.body_timeout_ms);
+        reject(c);
+        break;
+    case H1_LINGER:
+        close_now(c);
+        break;
+    default:
+        break;
+    }
+}
+
+/* ------------------------------------------------------------ starting */
+
+/* The local address the client connected to (SERVER_NAME/SERVER_PORT when
+ * the request has no Host; the listener may be bound to a wildcard). */
+static void local_address(struct h1conn *c, evutil_socket_t fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const void *)&ss;
+        evutil_inet_ntop(AF_INET, &in->sin_addr, c->local_host, sizeof c->local_host);
+        c->local_port = ntohs(in->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const void *)&ss;
+        evutil_inet_ntop(AF_INET6, &in6->sin6_addr, c->local_host, sizeof c->local_host);
+        c->local_port = ntohs(in6->sin6_port);
+    }
+}
+
+int zf_http1_start(struct zf_http_endpoint *ep, struct bufferevent *bev, const struct zf_conn *conn)
+{
+    init_settings();
+    struct h1conn *c = calloc(1, sizeof *c);
+    struct event_base *base = bufferevent_get_base(bev);
+    if (c) {
+        c->timer = evtimer_new(base, timer_cb, c);
+        c->reaper = event_new(base, -1, 0, reap_cb, c);
+    }
+    if (!c || !c->timer || !c->reaper) {
+        zf_log(ZF_LOG_ERROR, conn, "out of memory for a new connection");
+        if (c && c->timer)
+            event_free(c->timer);
+        if (c && c->reaper)
+            event_free(c->reaper);
+        free(c);
+        bufferevent_free(bev);
+        return ZF_ERROR;
+    }
+    c->conn = *conn;
+    c->ep = ep;
+    c->scheme = ep && ep->scheme ? ep->scheme : "http";
+    c->channel = ep && ep->channel ? ep->channel : "http";
+    c->bev = bev;
+    zf_spool_init(&c->spool, 0, NULL);
+    reset_message(c);
+
+    local_address(c, bufferevent_getfd(bev));
+    if (!c->local_host[0] && ep && ep->listener) {
+        snprintf(c->local_host, sizeof c->local_host, "%s", ep->listener->host);
+        c->local_port = ep->listener->port;
+    }
+
+    c->next = h1.head;
+    if (h1.head)
+        h1.head->prev = c;
+    h1.head = c;
+    h1.open++;
+    h1.accepted++;
+
+    struct timeval send_tv = {(time_t)(zf_http_cfg.send_timeout_ms / 1000),
+                              (suseconds_t)((zf_http_cfg.send_timeout_ms % 1000) * 1000)};
+    bufferevent_setcb(bev, read_cb, write_cb, event_cb, c);
+    bufferevent_setwatermark(bev, EV_READ, 0, H1_IN_MAX);
+    bufferevent_setwatermark(bev, EV_WRITE, H1_OUT_LOW, 0);
+    bufferevent_set_timeouts(bev, NULL, &send_tv);
+    bufferevent_set_max_single_read(bev, H1_IN_MAX);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+
+    c->state = H1_HEAD;
+    c->conn.action = "reading request line";
+    set_timer(c, zf_http_cfg.header_timeout_ms);
+    if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
+        bufferevent_trigger(bev, EV_READ, 0);
+    return ZF_OK;
+}
+
+void zf_http_accept(struct zf_listener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+                    void *arg)
+{
+    (void)l;
+    struct zf_http_endpoint *ep = arg;
+    struct zf_conn conn;
+    zf_conn_init(&conn, "http", sa, (socklen_t)salen);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct bufferevent *bev =
+        bufferevent_socket_new(zf_srv->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    if (!bev) {
+        zf_log(ZF_LOG_ERROR, &conn, "cannot create a bufferevent: out of memory");
+        evutil_closesocket(fd);
+        return;
+    }
+    zf_http1_start(ep, bev, &conn);
+}
+
+/* ------------------------------------------------------------ module hooks */
+
+void zf__http1_stop(int graceful)
+{
+    struct h1conn *c = h1.head, *next;
+    if (!graceful)
+        h1.stopping_now = 1;
+    for (; c; c = next) {
+        next = c->next;
+        c->ep = NULL;
+        if (!graceful) {
+            reset_now(c);
+            event_del(c->reaper);
+            conn_free(c);
+            continue;
+        }
+        switch (c->state) {
+        case H1_IDLE:
+            if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+                close_after_flush(c); /* the end of its last response is still going out */
+            else
+                close_now(c);
+            break;
+        case H1_LINGER:
+            close_now(c);
+            break;
+        case H1_HEAD:
+            if (!c->in_msg)
+                close_now(c);
+            break;
+        default:
+            break; /* busy: its response goes out with Connection: close */
+        }
+    }
+    h1.stopping_now = 0;
+}
+
+size_t zf__http1_active(void)
+{
+    return h1.open;
+}
+
+void zf__http1_stats(struct evbuffer *out)
+{
+    evbuffer_add_printf(out, "http.connections: %zu\n", h1.open);
+    evbuffer_add_printf(out, "http.connections_total: %llu\n", (unsigned long long)h1.accepted);
+    evbuffer_add_printf(out, "http.requests: %llu\n", (unsigned long long)h1.requests);
+    evbuffer_add_printf(out, "http.client_errors: %llu\n", (unsigned long long)h1.client_errors);
+    evbuffer_add_printf(out, "http.timeouts: %llu\n", (unsigned long long)h1.timeouts);
+    evbuffer_add_printf(out, "http.aborted: %llu\n", (unsigned long long)h1.aborted);
+}
