@@ -32,6 +32,7 @@ static const struct {
     {"http.https", "127.0.0.1:8443"},
     {"ssh.listen", "127.0.0.1:8022"},
     {"log.access", "-"},
+    {"server.state_dir", "var/zfront-demo"}, /* relative to the working directory */
 };
 
 static void usage(FILE *out)

@@ -20,9 +20,6 @@
  * and dist-packages. */
 #define ZF_PY_PROGRAM L"/usr/bin/python3"
 
-/* Where zfront.demo keeps its files when no state_dir is configured
- * (relative to the working directory). */
-#define ZF_DEMO_STATE_DIR "var/zfront-demo"
 
 PyObject *zf__py_app;
 static PyThreadState *main_ts;
@@ -261,8 +258,8 @@ int zf_py_load_app(void)
     }
     PyObject *app;
     if (zf_cfg.demo) {
-        const char *dir =
-            zf_cfg.state_dir && *zf_cfg.state_dir ? zf_cfg.state_dir : ZF_DEMO_STATE_DIR;
+        /* main.c gives --demo a state dir when none is configured */
+        const char *dir = zf_cfg.state_dir && *zf_cfg.state_dir ? zf_cfg.state_dir : ".";
         app = call_zfront("zfront.loader", "load_demo", Py_BuildValue("(s)", dir));
     } else if (zf_cfg.app && *zf_cfg.app) {
         app = call_zfront("zfront.loader", "load_module", Py_BuildValue("(s)", zf_cfg.app));

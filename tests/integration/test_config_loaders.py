@@ -4,6 +4,7 @@ PasteDeploy ini shaped like Plone's; `--zope-conf` without Zope installed
 (clear error, non-zero exit); `--demo`."""
 import json
 import os
+import subprocess
 import re
 
 from zftest import APPS, free_port, read_response
@@ -216,11 +217,10 @@ def test_zope_conf_without_zope(server_factory):
 
 def test_demo(server_factory):
     srv = server_factory(start=False, app=None, python_path=False, name="demo")
-    # the demo turns on the SSH console when ~/.ssh/authorized_keys exists:
-    # keep it from binding its default port on a developer's machine
-    srv.env["HOME"] = srv.root
     state = os.path.join(srv.root, "state")
-    srv.args += ["--demo", "--state-dir", state]
+    # every module the demo turns on gets a free port instead of its default
+    srv.args += ["--demo", "--state-dir", state, "--https", "127.0.0.1:0", "--ssh",
+                 "127.0.0.1:0"]
     srv.start()
     status, headers, body = srv.get("/")
     assert status == 200
@@ -248,6 +248,22 @@ def test_demo(server_factory):
     finally:
         f.close()
         s.close()
+
+    # the SSH console is on with a key made for the demo, and the log says
+    # how to use it; the demo namespace has the content root
+    m = srv.wait_log(r"ssh: demo console: ssh -i (\S+) -p (\d+) admin@127\.0\.0\.1")
+    assert m, srv.log()[-2000:]
+    key, port = m.group(1), int(m.group(2))
+    assert os.stat(key).st_mode & 0o077 == 0
+    out = subprocess.run(
+        ["ssh", "-F", "/dev/null", "-i", key, "-p", str(port), "-o", "BatchMode=yes",
+         "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
+         "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "admin@127.0.0.1",
+         "print(sorted(site.keys()))"],
+        capture_output=True, timeout=60, input=b"",
+        env={k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"})
+    assert out.returncode == 0, out.stderr
+    assert b"docs" in out.stdout
     c = srv.http()
     try:
         c.request("GET", "/files/big.bin")

@@ -20,9 +20,6 @@
 
 struct zf_tls_config zf_tls_cfg;
 
-/* Where `--demo` keeps its state when server.state_dir is not set (the same
- * default as the demo app, see python.c). */
-#define DEMO_STATE_DIR "var/zfront-demo"
 #define SELF_CERT "selfsigned-cert.pem"
 #define SELF_KEY "selfsigned-key.pem"
 
@@ -180,9 +177,8 @@ static int write_pem(const char *path, X509 *cert, EVP_PKEY *key)
 static int self_signed(const char **cert_path, const char **key_path)
 {
     static char cpath[4096], kpath[4096];
-    const char *state = zf_cfg.state_dir && *zf_cfg.state_dir ? zf_cfg.state_dir
-                        : zf_cfg.demo                         ? DEMO_STATE_DIR
-                                                              : NULL;
+    /* --demo always has a state dir (main.c gives it one) */
+    const char *state = zf_cfg.state_dir && *zf_cfg.state_dir ? zf_cfg.state_dir : NULL;
     *cert_path = *key_path = NULL;
     if (state) {
         char dir[3900];

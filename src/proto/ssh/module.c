@@ -1,5 +1,6 @@
 /* The SSH module descriptor: [ssh] config keys, configure (keys are read
  * and checked before anything listens), start (listener), stop, stats. */
+#include <errno.h>
 #include <event2/buffer.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -56,6 +57,45 @@ static char *listen_address(const char *text)
     return zf_xstrdup(text);
 }
 
+/* --demo without keys: makes (once) a client key pair in
+ * <state_dir>/ssh/, authorizes it, and says how to log in with it. Returns
+ * ZF_OK or ZF_ERROR (logged). */
+static char *demo_key_path;
+
+static int demo_client_key(void)
+{
+    const char *dir = zf_cfg.state_dir && *zf_cfg.state_dir ? zf_cfg.state_dir : ".";
+    char *key_path = NULL, *auth_path = NULL, *b64 = NULL;
+    ssh_key key = NULL;
+    int rc = ZF_ERROR;
+    if (asprintf(&key_path, "%s/ssh/demo_client_key", dir) < 0 ||
+        asprintf(&auth_path, "%s/ssh/authorized_keys", dir) < 0)
+        abort();
+    /* the same safe load-or-generate as the host key (0600, refused when
+     * others can read it) */
+    if (zf__ssh_host_key(key_path, &key) != ZF_OK)
+        goto out;
+    if (ssh_pki_export_pubkey_base64(key, &b64) != SSH_OK) {
+        zf_log(ZF_LOG_ERROR, NULL, "ssh: demo: cannot encode the demo public key");
+        goto out;
+    }
+    FILE *f = fopen(auth_path, "w");
+    if (!f || fprintf(f, "ssh-ed25519 %s zfront-demo\n", b64) < 0 || fclose(f) != 0) {
+        zf_log(ZF_LOG_ERROR, NULL, "ssh: demo: cannot write %s: %s", auth_path, strerror(errno));
+        goto out;
+    }
+    zf_config_set("ssh.authorized_keys", auth_path, "--demo");
+    demo_key_path = key_path; /* logged with the bound port by ssh_start */
+    key_path = NULL;
+    rc = ZF_OK;
+out:
+    ssh_string_free_char(b64);
+    ssh_key_free(key);
+    free(key_path);
+    free(auth_path);
+    return rc;
+}
+
 /* Checks the settings, reads authorized_keys and the host key, and makes
  * the libssh bind. Returns ZF_DECLINED when no listen address is set,
  * ZF_ERROR (logged) when anything is unsafe or unreadable. */
@@ -68,22 +108,10 @@ static int ssh_configure(struct zf_server *srv)
     int have_pw = c->password_hash && *c->password_hash;
     if (!have_keys && !have_pw && zf_cfg.demo) {
         /* --demo turns the console on at 127.0.0.1:8022: let the user in
-         * with their own keys when they have some, else stay off. */
-        const char *home = getenv("HOME");
-        char *path = NULL;
-        if (home && *home && asprintf(&path, "%s/.ssh/authorized_keys", home) > 0 &&
-            access(path, R_OK) == 0) {
-            zf_log(ZF_LOG_INFO, NULL, "ssh: demo: using %s", path);
-            zf_config_set("ssh.authorized_keys", path, "--demo");
-            free(path);
-            have_keys = 1;
-        } else {
-            zf_log(ZF_LOG_INFO, NULL,
-                   "ssh: demo: no --ssh-authorized-keys and no ~/.ssh/authorized_keys: "
-                   "the SSH console is off");
-            free(path);
-            return ZF_DECLINED;
-        }
+         * with a key made for the demo (and told how to use it). */
+        if (demo_client_key() != ZF_OK)
+            return ZF_ERROR;
+        have_keys = 1;
     }
     if (!have_keys && !have_pw) {
         zf_log(ZF_LOG_ERROR, NULL,
@@ -162,6 +190,12 @@ static int ssh_start(struct zf_server *srv)
     if (zf__ssh_interrupter_start() != ZF_OK)
         return ZF_ERROR;
     listener = zf_listen(srv, listen_addr, "ssh", on_accept, NULL);
+    if (listener && demo_key_path) {
+        zf_log(ZF_LOG_INFO, NULL, "ssh: demo console: ssh -i %s -p %d admin@%s", demo_key_path,
+               listener->port, listener->host);
+        free(demo_key_path);
+        demo_key_path = NULL;
+    }
     return listener ? ZF_OK : ZF_ERROR;
 }
 
