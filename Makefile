@@ -22,9 +22,10 @@ run: build
 test: build
 	BUILD=$(BUILD) ./scripts/run-tests.sh
 
+# Side-by-side benchmarks (docs/benchmarks.md); BENCH_ARGS=--short for a quick run.
 bench: build
 	./bench/setup.sh
-	./bench/run
+	ZFRONT=$(BUILD)/zfront ./bench/run $(BENCH_ARGS)
 
 # AddressSanitizer + UndefinedBehaviorSanitizer build; runs every suite against it.
 $(ASAN_BUILD)/build.ninja:

@@ -254,24 +254,24 @@ static int run(int argc, char **argv)
     }
     if (zf_pool_start((int)zf_cfg.threads) != ZF_OK)
         return 1;
-    for (size_t i = 0; i < srv.nactive; i++) {
+    int start_failed = 0;
+    for (size_t i = 0; i < srv.nactive && !start_failed; i++) {
         if (srv.active[i]->start && srv.active[i]->start(&srv) != ZF_OK) {
             zf_log(ZF_LOG_ERROR, NULL, "%s: cannot start", srv.active[i]->name);
-            zf_server_shutdown(0);
-            break;
+            start_failed = 1;
         }
     }
-    if (srv.state == ZF_RUNNING) {
-        if (write_pid_file() != ZF_OK)
-            zf_server_shutdown(0);
-        else
-            zf_log(ZF_LOG_INFO, NULL, "zfront %s ready (pid %ld)", ZF_VERSION, (long)getpid());
+    if (!start_failed && write_pid_file() != ZF_OK)
+        start_failed = 1;
+    if (start_failed) {
+        zf_server_shutdown(0);
+    } else {
+        zf_log(ZF_LOG_INFO, NULL, "zfront %s ready (pid %ld)", ZF_VERSION, (long)getpid());
     }
-    uint64_t started_stop = 0;
     event_base_dispatch(srv.base);
-    started_stop = zf_now_ms();
+    uint64_t started_stop = zf_now_ms();
 
-    int exit_code = srv.state == ZF_STOPPED ? 0 : 1;
+    int exit_code = srv.state == ZF_STOPPED && !start_failed ? 0 : 1;
     uint64_t deadline = started_stop + zf_cfg.shutdown_timeout_ms;
     if (wait_workers(deadline) != ZF_OK) {
         zf_log(ZF_LOG_WARN, NULL, "workers still busy after the shutdown timeout: exiting now");

@@ -279,3 +279,12 @@ def test_demo(server_factory):
         assert rest == size
     finally:
         c.close()
+
+
+def test_port_in_use_exits_non_zero(server_factory):
+    """A listener that cannot bind stops the start with a clear error and a
+    non-zero exit status (a service manager must see the failure)."""
+    first = server_factory(name="first")
+    srv = server_factory("--https", "127.0.0.1:%d" % first.port, start=False, name="second")
+    log = expect_start_failure(srv)
+    assert "cannot listen on 127.0.0.1:%d" % first.port in log, log

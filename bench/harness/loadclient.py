@@ -58,6 +58,11 @@ class Download:
         self.body = len(self.head) - end - 4
         self.head = b""
 
+    def complete(self):
+        """True once Content-Length body bytes arrived (some servers keep the
+        connection open despite "Connection: close", e.g. uWSGI's http11-socket)."""
+        return self.length is not None and self.body >= self.length
+
     def result(self, error=None):
         ok = error is None and self.status == 200 and self.length == self.body
         if error is None and not ok:
@@ -106,13 +111,40 @@ def run_get(host, port, path, n, conc, timeout):
                 got, error = 0, str(e)
             if got:
                 d.feed(buf[:got])
-                continue
+                if not d.complete():
+                    continue
             sel.unregister(key.fileobj)
             key.fileobj.close()
             results.append(d.result(error))
             if started < n:
                 start_one()
     return time.perf_counter() - t0, results
+
+
+def read_response(sock):
+    """Reads one response from a blocking socket: until Content-Length body
+    bytes arrived, or EOF when there is none. Returns (status, body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/"):
+        return 0, b""
+    lines = head.decode("latin-1").split("\r\n")
+    length = None
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value.strip())
+    while length is None or len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(lines[0].split()[1]), body
 
 
 def post_one(host, port, path, fname, size, timeout):
@@ -126,14 +158,7 @@ def post_one(host, port, path, fname, size, timeout):
                     % (path, host, port, size))
             s.sendall(head.encode())
             s.sendfile(f)
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1]) if head else 0
+            status, body = read_response(s)
     except (OSError, ValueError, IndexError) as e:
         error = str(e) or type(e).__name__
     ok = error is None and status == 200 and body.strip() == str(size).encode()

@@ -11,6 +11,7 @@ import threading
 import time
 
 from . import procs
+from .loadclient import read_response
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -80,27 +81,23 @@ def http_get(host, port, path, timeout):
     with socket.create_connection((host, port), timeout=timeout) as s:
         s.sendall(("GET %s HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n\r\n"
                    % (path, host, port)).encode())
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    elapsed = time.perf_counter() - t0
-    head, _, body = data.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
-    return status, body, elapsed
+        status, body = read_response(s)
+    return status, body, time.perf_counter() - t0
 
 
-def probe(host, port, count, gap, timeout, busy):
+def probe(host, port, count, gap, timeout, busy, limit=300.0):
     """`count` sequential GET /hello, `gap` s apart, each on a new connection.
 
     `busy()` tells whether the load is still running; the result counts how
-    many probes completed while it was. Returns a dict of latencies (s)."""
+    many probes completed while it was. Stops early after `limit` seconds
+    (a stalled server). Returns a dict of latencies (s)."""
     lat, errors, during = [], 0, 0
+    end = time.monotonic() + limit
     for i in range(count):
         if i:
             time.sleep(gap)
+        if time.monotonic() > end:
+            break
         try:
             status, body, elapsed = http_get(host, port, "/hello", timeout)
             if status != 200 or body != b"Hello, world!":
@@ -111,7 +108,7 @@ def probe(host, port, count, gap, timeout, busy):
         lat.append(elapsed)
         if busy():
             during += 1
-    return {"median": statistics.median(lat), "max": max(lat), "count": count,
+    return {"median": statistics.median(lat), "max": max(lat), "count": len(lat),
             "during_load": during, "errors": errors, "latencies": lat}
 
 
@@ -169,12 +166,15 @@ def parse_wrk(text):
     return res
 
 
-def run_wrk(url, threads, conns, duration, timeout_s=10):
-    """Runs wrk (own session, stopped by PID). Returns parse_wrk()'s dict + raw text."""
+def run_wrk(url, threads, conns, duration, timeout_s=10, on_started=None):
+    """Runs wrk (own session, stopped by PID); calls on_started(proc) once it
+    runs. Returns parse_wrk()'s dict + raw text."""
     argv = ["wrk", "-t%d" % threads, "-c%d" % conns, "-d%ds" % duration,
             "--timeout", "%ds" % timeout_s, "--latency", url]
     proc = procs.spawn(argv, stdout=subprocess.PIPE)
     try:
+        if on_started:
+            on_started(proc)
         out, _ = proc.communicate(timeout=duration + timeout_s + 30)
     except subprocess.TimeoutExpired:
         out = b""

@@ -73,7 +73,8 @@ class Zfront(Server):
 
     def argv(self, port, threads, workdir):
         argv = [self.ctx.zfront, "--app", "app:application", "--http", "%s:%d" % (HOST, port),
-                "--threads", str(threads), "--python-path", self.ctx.bench_dir]
+                "--threads", str(threads), "--python-path", self.ctx.bench_dir,
+                "--access-log", ""]  # off (the default today): no server here logs requests
         return argv + self.ctx.zfront_args
 
 
@@ -102,16 +103,16 @@ class Gunicorn(Server):
 
 
 class Uwsgi(Server):
-    name, label, debian = "uwsgi", "uWSGI", "uwsgi uwsgi-plugin-python3"
+    name, label, debian = "uwsgi", "uWSGI", "uwsgi-core uwsgi-plugin-python3"
     stop_signal = signal.SIGINT  # SIGTERM means "reload" to a uWSGI master
     offload = 0
 
     def missing(self):
-        return (_need("/usr/bin/uwsgi", self.debian)
+        return (_need("/usr/bin/uwsgi-core", self.debian)
                 or _need("/usr/lib/uwsgi/plugins/python3_plugin.so", "uwsgi-plugin-python3"))
 
     def argv(self, port, threads, workdir):
-        argv = ["/usr/bin/uwsgi", "--plugin", "python3", "--http11-socket",
+        argv = ["/usr/bin/uwsgi-core", "--plugin", "python3", "--http11-socket",
                 "%s:%d" % (HOST, port), "--wsgi-file", os.path.join(self.ctx.bench_dir, "app.py"),
                 "--callable", "application", "--master", "--processes", "1",
                 "--threads", str(threads), "--enable-threads", "--need-app",

@@ -1,0 +1,1 @@
+"""zfront's benchmark harness (see bench/run and docs/benchmarks.md)."""
