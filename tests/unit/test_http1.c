@@ -796,6 +796,60 @@ static void test_conn_timeouts(void)
     zf_http_cfg.keepalive_timeout_ms = 30000;
 }
 
+/* A big file body reaches the output a slice at a time while the client
+ * does not read: the output never holds more than the high mark plus one
+ * slice (so one sendfile() never sends more than a slice), and the whole
+ * file still arrives, in order, once the client reads. */
+static void test_conn_file_slices(void)
+{
+    enum { SIZE = 5 * H1_FILE_SLICE + 12345 };
+    int fd = zf_tmpfile("/tmp");
+    CHECK(fd >= 0);
+    static char data[SIZE];
+    for (size_t i = 0; i < SIZE; i++)
+        data[i] = (char)('a' + i % 23);
+    CHECK_EQ_INT(zf_pwrite_all(fd, data, SIZE, 0), ZF_OK);
+
+    struct h1conn *c = open_conn();
+    client_send("GET /big HTTP/1.1\r\nHost: h\r\n\r\n");
+    struct zf_exchange *ex = c->ex;
+    struct zf_headers h = {0};
+    zf_exchange_send_headers(ex, 200, strdup("200 OK"), &h, SIZE);
+    zf_exchange_send_file(ex, fd, 0, SIZE);
+    zf_exchange_finish(ex, 1);
+    spin(20);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    CHECK(c->file != NULL);
+    CHECK(evbuffer_get_length(out) <= H1_OUT_HIGH + H1_FILE_SLICE);
+
+    size_t got = 0, head = 0;
+    static char buf[1 << 16];
+    int ok = 1;
+    for (int round = 0; round < 100000 && got < SIZE; round++) {
+        spin(1);
+        CHECK(evbuffer_get_length(out) <= H1_OUT_HIGH + H1_FILE_SLICE);
+        ssize_t r = read(peer, buf, sizeof buf);
+        if (r <= 0)
+            continue;
+        size_t off = 0;
+        if (!head) {
+            char *end = memmem(buf, (size_t)r, "\r\n\r\n", 4);
+            CHECK(end != NULL);
+            if (!end)
+                break;
+            head = 1;
+            off = (size_t)(end + 4 - buf);
+        }
+        if (got + ((size_t)r - off) > SIZE || memcmp(buf + off, data + got, (size_t)r - off) != 0)
+            ok = 0;
+        got += (size_t)r - off;
+    }
+    CHECK(ok);
+    CHECK_EQ_INT(got, SIZE);
+    CHECK(c->file == NULL);
+    client_close();
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN); /* as zfront's main does */
@@ -819,6 +873,7 @@ int main(void)
     test_conn_http10();
     test_conn_errors();
     test_conn_timeouts();
+    test_conn_file_slices();
     spin(10);
     CHECK_EQ_INT(zf_exchange_count(), 0);
     CHECK_EQ_INT(h1.open, 0);

@@ -40,6 +40,7 @@ enum {
     H1_METHOD_MAX = 32,       /* longest method token */
     H1_PRESCAN = 64,          /* bytes looked at to find the method */
     H1_LINGER_MS = 2000,      /* reading (and dropping) input after our last byte */
+    H1_FILE_SLICE = 1 << 20,  /* file bodies go to the output this much at a time */
 };
 
 enum h1_state {
@@ -110,6 +111,12 @@ struct h1conn {
     int64_t clen;
     uint64_t sent;
     int warned_excess;
+    /* a file body being fed to the output a slice at a time, so that one
+     * sendfile() never sends more than H1_FILE_SLICE (a huge file must not
+     * hold the loop while other connections wait) */
+    struct evbuffer_file_segment *file;
+    ev_off_t file_pos; /* next byte, relative to the segment */
+    size_t file_left;
 };
 
 static struct {
@@ -432,6 +439,17 @@ static void init_settings(void)
 
 /* Forgets the previous request: parser, buffers, flags. The exchange must
  * have been handed on or freed already. */
+/* Lets go of the file body being sliced (the output keeps the slices it
+ * already holds: the segment is reference counted). */
+static void drop_file(struct h1conn *c)
+{
+    if (c->file)
+        evbuffer_file_segment_free(c->file);
+    c->file = NULL;
+    c->file_pos = 0;
+    c->file_left = 0;
+}
+
 static void reset_message(struct h1conn *c)
 {
     http_parser_init(&c->parser, HTTP_REQUEST);
@@ -456,6 +474,7 @@ static void reset_message(struct h1conn *c)
     c->clen = -1;
     c->sent = 0;
     c->warned_excess = 0;
+    drop_file(c);
 }
 
 static int method_known(const char *m)
@@ -742,6 +761,26 @@ static void free_segment_cb(const void *data, size_t len, void *arg)
     zf_segment_free(arg);
 }
 
+/* Queues the next slice of the file body being sent. Returns ZF_OK or
+ * ZF_ERROR (out of memory). */
+static int write_file_slice(struct h1conn *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t n = c->file_left < H1_FILE_SLICE ? c->file_left : H1_FILE_SLICE;
+    if (c->chunked)
+        evbuffer_add_printf(out, "%zx\r\n", n);
+    if (evbuffer_add_file_segment(out, c->file, c->file_pos, (ev_off_t)n) != 0)
+        return ZF_ERROR;
+    if (c->chunked)
+        evbuffer_add(out, "\r\n", 2);
+    c->file_pos += (ev_off_t)n;
+    c->file_left -= n;
+    c->sent += n;
+    if (c->file_left == 0)
+        drop_file(c);
+    return ZF_OK;
+}
+
 /* Queues one body segment (which it consumes) to the output, within the
  * Content-Length and with chunk framing when chunked. Returns ZF_OK or
  * ZF_ERROR (out of memory: the connection must close). */
@@ -767,15 +806,24 @@ static int write_segment(struct h1conn *c, struct zf_segment *s)
         zf_segment_free(s);
         return ZF_OK;
     }
+    if (s->type == ZF_SEG_FILE) {
+        /* the segment (and so the fd) is freed once the last slice is sent */
+        c->file = evbuffer_file_segment_new(s->fd, s->offset, (ev_off_t)n,
+                                            EVBUF_FS_CLOSE_ON_FREE);
+        if (!c->file) {
+            zf_segment_free(s);
+            return ZF_ERROR;
+        }
+        s->fd = -1;
+        zf_segment_free(s);
+        c->file_pos = 0;
+        c->file_left = n;
+        return write_file_slice(c);
+    }
     if (c->chunked)
         evbuffer_add_printf(out, "%zx\r\n", n);
     int rc;
-    if (s->type == ZF_SEG_FILE) {
-        rc = evbuffer_add_file(out, s->fd, s->offset, (ev_off_t)n);
-        if (rc == 0)
-            s->fd = -1; /* the output owns it now */
-        zf_segment_free(s);
-    } else if (n >= 4096) {
+    if (n >= 4096) {
         rc = evbuffer_add_reference(out, s->data, n, free_segment_cb, s);
         if (rc != 0)
             zf_segment_free(s);
@@ -867,6 +915,14 @@ static void pump(struct h1conn *c)
         bufferevent_setwatermark(c->bev, EV_WRITE, H1_OUT_LOW, 0);
     }
     while (evbuffer_get_length(out) < H1_OUT_HIGH) {
+        if (c->file) {
+            if (write_file_slice(c) != ZF_OK) {
+                zf_log(ZF_LOG_ERROR, &c->conn, "cannot queue response data: out of memory");
+                close_now(c);
+                return;
+            }
+            continue;
+        }
         struct zf_segment *s = zf_exchange_take(ex, &finished, &failed);
         if (!s) {
             if (finished)
@@ -1056,6 +1112,7 @@ static void process_input(struct h1conn *c)
 
 static void conn_free(struct h1conn *c)
 {
+    drop_file(c);
     if (c->ex) {
         zf_exchange_abort(c->ex);
         c->ex = NULL;
