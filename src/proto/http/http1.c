@@ -40,7 +40,7 @@ enum {
     H1_METHOD_MAX = 32,       /* longest method token */
     H1_PRESCAN = 64,          /* bytes looked at to find the method */
     H1_LINGER_MS = 2000,      /* reading (and dropping) input after our last byte */
-    H1_FILE_SLICE = 1 << 20,  /* file bodies go to the output this much at a time */
+    H1_FILE_SLICE = 1 << 19,  /* file bodies go to the output this much at a time */
 };
 
 enum h1_state {
