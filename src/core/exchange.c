@@ -231,7 +231,12 @@ struct zf_segment *zf_exchange_take(struct zf_exchange *ex, int *finished, int *
     }
     *finished = !ex->seg_head && ex->done;
     *failed = ex->failed;
+    int resume = ex->suspended && ex->seg_mem <= zf_cfg.output_buffer / 2;
+    if (resume)
+        ex->suspended = 0;
     pthread_mutex_unlock(&ex->lock);
+    if (resume)
+        zf_pool_push_to(&ex->job, ex->resume_worker);
     return s;
 }
 
@@ -263,8 +268,12 @@ void zf_exchange_abort(struct zf_exchange *ex)
     struct zf_segment *s = ex->seg_head;
     ex->seg_head = ex->seg_tail = NULL;
     ex->seg_mem = 0;
+    int resume = ex->suspended; /* so the bridge can close the app's iterable */
+    ex->suspended = 0;
     pthread_mutex_unlock(&ex->lock);
     free_segments(s);
+    if (resume)
+        zf_pool_push_to(&ex->job, ex->resume_worker);
     let_go(ex);
 }
 
@@ -436,6 +445,26 @@ int zf_exchange_send_file(struct zf_exchange *ex, int fd, off_t offset, size_t l
         return ZF_OK;
     }
     return queue_file(ex, fd, offset, len);
+}
+
+int zf_exchange_congested(struct zf_exchange *ex)
+{
+    pthread_mutex_lock(&ex->lock);
+    int over = ex->seg_mem >= zf_cfg.output_buffer;
+    pthread_mutex_unlock(&ex->lock);
+    return over;
+}
+
+int zf_exchange_suspend(struct zf_exchange *ex, int worker_index, zf_job_fn resume)
+{
+    ex->resume_worker = worker_index;
+    ex->job.run = resume;
+    pthread_mutex_lock(&ex->lock);
+    int wait = !zf_exchange_aborted(ex) && ex->seg_mem > zf_cfg.output_buffer / 2;
+    if (wait)
+        ex->suspended = 1;
+    pthread_mutex_unlock(&ex->lock);
+    return wait ? ZF_OK : ZF_AGAIN;
 }
 
 void zf_exchange_finish(struct zf_exchange *ex, int ok)

@@ -111,6 +111,11 @@ struct zf_exchange {
     int failed;               /* under lock: the body is incomplete (app error) */
     atomic_int aborted;       /* client gone: worker stops, output discarded */
 
+    /* a response suspended while the client drains (zf_exchange_suspend) */
+    int suspended;     /* under lock */
+    int resume_worker; /* the worker that resumes it */
+    void *app_state;   /* the bridge's saved state while suspended */
+
     /* worker-side spooling of a large generated body */
     int spool_fd;
     off_t spool_off;  /* bytes written to the spool file */
@@ -170,6 +175,16 @@ int zf_exchange_send_data(struct zf_exchange *ex, const void *p, size_t n);
 /* Queues len bytes of fd from offset; takes ownership of fd (pass a dup).
  * Returns ZF_OK or ZF_ERROR (client gone; fd closed). */
 int zf_exchange_send_file(struct zf_exchange *ex, int fd, off_t offset, size_t len);
+/* True when the loop is behind: more than server.output_buffer of this
+ * response is queued. A bridge that can stop producing (an iterator) then
+ * suspends instead of sending more. */
+int zf_exchange_congested(struct zf_exchange *ex);
+/* Suspends the response until the client took half of what is queued, or
+ * went away: the job (ex->job, its run set to `resume`) is then queued
+ * again for worker `worker_index`. Returns ZF_OK when suspended (the
+ * worker returns at once and must not touch ex), or ZF_AGAIN when the loop
+ * already caught up (go on producing). */
+int zf_exchange_suspend(struct zf_exchange *ex, int worker_index, zf_job_fn resume);
 /* The worker is done with the exchange; ok=0 marks the body incomplete.
  * After this call the worker must not touch ex. */
 void zf_exchange_finish(struct zf_exchange *ex, int ok);

@@ -18,20 +18,41 @@ static struct {
     int n;
     pthread_t *threads;
     struct zf_worker *workers;
+    struct own_queue {
+        struct zf_job *head, *tail;
+    } *own; /* per worker: jobs only that worker may run */
 } pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
-/* Waits for the next job; NULL when the pool stops and the queue is empty. */
-static struct zf_job *next_job(void)
+static struct zf_job *pop(struct zf_job **head, struct zf_job **tail)
 {
-    pthread_mutex_lock(&pool.lock);
-    while (!pool.head && !pool.stopping)
-        pthread_cond_wait(&pool.cond, &pool.lock);
-    struct zf_job *job = pool.head;
+    struct zf_job *job = *head;
     if (job) {
-        pool.head = job->next;
-        if (!pool.head)
-            pool.tail = NULL;
+        *head = job->next;
+        if (!*head)
+            *tail = NULL;
         job->next = NULL;
+    }
+    return job;
+}
+
+/* Waits for the next job; NULL when the pool stops and both queues are
+ * empty. The worker alternates between its own queue (resumed responses)
+ * and the shared one (new requests), so neither can starve the other. */
+static struct zf_job *next_job(struct zf_worker *w, int *own_last)
+{
+    struct own_queue *q = &pool.own[w->index];
+    pthread_mutex_lock(&pool.lock);
+    while (!pool.head && !q->head && !pool.stopping)
+        pthread_cond_wait(&pool.cond, &pool.lock);
+    struct zf_job *job = NULL;
+    if (*own_last || !q->head)
+        job = pop(&pool.head, &pool.tail);
+    *own_last = 0;
+    if (!job) {
+        job = pop(&q->head, &q->tail);
+        *own_last = job != NULL;
+    }
+    if (job) {
         pool.queued--;
         pool.running++;
     }
@@ -45,7 +66,8 @@ static void *worker_main(void *arg)
     w->py = zf_py_thread_new();
     w->ident = zf_py_thread_ident(w->py);
     struct zf_job *job;
-    while ((job = next_job()) != NULL) {
+    int own_last = 0;
+    while ((job = next_job(w, &own_last)) != NULL) {
         job->run(job, w);
         pthread_mutex_lock(&pool.lock);
         pool.running--;
@@ -64,6 +86,7 @@ int zf_pool_start(int n)
     pool.stopping = 0;
     pool.threads = zf_xcalloc((size_t)n, sizeof *pool.threads);
     pool.workers = zf_xcalloc((size_t)n, sizeof *pool.workers);
+    pool.own = zf_xcalloc((size_t)n, sizeof *pool.own);
     for (int i = 0; i < n; i++) {
         pool.workers[i].index = i;
         int rc = pthread_create(&pool.threads[i], NULL, worker_main, &pool.workers[i]);
@@ -91,6 +114,22 @@ void zf_pool_push(struct zf_job *job)
     pthread_mutex_unlock(&pool.lock);
 }
 
+void zf_pool_push_to(struct zf_job *job, int worker_index)
+{
+    job->next = NULL;
+    pthread_mutex_lock(&pool.lock);
+    struct own_queue *q = &pool.own[worker_index];
+    if (q->tail)
+        q->tail->next = job;
+    else
+        q->head = job;
+    q->tail = job;
+    pool.queued++;
+    /* only that worker can take it: wake them all, it is among them */
+    pthread_cond_broadcast(&pool.cond);
+    pthread_mutex_unlock(&pool.lock);
+}
+
 size_t zf_pool_busy(void)
 {
     pthread_mutex_lock(&pool.lock);
@@ -109,7 +148,9 @@ void zf_pool_stop(void)
         pthread_join(pool.threads[i], NULL);
     free(pool.threads);
     free(pool.workers);
+    free(pool.own);
     pool.threads = NULL;
     pool.workers = NULL;
+    pool.own = NULL;
     pool.n = 0;
 }

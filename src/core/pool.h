@@ -30,6 +30,10 @@ struct zf_worker {
 int zf_pool_start(int n);
 /* Queues a job (any thread). */
 void zf_pool_push(struct zf_job *job);
+/* Queues a job for one worker only (a suspended response resumes on the
+ * thread that started it: thread-local state of the app stays valid).
+ * Any thread. */
+void zf_pool_push_to(struct zf_job *job, int worker_index);
 /* Number of jobs queued and running. */
 size_t zf_pool_busy(void);
 /* Stops taking jobs once the queue is empty and joins every worker. Must be

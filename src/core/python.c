@@ -364,3 +364,11 @@ void zf_py_run_exchange(struct zf_job *job, struct zf_worker *w)
     zf_wsgi_ops.handle(ex, w);
     zf_py_leave(w->py);
 }
+
+void zf_py_resume_exchange(struct zf_job *job, struct zf_worker *w)
+{
+    struct zf_exchange *ex = (struct zf_exchange *)job;
+    zf_py_enter(w->py);
+    zf_wsgi_ops.resume(ex, w);
+    zf_py_leave(w->py);
+}

@@ -46,11 +46,16 @@ struct zf_app_ops {
      * and produce its response with zf_exchange_send_*, ending with
      * zf_exchange_finish. */
     void (*handle)(struct zf_exchange *ex, struct zf_worker *w);
+    /* Worker thread, GIL held: carry on with a response the bridge
+     * suspended (zf_exchange_suspend) on this same worker. */
+    void (*resume)(struct zf_exchange *ex, struct zf_worker *w);
 };
 extern const struct zf_app_ops zf_wsgi_ops;
 
 /* Pool job that runs an exchange through the loaded app (enters and leaves
  * Python around it). */
 void zf_py_run_exchange(struct zf_job *job, struct zf_worker *w);
+/* Pool job that resumes a suspended exchange (zf_app_ops.resume). */
+void zf_py_resume_exchange(struct zf_job *job, struct zf_worker *w);
 
 #endif

@@ -60,6 +60,11 @@ struct wsgi_req {
     int finished;  /* zf_exchange_finish was called */
     int warned_cl; /* "more than Content-Length" logged */
     uint64_t body_bytes;
+    /* kept across a suspension (zf_exchange_suspend): the worker that runs
+     * it, the app's objects, and the iteration in progress */
+    int worker;
+    PyObject *errors, *environ, *responder, *sr, *result, *it;
+    int single;
 };
 
 /* May a response with this status carry a Content-Length we computed? */
@@ -524,10 +529,13 @@ static int file_response(struct wsgi_req *r, PyObject *result)
 
 /* Iterates the app's result and queues the chunks. Errors go through
  * app_failed. */
-static void iterate(struct wsgi_req *r, PyObject *result)
+/* Starts iterating the app's result: works out whether it is a single
+ * chunk (then its length is the Content-Length), and answers HEAD without
+ * iterating when it can. Returns 1 when there is something to iterate. */
+static int iterate_start(struct wsgi_req *r)
 {
     struct zf_exchange *ex = r->ex;
-    int single = 0;
+    PyObject *result = r->result;
     PyTypeObject *tp = Py_TYPE(result);
     if (r->cl < 0 && !r->wrote &&
         ((tp->tp_as_sequence && tp->tp_as_sequence->sq_length) ||
@@ -535,24 +543,41 @@ static void iterate(struct wsgi_req *r, PyObject *result)
         Py_ssize_t n = PyObject_Length(result);
         if (n < 0)
             PyErr_Clear();
-        single = n == 1;
+        r->single = n == 1;
     }
-    if (ex->is_head && r->started && (r->cl >= 0 || !single)) {
+    if (ex->is_head && r->started && (r->cl >= 0 || !r->single)) {
         emit(r, NULL, 0); /* HEAD: the headers are all there is */
-        return;
+        return 0;
     }
-    PyObject *it = PyObject_GetIter(result);
-    if (!it) {
+    r->it = PyObject_GetIter(result);
+    if (!r->it) {
         app_failed(r, "the application's return value is not iterable");
-        return;
+        return 0;
     }
+    return 1;
+}
+
+/* Iterates the app's result into the exchange. When the client does not
+ * keep up (more than wsgi.output_buffer queued), the response is suspended
+ * instead of spooled: the worker is free for other requests and this one
+ * resumes on the same thread once the client took half of it. Returns 1
+ * when suspended (r must then not be touched), 0 when the body is done or
+ * failed. */
+static int iterate(struct wsgi_req *r)
+{
+    struct zf_exchange *ex = r->ex;
     for (;;) {
         if (zf_exchange_aborted(ex)) {
             r->ok = 0;
             r->gone = 1;
             break;
         }
-        PyObject *chunk = PyIter_Next(it);
+        if (r->sent_headers && zf_exchange_congested(ex)) {
+            ex->app_state = r;
+            if (zf_exchange_suspend(ex, r->worker, zf_py_resume_exchange) == ZF_OK)
+                return 1;
+        }
+        PyObject *chunk = PyIter_Next(r->it);
         if (!chunk) {
             if (PyErr_Occurred())
                 app_failed(r, "application error while iterating the response");
@@ -566,7 +591,7 @@ static void iterate(struct wsgi_req *r, PyObject *result)
             break;
         }
         size_t n = (size_t)PyBytes_GET_SIZE(chunk);
-        if (n == 0 && !single) {
+        if (n == 0 && !r->single) {
             Py_DECREF(chunk);
             continue;
         }
@@ -577,14 +602,14 @@ static void iterate(struct wsgi_req *r, PyObject *result)
             app_failed(r, "application error");
             break;
         }
-        if (single && !r->sent_headers && r->cl < 0 && cl_allowed(r->status))
+        if (r->single && !r->sent_headers && r->cl < 0 && cl_allowed(r->status))
             r->cl = (int64_t)n;
         int rc = emit(r, PyBytes_AS_STRING(chunk), n);
         Py_DECREF(chunk);
         if (rc != ZF_OK || r->errored || (ex->is_head && r->sent_headers))
             break;
     }
-    Py_DECREF(it);
+    return 0;
 }
 
 /* Calls result.close() when it has one: always, also after errors. */
@@ -639,59 +664,90 @@ static void make_conn(struct zf_conn *c, const struct zf_exchange *ex)
              ex->remote_addr, ex->remote_port);
 }
 
+/* Ends the request: close() of the result, what is still owed, finish, and
+ * the release of everything r holds (r itself too). */
+static void wsgi_end(struct wsgi_req *r)
+{
+    struct zf_exchange *ex = r->ex;
+    if (r->result)
+        close_result(r, r->result);
+    if (!r->finished) {
+        complete(r);
+        if (r->input)
+            zf__input_detach(r->input);
+        r->finished = 1;
+        zf_exchange_finish(ex, r->ok);
+    }
+    if (r->responder)
+        ((struct responder *)r->responder)->req = NULL;
+    Py_XDECREF(r->it);
+    Py_XDECREF(r->result);
+    Py_XDECREF(r->sr);
+    Py_XDECREF(r->responder);
+    Py_XDECREF(r->environ);
+    Py_XDECREF(r->errors);
+    Py_XDECREF(r->input);
+    free(r->status_line);
+    zf_headers_free(&r->headers);
+    if (PyErr_Occurred()) /* nothing may leak into the next request */
+        zf__py_log_exception(ZF_LOG_ERROR, &r->conn, "unexpected pending exception");
+    PyMem_Free(r);
+}
+
 /* Worker thread, GIL held: runs ex through the app. Always ends with
  * zf_exchange_finish (after which ex is not touched) and always calls the
- * result's close(). */
+ * result's close() — unless the response is suspended, when
+ * wsgi_resume carries on later on this same thread. */
 static void wsgi_handle(struct zf_exchange *ex, struct zf_worker *w)
 {
-    (void)w;
-    struct wsgi_req r = {.ex = ex, .cl = -1, .ok = 1};
-    make_conn(&r.conn, ex);
-    PyObject *errors = NULL, *environ = NULL, *responder = NULL, *sr = NULL, *result = NULL;
-    r.input = zf__input_new(&ex->body);
-    errors = r.input ? zf__errors_new(&r.conn) : NULL;
-    environ = errors ? zf__wsgi_environ(ex, &r.conn, r.input, errors) : NULL;
-    responder = environ ? (PyObject *)PyObject_New(struct responder, &ResponderType) : NULL;
-    if (responder) {
-        ((struct responder *)responder)->req = &r;
-        sr = PyObject_GetAttrString(responder, "start_response");
+    struct wsgi_req *r = PyMem_Calloc(1, sizeof *r);
+    if (!r) {
+        zf_log(ZF_LOG_ERROR, NULL, "#%llu out of memory for a request",
+               (unsigned long long)ex->conn_id);
+        zf_exchange_finish(ex, 0);
+        return;
     }
-    if (!sr || !zf__py_app) {
+    r->ex = ex;
+    r->cl = -1;
+    r->ok = 1;
+    r->worker = w ? w->index : 0;
+    make_conn(&r->conn, ex);
+    r->input = zf__input_new(&ex->body);
+    r->errors = r->input ? zf__errors_new(&r->conn) : NULL;
+    r->environ = r->errors ? zf__wsgi_environ(ex, &r->conn, r->input, r->errors) : NULL;
+    r->responder = r->environ ? (PyObject *)PyObject_New(struct responder, &ResponderType) : NULL;
+    if (r->responder) {
+        ((struct responder *)r->responder)->req = r;
+        r->sr = PyObject_GetAttrString(r->responder, "start_response");
+    }
+    if (!r->sr || !zf__py_app) {
         if (!zf__py_app && !PyErr_Occurred())
             PyErr_SetString(PyExc_RuntimeError, "no application loaded");
-        app_failed(&r, "cannot prepare the request for the application");
+        app_failed(r, "cannot prepare the request for the application");
     } else {
-        result = PyObject_CallFunctionObjArgs(zf__py_app, environ, sr, NULL);
-        if (!result)
-            app_failed(&r, "application error");
+        r->result = PyObject_CallFunctionObjArgs(zf__py_app, r->environ, r->sr, NULL);
+        if (!r->result)
+            app_failed(r, "application error");
     }
-    if (result) {
-        if (!(r.started && !r.wrote && !r.sent_headers && file_response(&r, result)))
-            iterate(&r, result);
-        close_result(&r, result);
-    }
-    if (!r.finished) {
-        complete(&r);
-        if (r.input)
-            zf__input_detach(r.input);
-        r.finished = 1;
-        zf_exchange_finish(ex, r.ok);
-    }
-    if (responder)
-        ((struct responder *)responder)->req = NULL;
-    Py_XDECREF(result);
-    Py_XDECREF(sr);
-    Py_XDECREF(responder);
-    Py_XDECREF(environ);
-    Py_XDECREF(errors);
-    Py_XDECREF(r.input);
-    free(r.status_line);
-    zf_headers_free(&r.headers);
-    if (PyErr_Occurred()) /* nothing may leak into the next request */
-        zf__py_log_exception(ZF_LOG_ERROR, &r.conn, "unexpected pending exception");
+    if (r->result && !(r->started && !r->wrote && !r->sent_headers && file_response(r, r->result)) &&
+        iterate_start(r) && iterate(r))
+        return; /* suspended: ex->app_state holds r */
+    wsgi_end(r);
+}
+
+/* Worker thread (the one that suspended it), GIL held: carries on with a
+ * suspended response. */
+static void wsgi_resume(struct zf_exchange *ex, struct zf_worker *w)
+{
+    (void)w;
+    struct wsgi_req *r = ex->app_state;
+    if (iterate(r))
+        return;
+    wsgi_end(r);
 }
 
 const struct zf_app_ops zf_wsgi_ops = {
     .name = "wsgi",
     .handle = wsgi_handle,
+    .resume = wsgi_resume,
 };

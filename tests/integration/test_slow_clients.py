@@ -6,6 +6,7 @@ stalled transfer then resumes and completes intact (sha256)."""
 import hashlib
 import json
 import os
+import time
 import socket
 import struct
 
@@ -90,25 +91,54 @@ def test_reader_stops_reading_file_body(srv):
         st.close()
 
 
+def produced(srv, name):
+    try:
+        with open(srv.marker(name)) as f:
+            return int(f.read() or 0)
+    except FileNotFoundError:
+        return 0
+
+
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 def test_reader_stops_reading_generated_body(srv, framing):
+    """An iterator body for a client that stops reading is suspended, not
+    run to its end: the worker is free (/hello answers with --threads 1),
+    the app produced only about what the socket and wsgi.output_buffer
+    hold, and the whole body still arrives once the client reads."""
     cl = "&cl=1" if framing == "content-length" else ""
-    st = Stalled(srv, b"GET /gen?total=%d&chunk=262144%s HTTP/1.1\r\nHost: h\r\n\r\n"
-                 % (GEN_TOTAL, cl.encode()))
+    name = "progress-" + framing
+    st = Stalled(srv, b"GET /gen?total=%d&chunk=262144%s&progress=%s HTTP/1.1\r\nHost: h\r\n\r\n"
+                 % (GEN_TOTAL, cl.encode(), name.encode()))
     try:
         if framing == "chunked":
             assert st.headers.get("transfer-encoding") == "chunked"
         hello_answers(srv)
-        # what the client did not take yet waits in a spool file, not in a worker
-        assert [t for t in srv.fds().values() if t.startswith(srv.tmp + "/")], srv.fds()
+        assert wait_until(lambda: produced(srv, name) > 0)
+        time.sleep(0.5)  # a server that kept iterating would be far along by now
+        assert produced(srv, name) < 64 << 20, produced(srv, name)
+        assert not [t for t in srv.fds().values() if t.startswith(srv.tmp + "/")]
         if framing == "content-length":
             got = st.finish_length(GEN_TOTAL)
         else:
             got = st.finish_chunked()
         assert got == (GEN_TOTAL, gen_expected(GEN_TOTAL))
+        assert produced(srv, name) == GEN_TOTAL
     finally:
         st.close()
-    # the spool file of the generated body is gone once it was sent
+
+
+def test_reader_stops_reading_written_body(srv):
+    """A body sent through write() cannot be suspended (the app's own code is
+    on the stack): beyond wsgi.output_buffer it goes to a spool file, so the
+    worker is free at once all the same, and the file is gone afterwards."""
+    st = Stalled(srv, b"GET /gen?total=%d&chunk=262144&cl=1&via=write HTTP/1.1\r\nHost: h\r\n\r\n"
+                 % GEN_TOTAL)
+    try:
+        hello_answers(srv)
+        assert [t for t in srv.fds().values() if t.startswith(srv.tmp + "/")], srv.fds()
+        assert st.finish_length(GEN_TOTAL) == (GEN_TOTAL, gen_expected(GEN_TOTAL))
+    finally:
+        st.close()
     assert wait_until(lambda: not [t for t in srv.fds().values() if t.startswith(srv.tmp)])
 
 
@@ -118,7 +148,7 @@ def test_stalled_generated_body_within_a_service_fd_limit(server_factory):
     generated body still gets all of it, and new connections are accepted."""
     total = 512 << 20
     srv = server_factory("--threads", "1", nofile=256, name="slow-nofile")
-    st = Stalled(srv, b"GET /gen?total=%d&cl=1 HTTP/1.1\r\nHost: h\r\n\r\n" % total)
+    st = Stalled(srv, b"GET /gen?total=%d&cl=1&via=write HTTP/1.1\r\nHost: h\r\n\r\n" % total)
     try:
         hello_answers(srv)
         spool_fds = [t for t in srv.fds().values() if t.startswith(srv.tmp + "/")]

@@ -256,7 +256,9 @@ def r_body(environ, start_response):
 
 def r_gen(environ, start_response):
     """A generator body. ?total= bytes in ?chunk= pieces, byte value of piece
-    i is i % 251; ?cl=1 sends Content-Length; ?ar=1 sends Accept-Ranges."""
+    i is i % 251; ?cl=1 sends Content-Length; ?ar=1 sends Accept-Ranges;
+    ?via=write sends every piece through write() instead; ?progress=NAME
+    keeps the number of bytes produced so far in marker file NAME."""
     q = _q(environ)
     total = int(q.get("total", "100"))
     chunk = int(q.get("chunk", "262144"))
@@ -265,8 +267,9 @@ def r_gen(environ, start_response):
         headers.append(("Content-Length", str(total)))
     if q.get("ar") == "1":
         headers.append(("Accept-Ranges", "bytes"))
-    start_response("200 OK", headers)
+    write = start_response("200 OK", headers)
     marker = q.get("marker")
+    progress = q.get("progress")
 
     def gen():
         sent = 0
@@ -276,10 +279,17 @@ def r_gen(environ, start_response):
             yield bytes([i % 251]) * n
             sent += n
             i += 1
+            if progress:
+                with open(os.path.join(_markers(), os.path.basename(progress)), "w") as f:
+                    f.write(str(sent))
             if q.get("pause"):
                 time.sleep(float(q["pause"]))
 
     it = gen()
+    if q.get("via") == "write":
+        for piece in it:
+            write(piece)
+        return []
     if marker:
         return ClosingIter(it, marker)
     return it
