@@ -473,6 +473,10 @@ void zf_exchange_finish(struct zf_exchange *ex, int ok)
      * it as it takes the queued pieces. */
     if (ex->spool_fd >= 0 && !zf_exchange_aborted(ex) && flush_spool(ex) != ZF_OK)
         ok = 0;
+    /* Nobody reads the request body any more: free it here, so that
+     * closing a big spool file (the kernel drops its pages) costs this
+     * worker, not the loop. */
+    zf_body_free(&ex->body);
     pthread_mutex_lock(&ex->lock);
     ex->done = 1;
     ex->failed = !ok;

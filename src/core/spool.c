@@ -74,6 +74,24 @@ static int spill(struct zf_spool *s)
     return ZF_OK;
 }
 
+int zf_spool_expect(struct zf_spool *s, uint64_t size)
+{
+    if (s->fd >= 0 || size <= s->len)
+        return ZF_OK;
+    if (size > s->threshold)
+        return spill(s);
+    if (size > s->cap) {
+        char *m = realloc(s->mem, (size_t)size);
+        if (!m) {
+            errno = ENOMEM;
+            return ZF_ERROR;
+        }
+        s->mem = m;
+        s->cap = (size_t)size;
+    }
+    return ZF_OK;
+}
+
 int zf_spool_write(struct zf_spool *s, const void *p, size_t n)
 {
     if (n == 0)

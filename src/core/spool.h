@@ -4,6 +4,7 @@
 #ifndef ZF_SPOOL_H
 #define ZF_SPOOL_H
 
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "zfront.h"
@@ -31,6 +32,10 @@ struct zf_spool {
 int zf_tmpfile(const char *dir);
 
 void zf_spool_init(struct zf_spool *s, size_t threshold, const char *dir);
+/* Prepares for `size` bytes announced up front (a Content-Length): a body
+ * that will not fit under the threshold goes to its file at once, a smaller
+ * one gets its memory in one piece. Returns ZF_OK or ZF_ERROR (errno). */
+int zf_spool_expect(struct zf_spool *s, uint64_t size);
 /* Appends bytes. Returns ZF_OK or ZF_ERROR (errno set: ENOMEM, ENOSPC...). */
 int zf_spool_write(struct zf_spool *s, const void *p, size_t n);
 /* Moves the content into body (which takes ownership); s is reset. */

@@ -36,7 +36,7 @@
 enum {
     H1_OUT_HIGH = 256 * 1024, /* pull body segments while the output holds less */
     H1_OUT_LOW = 64 * 1024,   /* ... and pull again when it drained to this */
-    H1_IN_MAX = 64 * 1024,    /* input buffered while a request is with the worker */
+    H1_IN_MAX = 256 * 1024,   /* largest read; input buffered while a request is with the worker */
     H1_METHOD_MAX = 32,       /* longest method token */
     H1_PRESCAN = 64,          /* bytes looked at to find the method */
     H1_LINGER_MS = 2000,      /* reading (and dropping) input after our last byte */
@@ -369,6 +369,9 @@ static int on_headers_complete(http_parser *p)
                     "(http.max_body_size)",
                     (unsigned long long)p->content_length, (unsigned long long)max);
     zf_spool_init(&c->spool, zf_cfg.input_spool, zf_cfg.tmp_dir);
+    if (!(p->flags & F_CHUNKED) && p->content_length != ULLONG_MAX && p->content_length > 0 &&
+        zf_spool_expect(&c->spool, p->content_length) != ZF_OK)
+        return fail(c, 500, "cannot store the request body: %s", strerror(errno));
     if ((p->flags & F_CHUNKED) || (p->content_length != ULLONG_MAX && p->content_length > 0))
         c->conn.action = "reading request body";
     return 0;

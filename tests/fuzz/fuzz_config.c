@@ -1,0 +1,79 @@
+/* libFuzzer target: the value parsers of src/core/config.c (zf_parse_size,
+ * zf_parse_msec, zf_parse_bool), which read command-line flags and TOML
+ * values. The input is one C string (it ends at the first NUL).
+ *
+ * Checks, beyond "no crash, no undefined behaviour" (UBSan catches a
+ * double-to-integer conversion that overflows): a failed parse leaves the
+ * output alone; a plain number of bytes is read exactly; "<n>k" is 1024
+ * times "<n>"; "<n>ms" is n milliseconds and "<n>s" is 1000 times that. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../src/core/config.h"
+
+static void fail(const char *s, const char *what)
+{
+    fprintf(stderr, "\n==== zfront fuzz_config: %s\nvalue \"%s\"\n", what, s);
+    abort();
+}
+
+static int all_digits(const char *s)
+{
+    if (!*s)
+        return 0;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9')
+            return 0;
+    return 1;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
+{
+    char *s = malloc(n + 4);
+    if (!s)
+        abort();
+    memcpy(s, data, n);
+    s[n] = 0;
+    const uint64_t poison = 0xdeadbeefdeadbeefULL;
+
+    uint64_t v = poison;
+    int rc = zf_parse_size(s, &v);
+    if (rc != ZF_OK && v != poison)
+        fail(s, "zf_parse_size wrote its output and failed");
+    if (all_digits(s) && strlen(s) < 19) {
+        if (rc != ZF_OK || v != strtoull(s, NULL, 10))
+            fail(s, "zf_parse_size misread a plain number");
+        size_t k = strlen(s);
+        s[k] = 'k';
+        s[k + 1] = 0;
+        uint64_t vk = poison;
+        if (zf_parse_size(s, &vk) == ZF_OK && vk != v * 1024)
+            fail(s, "zf_parse_size: <n>k is not 1024 * <n>");
+        s[k] = 0;
+    }
+
+    uint64_t ms = poison;
+    rc = zf_parse_msec(s, &ms);
+    if (rc != ZF_OK && ms != poison)
+        fail(s, "zf_parse_msec wrote its output and failed");
+    if (all_digits(s) && strlen(s) < 12) {
+        size_t k = strlen(s);
+        uint64_t a = poison, b = poison;
+        memcpy(s + k, "ms", 3);
+        if (zf_parse_msec(s, &a) != ZF_OK || a != strtoull(s, NULL, 10))
+            fail(s, "zf_parse_msec misread <n>ms");
+        memcpy(s + k, "s", 2);
+        if (zf_parse_msec(s, &b) != ZF_OK || b != a * 1000)
+            fail(s, "zf_parse_msec: <n>s is not 1000 * <n>ms");
+        s[k] = 0;
+    }
+
+    int b = 12345;
+    rc = zf_parse_bool(s, &b);
+    if (rc == ZF_OK ? (b != 0 && b != 1) : b != 12345)
+        fail(s, "zf_parse_bool");
+    free(s);
+    return 0;
+}
