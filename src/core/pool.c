@@ -38,26 +38,32 @@ static struct zf_job *pop(struct zf_job **head, struct zf_job **tail)
 /* Waits for the next job; NULL when the pool stops and both queues are
  * empty. The worker alternates between its own queue (resumed responses)
  * and the shared one (new requests), so neither can starve the other. */
-static struct zf_job *next_job(struct zf_worker *w, int *own_last)
+static struct zf_job *next_job(struct zf_worker *w, int wait)
 {
     struct own_queue *q = &pool.own[w->index];
     pthread_mutex_lock(&pool.lock);
-    while (!pool.head && !q->head && !pool.stopping)
+    while (wait && !pool.head && !q->head && !pool.stopping)
         pthread_cond_wait(&pool.cond, &pool.lock);
     struct zf_job *job = NULL;
-    if (*own_last || !q->head)
+    if (w->own_last || !q->head)
         job = pop(&pool.head, &pool.tail);
-    *own_last = 0;
+    w->own_last = 0;
     if (!job) {
         job = pop(&q->head, &q->tail);
-        *own_last = job != NULL;
+        w->own_last = job != NULL;
     }
     if (job) {
         pool.queued--;
-        pool.running++;
+        if (wait)
+            pool.running++; /* a job taken without waiting replaces the one running */
     }
     pthread_mutex_unlock(&pool.lock);
     return job;
+}
+
+struct zf_job *zf_pool_next_nowait(struct zf_worker *w)
+{
+    return next_job(w, 0);
 }
 
 static void *worker_main(void *arg)
@@ -66,8 +72,7 @@ static void *worker_main(void *arg)
     w->py = zf_py_thread_new();
     w->ident = zf_py_thread_ident(w->py);
     struct zf_job *job;
-    int own_last = 0;
-    while ((job = next_job(w, &own_last)) != NULL) {
+    while ((job = next_job(w, 1)) != NULL) {
         job->run(job, w);
         pthread_mutex_lock(&pool.lock);
         pool.running--;

@@ -24,6 +24,7 @@ struct zf_worker {
     int index;
     struct zf_py_thread *py; /* this worker's Python thread state */
     unsigned long ident;     /* Python's threading ident of the thread */
+    int own_last;            /* the last job came from the worker's own queue */
 };
 
 /* Starts n workers. Returns ZF_OK or ZF_ERROR. */
@@ -34,6 +35,11 @@ void zf_pool_push(struct zf_job *job);
  * thread that started it: thread-local state of the app stays valid).
  * Any thread. */
 void zf_pool_push_to(struct zf_job *job, int worker_index);
+/* Worker thread: the next queued job for w, or NULL at once when there is
+ * none. A job that runs Python takes it while it still holds the GIL, so a
+ * busy pool does not pass the GIL (and the CPU) around between every two
+ * requests. The job taken counts as the one w is running. */
+struct zf_job *zf_pool_next_nowait(struct zf_worker *w);
 /* Number of jobs queued and running. */
 size_t zf_pool_busy(void);
 /* Stops taking jobs once the queue is empty and joins every worker. Must be

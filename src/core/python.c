@@ -350,25 +350,45 @@ unsigned long zf_py_thread_ident(struct zf_py_thread *t)
     return t->ident;
 }
 
-void zf_py_run_exchange(struct zf_job *job, struct zf_worker *w)
+/* Runs one exchange's job with the GIL held: a new request or a resumed
+ * response. */
+static void run_locked(struct zf_job *job, struct zf_worker *w)
 {
     struct zf_exchange *ex = (struct zf_exchange *)job;
-    if (zf_exchange_aborted(ex)) {
+    if (job->run == zf_py_resume_exchange) {
+        zf_wsgi_ops.resume(ex, w);
+    } else if (zf_exchange_aborted(ex)) {
         /* the client left while the request waited for a worker */
         zf_log(ZF_LOG_DEBUG, NULL, "#%llu client gone before the application ran",
                (unsigned long long)ex->conn_id);
         zf_exchange_finish(ex, 0);
-        return;
+    } else {
+        zf_wsgi_ops.handle(ex, w);
     }
+}
+
+/* Pool job: enters Python once, then runs this job and every exchange job
+ * already queued for this worker before giving the GIL back (a busy pool
+ * then hands the GIL around once per batch, not once per request). A job
+ * of another kind found in the queue is run after leaving Python. */
+static void run_batch(struct zf_job *job, struct zf_worker *w)
+{
     zf_py_enter(w->py);
-    zf_wsgi_ops.handle(ex, w);
+    while (job && (job->run == zf_py_run_exchange || job->run == zf_py_resume_exchange)) {
+        run_locked(job, w);
+        job = zf_pool_next_nowait(w);
+    }
     zf_py_leave(w->py);
+    if (job)
+        job->run(job, w);
+}
+
+void zf_py_run_exchange(struct zf_job *job, struct zf_worker *w)
+{
+    run_batch(job, w);
 }
 
 void zf_py_resume_exchange(struct zf_job *job, struct zf_worker *w)
 {
-    struct zf_exchange *ex = (struct zf_exchange *)job;
-    zf_py_enter(w->py);
-    zf_wsgi_ops.resume(ex, w);
-    zf_py_leave(w->py);
+    run_batch(job, w);
 }
