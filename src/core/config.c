@@ -62,8 +62,9 @@ static const struct zf_cfg_key core_keys[] = {
     {"wsgi.input_spool", ZF_CFG_SIZE, &zf_cfg.input_spool, "1m", "--input-spool",
      "Request bodies larger than this are spooled to an unlinked temp file."},
     {"wsgi.output_buffer", ZF_CFG_SIZE, &zf_cfg.output_buffer, "1m", "--output-buffer",
-     "Response bytes held in memory per request while the client is slow; beyond it the "
-     "worker spools the rest of a generated body to a temp file instead of waiting."},
+     "Response bytes held in memory per request while the client is slow. Beyond it an "
+     "iterator body is suspended (the worker serves others; it resumes when the client took "
+     "half) and a body sent with write() spools to a temp file: no worker waits on a client."},
     {"wsgi.ranges", ZF_CFG_BOOL, &zf_cfg.ranges, "true", NULL,
      "Answer a single byte Range on file responses the app marked `Accept-Ranges: bytes` "
      "(206/416); false always sends the whole file."},
