@@ -2,7 +2,7 @@
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 
-.PHONY: all deps build run test bench asan test-asan format clean
+.PHONY: all deps build run test bench asan test-asan fuzz fuzz-regress format clean
 
 all: build
 
@@ -39,6 +39,15 @@ test-asan: asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
 	    BUILD=$(ASAN_BUILD) ./scripts/run-tests.sh
+
+# libFuzzer targets (docs/fuzzing.md), FUZZ_SECONDS per target; not part of `make test`.
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 300
+fuzz:
+	./tests/fuzz/build.sh --run $(FUZZ_SECONDS) $(FUZZ_BUILD)
+
+fuzz-regress:
+	./tests/fuzz/build.sh --regress $(FUZZ_BUILD)
 
 format:
 	clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c' 'tests/*.h')

@@ -131,7 +131,10 @@ int zf_parse_msec(const char *s, uint64_t *out)
         mul = 3600000;
     else
         return ZF_ERROR;
-    *out = (uint64_t)(v * mul + 0.5);
+    double ms = v * mul + 0.5;
+    if (!(ms < 18446744073709551616.0)) /* 2^64; also false for NaN */
+        return ZF_ERROR;
+    *out = (uint64_t)ms;
     return ZF_OK;
 }
 

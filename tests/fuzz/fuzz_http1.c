@@ -467,6 +467,9 @@ static void read_all(const char *d, size_t n, struct splitter *sp, struct tr *t,
 
 /* ================================================================ entry points */
 
+/* The lowest free descriptor: a descriptor left open by one input raises
+ * it. libFuzzer's own threads may hold one for a moment, so a change must
+ * last to count. */
 static int fd_probe(void)
 {
     int fd = dup(0);
@@ -475,7 +478,15 @@ static int fd_probe(void)
     return fd;
 }
 
-static int fd_base = -1;
+static int fd_leaked(int base)
+{
+    for (int i = 0; i < 50; i++) {
+        if (fd_probe() == base)
+            return 0;
+        usleep(1000);
+    }
+    return 1;
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -488,7 +499,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     if (print_stats)
         atexit(report_stats);
     verbose = getenv("ZF_FUZZ_VERBOSE") && *getenv("ZF_FUZZ_VERBOSE") == '1';
-    fd_base = fd_probe();
     return 0;
 }
 
@@ -519,6 +529,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cur_data = data;
     cur_len = size;
     st.inputs++;
+    int fd_base = fd_probe();
     configure(data[0]);
     const char *d = (const char *)data + 2;
     size_t n = size - 2;
@@ -550,8 +561,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     INVARIANT("leak-exchange", zf_exchange_count() == 0, "%zu exchanges alive",
               zf_exchange_count());
-    int fd = fd_probe();
-    INVARIANT("leak-fd", fd == fd_base, "lowest free descriptor %d, was %d", fd, fd_base);
+    INVARIANT("leak-fd", !fd_leaked(fd_base), "lowest free descriptor %d, was %d", fd_probe(),
+              fd_base);
     cur_data = NULL;
     return 0;
 }

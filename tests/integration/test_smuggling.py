@@ -54,9 +54,36 @@ CASES = {
     "te-unknown": b"POST /echo?{tag} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: xchunked\r\n"
                   b"\r\n0\r\n\r\n",
     "space-in-target": b"GET /hel lo?{tag} HTTP/1.1\r\nHost: t\r\n\r\n",
+    # found by tests/fuzz/fuzz_http1 (http-parser 2.9.4 lets these through)
+    "chunk-size-high-byte": b"POST /echo?{tag} HTTP/1.1\r\nHost: t\r\n"
+                            b"Transfer-Encoding: chunked\r\n\r\n3\x80\r\n" + b"x" * 48 + b"\r\n0\r\n\r\n",
+    "chunk-size-only-high-byte": b"POST /echo?{tag} HTTP/1.1\r\nHost: t\r\n"
+                                 b"Transfer-Encoding: chunked\r\n\r\n\x80\r\n\r\n",
+    "chunk-data-without-crlf": b"POST /echo?{tag} HTTP/1.1\r\nHost: t\r\n"
+                               b"Transfer-Encoding: chunked\r\n\r\n5\r\nhelloXY0\r\n\r\n",
+    "chunk-size-garbage": b"POST /echo?{tag} HTTP/1.1\r\nHost: t\r\n"
+                          b"Transfer-Encoding: chunked\r\n\r\n5 x\r\nhello\r\n0\r\n\r\n",
+    "chunk-ext-control": b"POST /echo?{tag} HTTP/1.1\r\nHost: t\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n5;a\x00b\r\nhello\r\n0\r\n\r\n",
+    "value-starts-with-control": b"GET /hello?{tag} HTTP/1.1\r\nHost: t\r\nX: \x1b[31m\r\n\r\n",
+    "version-name-not-http": b"GET /hello?{tag} HTxx/1.1\r\nHost: t\r\n\r\n",
+    "upgrade-te-not-chunked": b"GET /hello?{tag} HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\n"
+                              b"Upgrade: foo\r\nTransfer-Encoding: gzip\r\n\r\n",
 }
 
 SMUGGLED = b"GET /hello?smuggled-{tag} HTTP/1.1\r\nHost: t\r\n\r\n"
+
+# Refused with another status than 400, still closed, nothing reaches the app.
+OTHER_STATUS = {
+    # zfront opens no tunnel: the body of a CONNECT must never be read as the
+    # next request
+    "connect-with-body": (b"CONNECT t:443 HTTP/1.1\r\nHost: t:443\r\nContent-Length: 38\r\n\r\n"
+                          b"GET /hello?hidden-{tag} HTTP/1.1\r\n\r\n", 501),
+    # an unsupported expectation stays refused whatever follows it
+    "expect-unsupported-then-continue": (b"POST /echo?{tag} HTTP/1.1\r\nHost: t\r\n"
+                                         b"Expect: something\r\nExpect: 100-continue\r\n"
+                                         b"Content-Length: 5\r\n\r\nhello", 417),
+}
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +167,45 @@ def test_http10_without_host_is_fine(srv):
 
 def test_server_alive(srv):
     assert srv.get("/hello")[2] == b"Hello, world!"
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_STATUS))
+def test_refused_with_status_and_close(srv, name):
+    tag = name.encode()
+    raw, status = OTHER_STATUS[name]
+    payload = raw.replace(b"{tag}", tag) + SMUGGLED.replace(b"{tag}", tag)
+    s = srv.connect()
+    f = s.makefile("rb")
+    try:
+        try:
+            s.sendall(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        r, body = read_response(f)
+        assert r.status == status, "%s: got %d %r" % (name, r.status, body[:200])
+        try:
+            rest = f.read()
+        except ConnectionResetError:
+            rest = b""
+        assert rest == b"", "the connection must close after the error"
+    finally:
+        f.close()
+        s.close()
+    reached = [c for c in srv.calls() if name in c]
+    assert not reached, "%s: reached the app: %s" % (name, reached)
+
+
+def test_http10_with_transfer_encoding_closes(srv):
+    """RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding ends with the
+    connection, even when it asks for keep-alive."""
+    s = srv.connect()
+    f = s.makefile("rb")
+    try:
+        s.sendall(b"POST /echo HTTP/1.0\r\nConnection: keep-alive\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        r, body = read_response(f)
+        assert r.status == 200
+        assert f.read() == b""
+    finally:
+        f.close()
+        s.close()

@@ -35,6 +35,7 @@ int main(void)
     CHECK(zf_parse_msec("2m", &v) == ZF_OK && v == 120000);
     CHECK(zf_parse_msec("1.5", &v) == ZF_OK && v == 1500);
     CHECK(zf_parse_msec("soon", &v) == ZF_ERROR);
+    CHECK(zf_parse_msec("1e300", &v) == ZF_ERROR); /* found by tests/fuzz/fuzz_config */
     int b;
     CHECK(zf_parse_bool("yes", &b) == ZF_OK && b == 1);
     CHECK(zf_parse_bool("Off", &b) == ZF_OK && b == 0);

@@ -101,6 +101,11 @@ struct h1conn {
     int scan_on;
     unsigned char fprev; /* previous framing byte; 0 after body data */
     size_t line_len;
+    unsigned char fstate;        /* which framing line the scan is in (enum h1_frame) */
+    unsigned char chunk_nonzero; /* the chunk-size being scanned is not all zeros */
+    unsigned char body_chunked;  /* from on_headers_complete (trailers change p->flags) */
+    unsigned char rl_done;       /* the request line was scanned */
+    char rl_tail[9];             /* its last bytes so far: " HTTP/1.1" */
 
     /* ---- the exchange: being read, with the worker, or being sent ---- */
     struct zf_exchange *ex;
@@ -195,9 +200,102 @@ static void set_timer(struct h1conn *c, uint64_t ms)
 
 /* ------------------------------------------------------------ the framing scan */
 
+/* Where the framing scan is: the request line and header section, then for
+ * a chunked body each chunk-size line (digits, whitespace, extension), the
+ * CRLF after each chunk's data, and the trailer section. */
+enum h1_frame {
+    FR_HEAD,      /* request line and field lines */
+    FR_SIZE,      /* start of a chunk-size line: a HEXDIG must come */
+    FR_DIGITS,    /* in the chunk-size */
+    FR_SIZE_WS,   /* BWS after the chunk-size: only ';' or CRLF may follow */
+    FR_EXT,       /* chunk extension: visible characters, SP and HTAB */
+    FR_DATA_END,  /* right after chunk data: CRLF must come */
+    FR_TRAILER,   /* trailer field lines */
+    FR_BODY,      /* Content-Length body: no framing byte expected */
+};
+
+/* Checks the chunked framing byte ch (not CR or LF) in state c->fstate.
+ * http-parser (non-strict) takes any byte >= 0x80 as the digit 0, ignores
+ * whatever follows a space after the size and any two bytes after the chunk
+ * data. Returns ZF_OK or ZF_ERROR (c->error_status set). */
+static int scan_chunk_byte(struct h1conn *c, unsigned char ch)
+{
+    int hex = (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'f');
+    switch (c->fstate) {
+    case FR_SIZE:
+    case FR_DIGITS:
+        if (hex) {
+            c->fstate = FR_DIGITS;
+            c->chunk_nonzero |= ch != '0';
+            return ZF_OK;
+        }
+        if (c->fstate == FR_DIGITS && (ch == ' ' || ch == '\t' || ch == ';')) {
+            c->fstate = ch == ';' ? FR_EXT : FR_SIZE_WS;
+            return ZF_OK;
+        }
+        fail(c, 400, "invalid chunk-size (byte 0x%02x)", ch);
+        return ZF_ERROR;
+    case FR_SIZE_WS:
+        if (ch == ' ' || ch == '\t' || ch == ';') {
+            c->fstate = ch == ';' ? FR_EXT : FR_SIZE_WS;
+            return ZF_OK;
+        }
+        fail(c, 400, "invalid chunk-size (byte 0x%02x after it)", ch);
+        return ZF_ERROR;
+    case FR_EXT:
+        if (ch == '\t' || (ch >= 0x20 && ch != 0x7f))
+            return ZF_OK;
+        fail(c, 400, "control character 0x%02x in a chunk extension", ch);
+        return ZF_ERROR;
+    case FR_DATA_END:
+        fail(c, 400, "chunk data not followed by CRLF");
+        return ZF_ERROR;
+    default:
+        return ZF_OK;
+    }
+}
+
+/* A line of the framing ended (its LF was scanned): checks the version at
+ * the end of the request line, and moves from line to line in a chunked
+ * body. Returns ZF_OK or ZF_ERROR. */
+static int scan_line_end(struct h1conn *c)
+{
+    if (!c->rl_done) {
+        /* the request line: http-parser (non-strict) lets "HTxx/1.1" through */
+        if (memcmp(c->rl_tail, " HTTP/1.", 8) != 0 ||
+            (c->rl_tail[8] != '0' && c->rl_tail[8] != '1')) {
+            fail(c, 400, "invalid HTTP version in the request line");
+            return ZF_ERROR;
+        }
+        c->rl_done = 1;
+        return ZF_OK;
+    }
+    switch (c->fstate) {
+    case FR_HEAD:
+        if (c->line_len == 1) /* only the CR: the empty line ending the header section */
+            c->fstate = c->body_chunked ? FR_SIZE : FR_BODY;
+        break;
+    case FR_SIZE_WS:
+        fail(c, 400, "whitespace after the chunk-size without an extension");
+        return ZF_ERROR;
+    case FR_DIGITS:
+    case FR_EXT:
+        c->fstate = c->chunk_nonzero ? FR_DATA_END : FR_TRAILER;
+        c->chunk_nonzero = 0;
+        break;
+    case FR_DATA_END:
+        c->fstate = FR_SIZE;
+        break;
+    default:
+        break;
+    }
+    return ZF_OK;
+}
+
 /* Checks bytes that the parser consumed as framing (request line, field
  * lines, chunk-size lines, trailers): every LF preceded by CR, every CR
- * followed by LF, no line starting with whitespace (obs-fold), and no
+ * followed by LF, the request line's version, the chunk-size lines and the
+ * CRLF after chunk data, no line starting with whitespace (obs-fold), and no
  * unbounded line (chunk extensions). Debian's non-strict http-parser lets all of these
  * through. Returns ZF_OK or ZF_ERROR (c->error_status set). */
 static int scan_framing(struct h1conn *c, const char *p, const char *end)
@@ -213,7 +311,14 @@ static int scan_framing(struct h1conn *c, const char *p, const char *end)
                 fail(c, 400, "bare LF line ending (lines must end with CRLF)");
                 return ZF_ERROR;
             }
+            if (scan_line_end(c) != ZF_OK)
+                return ZF_ERROR;
             c->line_len = 0;
+        } else if (ch == '\r' && c->fstate == FR_SIZE) {
+            fail(c, 400, "empty chunk-size line");
+            return ZF_ERROR;
+        } else if (ch != '\r' && c->fstate != FR_HEAD && scan_chunk_byte(c, ch) != ZF_OK) {
+            return ZF_ERROR;
         } else if (c->fprev == '\n' && (ch == ' ' || ch == '\t')) {
             fail(c, 400, "obsolete line folding (a header line starts with whitespace)");
             return ZF_ERROR;
@@ -223,9 +328,27 @@ static int scan_framing(struct h1conn *c, const char *p, const char *end)
             fail(c, 400, "line too long in the request framing");
             return ZF_ERROR;
         }
+        if (!c->rl_done && ch != '\r') {
+            memmove(c->rl_tail, c->rl_tail + 1, 8);
+            c->rl_tail[8] = (char)ch;
+        }
         c->fprev = ch;
     }
     return ZF_OK;
+}
+
+/* Scans the framing up to at (where the data of the callback running now
+ * starts), so that a framing error is found before a later callback acts on
+ * a request that will be refused anyway: which error is reported then does
+ * not depend on how the bytes arrived. Returns 0 or -1 (stop the parser). */
+static int scan_upto(struct h1conn *c, const char *at)
+{
+    if (!c->scan_on || at < c->scan_pos)
+        return 0;
+    if (scan_framing(c, c->scan_pos, at) != ZF_OK)
+        return -1;
+    c->scan_pos = at;
+    return 0;
 }
 
 /* ------------------------------------------------------------ parser callbacks */
@@ -248,6 +371,8 @@ static int on_message_begin(http_parser *p)
 static int on_url(http_parser *p, const char *at, size_t len)
 {
     struct h1conn *c = p->data;
+    if (scan_upto(c, at))
+        return -1;
     for (size_t i = 0; i < len; i++) {
         unsigned char ch = (unsigned char)at[i];
         if (ch <= 0x20 || ch == 0x7f)
@@ -288,11 +413,20 @@ static int end_field(struct h1conn *c)
     while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
         vlen--;
     int rc = 0;
-    if (!c->headers_done) {
+    /* http-parser does not check the first byte of a value */
+    for (size_t i = 0; i < vlen && !rc; i++) {
+        unsigned char ch = (unsigned char)v[i];
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+            rc = fail(c, 400, "control character 0x%02x in a header field value", ch);
+    }
+    if (!rc && !c->headers_done) {
         if (name_is(&c->name, "Host") && c->host_seen++)
             rc = fail(c, 400, "more than one Host header field");
         else if (name_is(&c->name, "Expect"))
-            c->expect_continue = vlen == 12 && strncasecmp(v, "100-continue", 12) == 0 ? 1 : -1;
+            c->expect_continue = c->expect_continue >= 0 && vlen == 12 &&
+                                         strncasecmp(v, "100-continue", 12) == 0
+                                     ? 1
+                                     : -1;
         if (!rc && zf_headers_add(&c->ex->req_headers, c->name.p, c->name.len, v, vlen) != ZF_OK)
             rc = fail(c, 500, "out of memory");
     }
@@ -303,6 +437,8 @@ static int end_field(struct h1conn *c)
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     struct h1conn *c = p->data;
+    if (scan_upto(c, at))
+        return -1;
     if (c->hstate == 2 && end_field(c))
         return -1;
     if (c->hstate == 0) {
@@ -327,6 +463,8 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     struct h1conn *c = p->data;
+    if (scan_upto(c, at))
+        return -1;
     c->hstate = 2;
     if (count_header_bytes(c, len))
         return -1;
@@ -343,14 +481,24 @@ static int on_headers_complete(http_parser *p)
     if (c->hstate && end_field(c))
         return -1;
     c->headers_done = 1;
-    c->line_len = 0;
+    c->body_chunked = (p->flags & F_CHUNKED) != 0;
     if (p->http_major != 1 || p->http_minor > 1)
         return fail(c, 400, "unsupported HTTP version %u.%u (only 1.0 and 1.1)", p->http_major,
                     p->http_minor);
     c->http10 = p->http_minor == 0;
+    /* http-parser ends a CONNECT (and an Upgrade request without a body)
+     * at its header section, skipping its own Transfer-Encoding check: the
+     * bytes after it would be read as the next request. zfront opens no
+     * tunnel, and switches protocols only before this parser (h2c). */
+    if (p->method == HTTP_CONNECT)
+        return fail(c, 501, "CONNECT is not supported");
+    if (p->uses_transfer_encoding && !(p->flags & F_CHUNKED))
+        return fail(c, 400, "Transfer-Encoding whose last coding is not chunked");
     if (!c->http10 && !c->host_seen)
         return fail(c, 400, "HTTP/1.1 request without a Host header field");
     c->req_keep_alive = http_should_keep_alive(p);
+    if (c->http10 && p->uses_transfer_encoding)
+        c->req_keep_alive = 0; /* RFC 9112 6.1: faulty framing, close after it */
     c->ex->protocol = c->http10 ? "HTTP/1.0" : "HTTP/1.1";
     if (zf_exchange_set_target(c->ex, c->method, strlen(c->method), c->url.p ? c->url.p : "",
                                c->url.len) != ZF_OK)
@@ -473,6 +621,9 @@ static void reset_message(struct h1conn *c)
     zf_spool_init(&c->spool, 0, NULL);
     c->fprev = 0;
     c->line_len = 0;
+    c->fstate = FR_HEAD;
+    c->chunk_nonzero = c->body_chunked = c->rl_done = 0;
+    memset(c->rl_tail, 0, sizeof c->rl_tail);
     c->head_sent = c->no_body = c->chunked = c->close_delimited = c->keep_alive = 0;
     c->clen = -1;
     c->sent = 0;
