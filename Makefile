@@ -25,7 +25,7 @@ test: build
 # Side-by-side benchmarks (docs/benchmarks.md); BENCH_ARGS=--short for a quick run.
 bench: build
 	./bench/setup.sh
-	ZFRONT=$(BUILD)/zfront ./bench/run $(BENCH_ARGS)
+	ZFRONT=$(CURDIR)/$(BUILD)/zfront ./bench/run $(BENCH_ARGS)
 
 # AddressSanitizer + UndefinedBehaviorSanitizer build; runs every suite against it.
 $(ASAN_BUILD)/build.ninja:
