@@ -127,6 +127,21 @@ def test_reader_stops_reading_generated_body(srv, framing):
         st.close()
 
 
+def test_suspended_body_closed_when_client_leaves(srv):
+    """A client that goes away while its response is suspended: the worker
+    is woken for it, stops iterating and calls close() on the app's
+    iterable; the worker then serves other requests as before."""
+    name = "progress-abandoned"
+    st = Stalled(srv, b"GET /gen?total=%d&chunk=262144&cl=1&marker=closed-abandoned"
+                      b"&progress=%s HTTP/1.1\r\nHost: h\r\n\r\n" % (GEN_TOTAL, name.encode()))
+    assert wait_until(lambda: produced(srv, name) > 0)
+    st.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    st.close()  # reset: the client is gone
+    assert srv.wait_marker("closed-abandoned"), "close() not called on the suspended iterable"
+    assert produced(srv, name) < GEN_TOTAL
+    hello_answers(srv)
+
+
 def test_reader_stops_reading_written_body(srv):
     """A body sent through write() cannot be suspended (the app's own code is
     on the stack): beyond wsgi.output_buffer it goes to a spool file, so the
