@@ -70,23 +70,32 @@ static int http_configure(struct zf_server *srv)
     return ZF_OK;
 }
 
-/* Opens one listener per http.listen address. Returns ZF_OK or ZF_ERROR
- * (listeners opened so far are closed by stop()). */
-static int http_start(struct zf_server *srv)
+/* Shared by the plain (here) and https (h2/module.c) listeners: see http.h. */
+int zf__http_listen_all(struct zf_server *srv, const struct zf_strlist *addrs,
+                        const char *scheme, int tls, zf_accept_cb cb,
+                        struct zf_http_endpoint **list)
 {
-    for (size_t i = 0; i < zf_http_cfg.listen.n; i++) {
+    for (size_t i = 0; i < addrs->n; i++) {
         struct zf_http_endpoint *ep = zf_xcalloc(1, sizeof *ep);
-        ep->scheme = "http";
+        ep->scheme = scheme;
         ep->channel = "http";
-        ep->listener = zf_listen(srv, zf_http_cfg.listen.v[i], "http", zf_http_accept, ep);
+        ep->tls = tls;
+        ep->listener = zf_listen(srv, addrs->v[i], scheme, cb, ep);
         if (!ep->listener) {
             free(ep);
             return ZF_ERROR;
         }
-        ep->next = endpoints;
-        endpoints = ep;
+        ep->next = *list;
+        *list = ep;
     }
     return ZF_OK;
+}
+
+/* Opens one listener per http.listen address. Returns ZF_OK or ZF_ERROR
+ * (listeners opened so far are closed by stop()). */
+static int http_start(struct zf_server *srv)
+{
+    return zf__http_listen_all(srv, &zf_http_cfg.listen, "http", 0, zf_http_accept, &endpoints);
 }
 
 /* Closes the listeners first (no new connection), then the connections:

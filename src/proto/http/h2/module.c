@@ -237,20 +237,7 @@ static int configure(struct zf_server *srv)
 
 static int start(struct zf_server *srv)
 {
-    for (size_t i = 0; i < zf_h2_cfg.https.n; i++) {
-        struct zf_http_endpoint *ep = zf_xcalloc(1, sizeof *ep);
-        ep->scheme = "https";
-        ep->channel = "http";
-        ep->tls = 1;
-        ep->listener = zf_listen(srv, zf_h2_cfg.https.v[i], "https", tls_accept, ep);
-        if (!ep->listener) {
-            free(ep);
-            return ZF_ERROR;
-        }
-        ep->next = m.endpoints;
-        m.endpoints = ep;
-    }
-    return ZF_OK;
+    return zf__http_listen_all(srv, &zf_h2_cfg.https, "https", 1, tls_accept, &m.endpoints);
 }
 
 static void stop(struct zf_server *srv, int graceful)
