@@ -110,9 +110,9 @@ struct zf_exchange {
     int done;                 /* under lock: worker produced everything */
     int failed;               /* under lock: the body is incomplete (app error) */
     atomic_int aborted;       /* client gone: worker stops, output discarded */
-    char *remote_user; /* REMOTE_USER the app left in the environ (malloc'd) or NULL;
-                          written by the worker before zf_exchange_finish; loop reads it
-                          through zf_exchange_remote_user */
+    /* REMOTE_USER the app left in the environ (malloc'd) or NULL: written by
+     * the worker before zf_exchange_finish, read through zf_exchange_remote_user */
+    char *remote_user;
 
     /* a response suspended while the client drains (zf_exchange_suspend) */
     int suspended;     /* under lock */
