@@ -73,8 +73,9 @@ def load_paste(path, name="main"):
     """A PasteDeploy ini file, as ``paster``/``pserve`` would load it: the
     ini's [loggers] set up logging first (with ``here`` and ``__file__``),
     then ``loadapp("config:<abs path>", name=name)``. Plone's generated
-    wsgi.ini runs unchanged (its [server:main] section is ignored: zfront
-    is the server)."""
+    wsgi.ini and Zope's zope.ini run unchanged (their [server:main] section
+    is ignored: zfront is the server). When the ini loaded Zope, its
+    databases are closed at shutdown, as Zope's runwsgi does."""
     path = os.path.abspath(path)
     if not os.path.isfile(path):
         raise LoadError(f"--paste {path}: no such file")
@@ -98,7 +99,7 @@ def load_paste(path, name="main"):
     from importlib.metadata import PackageNotFoundError
 
     try:
-        return loadapp("config:" + path, name=name)
+        app = loadapp("config:" + path, name=name)
     except PackageNotFoundError as e:  # "use = egg:Zope#main" without Zope
         raise LoadError(
             f"--paste {path}: it uses the distribution {e.name!r}, which is not installed "
@@ -108,14 +109,25 @@ def load_paste(path, name="main"):
         if type(e) is LookupError:  # PasteDeploy's "no section / no entry point"
             raise LoadError(f"--paste {path}: {e}") from None
         raise
+    import sys
+
+    if "Zope2" in sys.modules:  # a Zope ini (egg:Zope#main): close its DBs as runwsgi does
+        _close_zope_dbs_at_shutdown()
+    return app
 
 
 def load_zope(zope_conf):
-    """Zope's own WSGI factory over a zope.conf (Zope 4/5:
-    ``Zope2.Startup.run.make_wsgi_app(global_config, zope_conf)``)."""
+    """Zope's application over a zope.conf, wrapped as Zope's own WSGI
+    set-up wraps it (Zope 4/5): ``Zope2.Startup.run.make_wsgi_app({},
+    zope_conf)`` behind ``ZPublisher.httpexceptions`` — the filter that
+    Zope's generated zope.ini puts first (``egg:Zope#httpexceptions``), so
+    that NotFound, BadRequest, ... raised by the publisher become 404, 400,
+    ... responses instead of 500s. Registers a shutdown hook that closes
+    Zope's databases, as Zope's runner (runwsgi) does when it stops."""
     path = os.path.abspath(zope_conf)
     try:
         from Zope2.Startup.run import make_wsgi_app
+        from ZPublisher.httpexceptions import main as httpexceptions
     except ImportError as e:
         raise LoadError(
             f"--zope-conf needs Zope: {e} (install Zope 4 or 5 where this Python finds it, "
@@ -123,7 +135,47 @@ def load_zope(zope_conf):
         ) from None
     if not os.path.isfile(path):
         raise LoadError(f"--zope-conf {path}: no such file")
-    return make_wsgi_app({}, path)
+    global_conf = {"here": os.path.dirname(path), "__file__": path}
+    app = make_wsgi_app(global_conf, path)
+    _close_zope_dbs_at_shutdown()
+    return httpexceptions(app, global_conf)
+
+
+def _close_zope_dbs_at_shutdown():
+    """Once per process: a zfront.on_shutdown hook closing every database
+    Zope opened (``Zope2.opened``, and ``Zope2.DB``), as Zope's runwsgi does
+    when its server stops. A FileStorage then writes its index, instead of
+    rebuilding it at the next start."""
+    global _zope_hook_registered
+    if _zope_hook_registered:
+        return
+    _zope_hook_registered = True
+    import zfront
+
+    zfront.on_shutdown(close_zope_databases)
+
+
+_zope_hook_registered = False
+
+
+def close_zope_databases():
+    """Closes Zope's open databases (each once; an error in one is logged
+    and the others are still closed). Does nothing when Zope is not loaded."""
+    import logging
+    import sys
+
+    zope2 = sys.modules.get("Zope2")
+    if zope2 is None:
+        return
+    dbs = list(getattr(zope2, "opened", None) or [])
+    main_db = getattr(zope2, "DB", None)
+    if main_db is not None and not any(db is main_db for db in dbs):
+        dbs.append(main_db)
+    for db in dbs:
+        try:
+            db.close()
+        except Exception:
+            logging.getLogger("zfront").exception("closing Zope database %r failed", db)
 
 
 def load_demo(state_dir):

@@ -40,7 +40,8 @@ static const struct zf_cfg_key core_keys[] = {
     {"server.name", ZF_CFG_STR, &zf_cfg.server_name, NULL, "--server-name",
      "SERVER_NAME in the environ (default: the local address the request came in on)."},
     {"server.trusted_proxies", ZF_CFG_LIST, &zf_cfg.trusted_proxies, NULL, "--trusted-proxy",
-     "Addresses (or CIDR ranges) whose X-Forwarded-For/-Proto headers are honoured."},
+     "Addresses (or CIDR ranges) whose X-Forwarded-For/-Proto/-Host/-Port headers are "
+     "honoured."},
     {"log.error", ZF_CFG_STR, &zf_cfg.error_log, "-", "--error-log",
      "Error log file; \"-\" is stderr."},
     {"log.level", ZF_CFG_STR, &zf_cfg.log_level, "info", "--log-level",

@@ -1,6 +1,7 @@
 /* The WSGI environ (PEP 3333) built from an exchange, and the trusted
- * proxy rules that may rewrite REMOTE_ADDR and wsgi.url_scheme from
- * X-Forwarded-For / X-Forwarded-Proto. Worker thread, GIL held. */
+ * proxy rules that may rewrite REMOTE_ADDR, wsgi.url_scheme, HTTP_HOST,
+ * SERVER_NAME and SERVER_PORT from X-Forwarded-For/-Proto/-Host/-Port.
+ * Worker thread, GIL held. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -253,53 +254,191 @@ static char *header_all(const struct zf_exchange *ex, const char *name)
     return buf;
 }
 
-/* Honours X-Forwarded-For/-Proto when the peer is a trusted proxy: walks
- * X-Forwarded-For from the right past trusted addresses; the first other
- * address is the client. A non-address entry stops the walk (the last
- * trusted hop stays REMOTE_ADDR). */
-static int apply_proxy_headers(PyObject *d, const struct zf_exchange *ex)
+/* The rightmost value of a header (all its fields joined with ","): the
+ * one the proxy in front of us set. *val and *len get it, trimmed; the return
+ * value is the PyMem buffer holding it (the caller frees it), NULL when the
+ * header is absent. */
+static char *header_last(const struct zf_exchange *ex, const char *name, const char **val,
+                         size_t *len)
+{
+    char *all = header_all(ex, name);
+    if (!all)
+        return NULL;
+    char *v = strrchr(all, ',');
+    v = v ? v + 1 : all;
+    while (*v == ' ' || *v == '\t')
+        v++;
+    size_t n = strlen(v);
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    *val = v;
+    *len = n;
+    return all;
+}
+
+/* A port number 1-65535 in s[0..n); 0 when it is not one. */
+static int parse_port(const char *s, size_t n)
+{
+    if (n == 0 || n > 5)
+        return 0;
+    int port = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+        port = port * 10 + (s[i] - '0');
+    }
+    return port <= 65535 ? port : 0;
+}
+
+/* Checks a forwarded host "name", "name:port", "[v6]" or "[v6]:port" (host
+ * characters only: letters, digits, ".-_~", an IPv6 literal in brackets).
+ * Sets *name_len to the length without the port and *port to the port (0
+ * when none). Returns 1 when valid. */
+static int parse_host(const char *s, size_t n, size_t *name_len, int *port)
+{
+    size_t i = 0;
+    if (n == 0 || n > 255)
+        return 0;
+    if (s[0] == '[') {
+        for (i = 1; i < n && s[i] != ']'; i++)
+            if (!((s[i] >= '0' && s[i] <= '9') || ((s[i] | 0x20) >= 'a' && (s[i] | 0x20) <= 'f') ||
+                  s[i] == ':' || s[i] == '.'))
+                return 0;
+        if (i == n || i == 1)
+            return 0;
+        i++; /* past ']' */
+    } else {
+        for (; i < n && s[i] != ':'; i++) {
+            unsigned char c = (unsigned char)s[i];
+            if (!((c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') || c == '.' ||
+                  c == '-' || c == '_' || c == '~'))
+                return 0;
+        }
+        if (i == 0)
+            return 0;
+    }
+    *name_len = i;
+    *port = 0;
+    if (i == n)
+        return 1;
+    if (s[i] != ':')
+        return 0;
+    *port = parse_port(s + i + 1, n - i - 1);
+    return *port != 0;
+}
+
+/* X-Forwarded-For: walks it from the right past trusted addresses; the
+ * first other address is the client. A non-address entry stops the walk
+ * (the last trusted hop stays REMOTE_ADDR). Returns 0 or -1. */
+static int forwarded_for(PyObject *d, const struct zf_exchange *ex)
+{
+    char *xff = header_all(ex, "X-Forwarded-For");
+    if (!xff)
+        return 0;
+    char client[INET6_ADDRSTRLEN] = "";
+    char *end = xff + strlen(xff);
+    while (end > xff) {
+        char *start = end;
+        while (start > xff && start[-1] != ',')
+            start--;
+        unsigned char a[16];
+        int fam = parse_ip(start, (size_t)(end - start), a);
+        if (!fam)
+            break;
+        inet_ntop(fam == 4 ? AF_INET : AF_INET6, a, client, sizeof client);
+        if (!is_trusted(start, (size_t)(end - start)))
+            break;
+        end = start > xff ? start - 1 : xff;
+    }
+    PyMem_Free(xff);
+    if (client[0] && (set_str(d, "REMOTE_ADDR", client) < 0 || set_str(d, "REMOTE_PORT", "0") < 0))
+        return -1;
+    return 0;
+}
+
+/* Honours the X-Forwarded-* headers when the peer is a trusted proxy, as
+ * waitress does with trusted_proxy_headers (for, host, proto, port; one
+ * proxy's values: the rightmost of Host/Proto/Port):
+ *  - X-Forwarded-For -> REMOTE_ADDR (forwarded_for);
+ *  - X-Forwarded-Proto http|https -> wsgi.url_scheme, HTTPS, and the
+ *    scheme's default port unless a port is forwarded;
+ *  - X-Forwarded-Port -> SERVER_PORT;
+ *  - X-Forwarded-Host -> HTTP_HOST and SERVER_NAME; a port in it wins over
+ *    X-Forwarded-Port; a forwarded port that is not the scheme's default is
+ *    added to HTTP_HOST, so the app builds URLs with the public address.
+ * A malformed value is ignored with a warning (it is the proxy's
+ * configuration that is wrong). Peers that are not trusted proxies: all
+ * X-Forwarded-* stay plain HTTP_X_FORWARDED_* headers. Returns 0 or -1. */
+static int apply_proxy_headers(PyObject *d, const struct zf_exchange *ex, const struct zf_conn *c)
 {
     if (nproxies == 0 || !is_trusted(ex->remote_addr, strlen(ex->remote_addr)))
         return 0;
-    char *xff = header_all(ex, "X-Forwarded-For");
-    if (xff) {
-        char client[INET6_ADDRSTRLEN] = "";
-        char *end = xff + strlen(xff);
-        while (end > xff) {
-            char *start = end;
-            while (start > xff && start[-1] != ',')
-                start--;
-            unsigned char a[16];
-            int fam = parse_ip(start, (size_t)(end - start), a);
-            if (!fam)
-                break;
-            inet_ntop(fam == 4 ? AF_INET : AF_INET6, a, client, sizeof client);
-            if (!is_trusted(start, (size_t)(end - start)))
-                break;
-            end = start > xff ? start - 1 : xff;
+    if (forwarded_for(d, ex) < 0)
+        return -1;
+    int https = ex->scheme && strcmp(ex->scheme, "https") == 0;
+    int port = 0, rc = 0;
+    const char *v;
+    size_t n;
+    char *buf = header_last(ex, "X-Forwarded-Proto", &v, &n);
+    if (buf) {
+        if ((n == 5 && strncasecmp(v, "https", 5) == 0) ||
+            (n == 4 && strncasecmp(v, "http", 4) == 0)) {
+            https = n == 5;
+            port = https ? 443 : 80;
+            rc = set_str(d, "wsgi.url_scheme", https ? "https" : "http") < 0 ||
+                 (https ? set_str(d, "HTTPS", "on") < 0
+                        : PyDict_GetItemString(d, "HTTPS") && PyDict_DelItemString(d, "HTTPS") < 0);
+        } else {
+            zf_log(ZF_LOG_WARN, c,
+                   "ignored X-Forwarded-Proto \"%.*s\" from a trusted proxy: "
+                   "not http or https",
+                   (int)(n > 100 ? 100 : n), v);
         }
-        PyMem_Free(xff);
-        if (client[0] &&
-            (set_str(d, "REMOTE_ADDR", client) < 0 || set_str(d, "REMOTE_PORT", "0") < 0))
-            return -1;
-    }
-    char *proto = header_all(ex, "X-Forwarded-Proto");
-    if (proto) {
-        char *last = strrchr(proto, ',');
-        last = last ? last + 1 : proto;
-        while (*last == ' ' || *last == '\t')
-            last++;
-        size_t n = strcspn(last, " \t");
-        int rc = 0;
-        if (n == 5 && strncasecmp(last, "https", 5) == 0)
-            rc = set_str(d, "wsgi.url_scheme", "https") < 0 || set_str(d, "HTTPS", "on") < 0;
-        else if (n == 4 && strncasecmp(last, "http", 4) == 0)
-            rc = set_str(d, "wsgi.url_scheme", "http") < 0 ||
-                 (PyDict_GetItemString(d, "HTTPS") && PyDict_DelItemString(d, "HTTPS") < 0);
-        PyMem_Free(proto);
+        PyMem_Free(buf);
         if (rc)
             return -1;
     }
+    if ((buf = header_last(ex, "X-Forwarded-Port", &v, &n))) {
+        int p = parse_port(v, n);
+        if (p)
+            port = p;
+        else
+            zf_log(ZF_LOG_WARN, c,
+                   "ignored X-Forwarded-Port \"%.*s\" from a trusted proxy: "
+                   "not a port number",
+                   (int)(n > 100 ? 100 : n), v);
+        PyMem_Free(buf);
+    }
+    if ((buf = header_last(ex, "X-Forwarded-Host", &v, &n))) {
+        size_t name_len;
+        int host_port;
+        if (parse_host(v, n, &name_len, &host_port)) {
+            if (host_port)
+                port = host_port;
+            char *host = PyMem_Malloc(n + 8);
+            if (!host) {
+                PyMem_Free(buf);
+                PyErr_NoMemory();
+                return -1;
+            }
+            memcpy(host, v, n);
+            host[n] = 0;
+            if (!host_port && port && port != (https ? 443 : 80))
+                snprintf(host + n, 8, ":%d", port);
+            rc = set_latin1(d, "SERVER_NAME", v, name_len) < 0 || set_str(d, "HTTP_HOST", host) < 0;
+            PyMem_Free(host);
+        } else {
+            zf_log(ZF_LOG_WARN, c,
+                   "ignored X-Forwarded-Host \"%.*s\" from a trusted proxy: "
+                   "not a host[:port]",
+                   (int)(n > 100 ? 100 : n), v);
+        }
+        PyMem_Free(buf);
+        if (rc)
+            return -1;
+    }
+    if (port && set_int_str(d, "SERVER_PORT", port) < 0)
+        return -1;
     return 0;
 }
 
@@ -338,10 +477,9 @@ PyObject *zf__wsgi_environ(struct zf_exchange *ex, const struct zf_conn *c, PyOb
         PyDict_SetItemString(d, "wsgi.input_terminated", Py_True) < 0 ||
         PyDict_SetItemString(d, "wsgi.file_wrapper", (PyObject *)&zf__FileWrapperType) < 0 ||
         set_str(d, "zfront.channel", ex->channel ? ex->channel : "http") < 0 ||
-        apply_proxy_headers(d, ex) < 0) {
+        apply_proxy_headers(d, ex, c) < 0) {
         Py_DECREF(d);
         return NULL;
     }
     return d;
 }
-

@@ -170,6 +170,7 @@ static void exchange_free(struct zf_exchange *ex)
     free(ex->path);
     free(ex->query);
     free(ex->status_line);
+    free(ex->remote_user);
     if (ex->spool_fd >= 0)
         close(ex->spool_fd);
     pthread_mutex_destroy(&ex->lock);
@@ -482,6 +483,14 @@ void zf_exchange_finish(struct zf_exchange *ex, int ok)
     ex->failed = !ok;
     pthread_mutex_unlock(&ex->lock);
     post(ex, 1);
+}
+
+const char *zf_exchange_remote_user(struct zf_exchange *ex)
+{
+    pthread_mutex_lock(&ex->lock);
+    const char *u = ex->done ? ex->remote_user : NULL;
+    pthread_mutex_unlock(&ex->lock);
+    return u;
 }
 
 /* --------------------------------------------------------------- loop side */

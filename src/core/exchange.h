@@ -110,6 +110,9 @@ struct zf_exchange {
     int done;                 /* under lock: worker produced everything */
     int failed;               /* under lock: the body is incomplete (app error) */
     atomic_int aborted;       /* client gone: worker stops, output discarded */
+    /* REMOTE_USER the app left in the environ (malloc'd) or NULL: written by
+     * the worker before zf_exchange_finish, read through zf_exchange_remote_user */
+    char *remote_user;
 
     /* a response suspended while the client drains (zf_exchange_suspend) */
     int suspended;     /* under lock */
@@ -160,6 +163,10 @@ void zf_exchange_release(struct zf_exchange *ex);
 /* The client went away: tells the worker to stop, drops queued output and
  * the protocol's reference. ops->on_output is not called again. */
 void zf_exchange_abort(struct zf_exchange *ex);
+/* The user the app authenticated (environ["REMOTE_USER"] after the app
+ * call and close()), for the access log; NULL when none or while the
+ * worker has not finished. Owned by the exchange. */
+const char *zf_exchange_remote_user(struct zf_exchange *ex);
 
 /* ---- worker thread, bridge side ---- */
 

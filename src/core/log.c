@@ -218,8 +218,9 @@ int zf_access_log_enabled(void)
     return access_fd >= 0;
 }
 
-/* Appends s with '"' and '\\' and control bytes escaped (nginx style). */
-static size_t put_escaped(char *buf, size_t cap, const char *s)
+/* Appends s with '"' and '\\' and control bytes escaped (nginx style);
+ * spaces too when `space` is set (a field outside quotes). */
+static size_t put_escaped_field(char *buf, size_t cap, const char *s, int space)
 {
     size_t n = 0;
     if (!s || !*s) {
@@ -229,12 +230,17 @@ static size_t put_escaped(char *buf, size_t cap, const char *s)
     }
     for (; *s && n + 5 < cap; s++) {
         unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\' || ch < 0x20 || ch >= 0x7f)
+        if (ch == '"' || ch == '\\' || ch < 0x20 || ch >= 0x7f || (space && ch == ' '))
             n += (size_t)snprintf(buf + n, cap - n, "\\x%02X", ch);
         else
             buf[n++] = (char)ch;
     }
     return n;
+}
+
+static size_t put_escaped(char *buf, size_t cap, const char *s)
+{
+    return put_escaped_field(buf, cap, s, 0);
 }
 
 void zf_access_log(const struct zf_access_entry *e)
@@ -251,7 +257,7 @@ void zf_access_log(const struct zf_access_entry *e)
     const size_t cap = sizeof buf - 2;
     n += put_escaped(buf + n, cap - n, e->remote_addr);
     n += (size_t)snprintf(buf + n, cap - n, " - ");
-    n += put_escaped(buf + n, cap - n, e->remote_user);
+    n += put_escaped_field(buf + n, cap - n, e->remote_user, 1); /* e.g. "Jane Doe" */
     n += (size_t)snprintf(buf + n, cap - n, " [%s] \"", when);
     n += put_escaped(buf + n, cap - n, e->method);
     if (n < cap)

@@ -19,6 +19,13 @@ extern PyObject *zf__py_app;
 /* Init function of the built-in `zfront` module (PyImport_AppendInittab). */
 PyObject *zf__pymod_init(void);
 
+/* Main thread, at a graceful stop (workers joined, interpreter not yet
+ * finalized): runs the zfront.on_shutdown hooks, last registered first. A
+ * failing hook is logged with its traceback; the others still run. The
+ * atexit handlers are left to Py_FinalizeEx, which runs them right after
+ * (once the app's non-daemon threads ended, as in any Python program). */
+void zf__py_run_shutdown_hooks(void);
+
 /* The directory holding the Python package sources (<dir>/zfront/...):
  * ZFRONT_PYTHONDIR, else the source tree's python/, else the installed
  * copy. Static string. */

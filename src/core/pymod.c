@@ -655,11 +655,68 @@ static PyTypeObject ErrorsType = {
     .tp_methods = errors_methods,
 };
 
+/* ======================================================== shutdown hooks */
+
+/* Callables registered with zfront.on_shutdown, in registration order
+ * (a list, or NULL when none). */
+static PyObject *shutdown_hooks;
+
+static PyObject *zfront_on_shutdown(PyObject *self, PyObject *fn)
+{
+    (void)self;
+    if (!PyCallable_Check(fn)) {
+        PyErr_Format(PyExc_TypeError, "zfront.on_shutdown() needs a callable, not %.100s",
+                     Py_TYPE(fn)->tp_name);
+        return NULL;
+    }
+    if (!shutdown_hooks && !(shutdown_hooks = PyList_New(0)))
+        return NULL;
+    if (PyList_Append(shutdown_hooks, fn) < 0)
+        return NULL;
+    Py_INCREF(fn);
+    return fn;
+}
+
+void zf__py_run_shutdown_hooks(void)
+{
+    /* A hook may register another one: run until none is left. */
+    while (shutdown_hooks) {
+        PyObject *hooks = shutdown_hooks;
+        shutdown_hooks = NULL;
+        for (Py_ssize_t i = PyList_GET_SIZE(hooks) - 1; i >= 0; i--) {
+            PyObject *r = PyObject_CallNoArgs(PyList_GET_ITEM(hooks, i));
+            if (r) {
+                Py_DECREF(r);
+                continue;
+            }
+            /* the hook's exception is kept aside while its name is made */
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            PyObject *name = PyObject_Repr(PyList_GET_ITEM(hooks, i));
+            const char *s = name ? PyUnicode_AsUTF8(name) : NULL;
+            char what[300];
+            snprintf(what, sizeof what, "shutdown hook %s failed", s ? s : "?");
+            Py_XDECREF(name);
+            PyErr_Clear();
+            PyErr_Restore(type, value, tb);
+            zf__py_log_exception(ZF_LOG_ERROR, NULL, what);
+        }
+        Py_DECREF(hooks);
+    }
+}
+
 /* ============================================================ the module */
 
 /* Module functions. Later issues add publish, subscribe, enqueue and
  * schedule here (each queues work for the loop; none blocks). */
 static PyMethodDef zfront_methods[] = {
+    {"on_shutdown", zfront_on_shutdown, METH_O,
+     "on_shutdown(callable) -> callable\n\n"
+     "Registers callable() to run once when zfront stops gracefully: after the\n"
+     "workers finished their requests, before the interpreter is finalized\n"
+     "(last registered runs first; the atexit handlers run after them, when\n"
+     "Python finalizes). Usable as a decorator. Errors are logged and the\n"
+     "other hooks still run."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -305,6 +305,7 @@ void zf_py_finalize(void)
     if (main_ts)
         PyEval_RestoreThread(main_ts);
     main_ts = NULL;
+    zf__py_run_shutdown_hooks();
     Py_CLEAR(zf__py_app);
     if (Py_FinalizeEx() < 0)
         zf_log(ZF_LOG_WARN, NULL, "Python finalization reported an error");

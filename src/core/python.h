@@ -23,7 +23,10 @@ int zf_py_read_config(const char *path);
 int zf_py_load_app(void);
 /* Main thread gives up the GIL after start-up. */
 void zf_py_release_main(void);
-/* Main thread takes the GIL back and finalizes (after workers stopped). */
+/* Main thread takes the GIL back, runs the Python shutdown hooks
+ * (zfront.on_shutdown; Py_FinalizeEx then runs the atexit ones) and
+ * finalizes. Call it only after the
+ * workers stopped: hooks may close what requests use (Zope's database). */
 void zf_py_finalize(void);
 
 struct zf_py_thread;

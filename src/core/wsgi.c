@@ -474,6 +474,27 @@ static void apply_range(struct wsgi_req *r, int64_t *off, int64_t *len)
     }
 }
 
+/* Keeps environ["REMOTE_USER"] as the app left it (Zope sets it once it
+ * authenticated the request) in the exchange for the access log, as
+ * Paste's TransLogger logs it. Call before zf_exchange_finish. At most
+ * 1 KiB is kept: an access-log line is 8 KiB in all. */
+static void keep_remote_user(struct wsgi_req *r)
+{
+    PyObject *u = r->environ ? PyDict_GetItemString(r->environ, "REMOTE_USER") : NULL;
+    if (!u || !PyUnicode_Check(u))
+        return;
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(u, &n);
+    if (!s) {
+        PyErr_Clear();
+        return;
+    }
+    if (n == 0)
+        return;
+    free(r->ex->remote_user);
+    r->ex->remote_user = strndup(s, n > 1024 ? 1024 : (size_t)n);
+}
+
 /* Hands a file response to the loop. Returns 1 when done (the exchange is
  * finished: the caller only closes the iterable), 0 when result is not a
  * regular file (iterate it instead). */
@@ -520,6 +541,7 @@ static int file_response(struct wsgi_req *r, PyObject *result)
     } else if (dupfd >= 0) {
         close(dupfd);
     }
+    keep_remote_user(r);
     r->finished = 1;
     zf_exchange_finish(r->ex, r->ok);
     return 1;
@@ -675,6 +697,7 @@ static void wsgi_end(struct wsgi_req *r)
         complete(r);
         if (r->input)
             zf__input_detach(r->input);
+        keep_remote_user(r);
         r->finished = 1;
         zf_exchange_finish(ex, r->ok);
     }

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from zftest import read_response, wait_until
+from zftest import curl, read_response, wait_until
 
 COMBINED = re.compile(
     r'^(?P<addr>\S+) (?P<ident>\S+) (?P<user>\S+) \[(?P<time>\d{2}/[A-Z][a-z]{2}/\d{4}:'
@@ -119,3 +119,41 @@ def test_access_log_to_stderr(server_factory):
     srv.get("/hello?to-stderr=1", headers={"User-Agent": "stderr-agent"})
     line = wait_until(lambda: find_line(srv.log().splitlines(), "/hello?to-stderr=1"))
     assert line and COMBINED.match(line), line
+
+
+# -------------------------------------------------- REMOTE_USER (the app's user)
+
+
+def user_field(srv, needle):
+    line = wait_until(lambda: find_line(access_lines(srv.access_path), needle))
+    assert line, access_lines(srv.access_path)
+    m = COMBINED.match(line)
+    assert m, line
+    return m["user"]
+
+
+@pytest.mark.parametrize("how", ["call", "close", "file"])
+def test_access_log_remote_user_from_the_app(srv, how):
+    """The user field is environ["REMOTE_USER"] as the app left it (Zope sets
+    it when it authenticated the request), read after the app call and its
+    close(), as Paste's TransLogger logs it; a file response too."""
+    query = {"call": "user=alice", "close": "user=bob&when=close",
+             "file": "user=carol&how=file"}[how]
+    status, _, _ = srv.get("/user?" + query)
+    assert status == 200
+    assert user_field(srv, "/user?" + query) == query.split("&")[0][len("user="):]
+
+
+def test_access_log_remote_user_escaped(srv):
+    """A name with a space or a quote cannot break the line's fields."""
+    status, _, _ = srv.get("/user?user=Jane%20%22JD%22%20Doe")
+    assert status == 200
+    assert user_field(srv, "/user?user=Jane%20") == r"Jane\x20\x22JD\x22\x20Doe"
+
+
+def test_access_log_remote_user_over_h2(srv):
+    p = curl("--http2-prior-knowledge", "http://127.0.0.1:%d/user?user=dave&h2=1" % srv.port)
+    assert p.stdout == b"user set"
+    line = wait_until(lambda: find_line(access_lines(srv.access_path), "h2=1"))
+    assert line and " HTTP/2\" 200 " in line, line
+    assert COMBINED.match(line)["user"] == "dave"

@@ -88,3 +88,69 @@ def test_trusted_proxy_without_forwarded_headers(trusted):
     env = env_with(trusted)
     assert env["REMOTE_ADDR"] == "127.0.0.1"
     assert env["wsgi.url_scheme"] == "http"
+
+
+# ------------------------------------------- X-Forwarded-Host / X-Forwarded-Port
+# As waitress's trusted_proxy_headers: the proxy's public host and port become
+# HTTP_HOST / SERVER_NAME / SERVER_PORT, so the app (Zope's absolute_url)
+# builds URLs with the address the client used, not the backend's.
+
+
+def test_forwarded_host_and_proto_from_trusted_proxy(trusted):
+    env = env_with(trusted, b"X-Forwarded-Host: www.example.org",
+                   b"X-Forwarded-Proto: https", b"X-Forwarded-For: 203.0.113.7")
+    assert env["HTTP_HOST"] == "www.example.org"
+    assert env["SERVER_NAME"] == "www.example.org"
+    assert env["SERVER_PORT"] == "443"
+    assert env["wsgi.url_scheme"] == "https"
+    assert env["REMOTE_ADDR"] == "203.0.113.7"
+
+
+def test_forwarded_port_not_the_default_goes_into_host(trusted):
+    env = env_with(trusted, b"X-Forwarded-Host: www.example.org",
+                   b"X-Forwarded-Proto: https", b"X-Forwarded-Port: 8443")
+    assert env["HTTP_HOST"] == "www.example.org:8443"
+    assert env["SERVER_NAME"] == "www.example.org"
+    assert env["SERVER_PORT"] == "8443"
+
+
+def test_forwarded_host_with_port_wins_over_forwarded_port(trusted):
+    env = env_with(trusted, b"X-Forwarded-Host: www.example.org:8080",
+                   b"X-Forwarded-Port: 9999")
+    assert env["HTTP_HOST"] == "www.example.org:8080"
+    assert env["SERVER_NAME"] == "www.example.org"
+    assert env["SERVER_PORT"] == "8080"
+    assert env["wsgi.url_scheme"] == "http"
+
+
+def test_forwarded_host_ipv6_literal(trusted):
+    env = env_with(trusted, b"X-Forwarded-Host: [2001:db8::1]:8080")
+    assert env["HTTP_HOST"] == "[2001:db8::1]:8080"
+    assert env["SERVER_NAME"] == "[2001:db8::1]"
+    assert env["SERVER_PORT"] == "8080"
+
+
+def test_forwarded_host_rightmost_value_is_the_proxys(trusted):
+    """A client-sent X-Forwarded-Host that the proxy appended to must not win."""
+    env = env_with(trusted, b"X-Forwarded-Host: evil.example, www.example.org")
+    assert env["HTTP_HOST"] == "www.example.org"
+    assert env["SERVER_NAME"] == "www.example.org"
+
+
+def test_malformed_forwarded_host_and_port_ignored(trusted):
+    env = env_with(trusted, b"X-Forwarded-Host: bad/host", b"X-Forwarded-Port: 99999")
+    assert env["HTTP_HOST"] == "h"
+    assert env["SERVER_NAME"] != "bad/host"
+    assert env["SERVER_PORT"] == str(trusted.port)
+    assert trusted.wait_log(r"ignored X-Forwarded-Host \"bad/host\" from a trusted proxy")
+    assert trusted.wait_log(r"ignored X-Forwarded-Port \"99999\" from a trusted proxy")
+
+
+@pytest.mark.parametrize("which", ["untrusted", "other_trusted"])
+def test_forwarded_host_and_port_ignored_from_untrusted_peer(request, which):
+    srv = request.getfixturevalue(which)
+    env = env_with(srv, b"X-Forwarded-Host: www.example.org:8443", b"X-Forwarded-Port: 8443")
+    assert env["HTTP_HOST"] == "h"
+    assert env["SERVER_NAME"] == "127.0.0.1"
+    assert env["SERVER_PORT"] == str(srv.port)
+    assert env["HTTP_X_FORWARDED_HOST"] == "www.example.org:8443"

@@ -29,6 +29,10 @@ static const char app_source[] =
     "        start_response('200 OK', [('Content-Type', 'text/plain')])\n"
     "        return [('|'.join('%s=%s' % (k, environ.get(k)) for k in q.split(',')))"
     ".encode('latin-1')]\n"
+    "    if p == '/user':\n"
+    "        environ['REMOTE_USER'] = q\n"
+    "        start_response('200 OK', [])\n"
+    "        return [b'']\n"
     "    if p == '/echo':\n"
     "        i = environ['wsgi.input']; a = i.read(); i.seek(0); n = len(i.readlines())\n"
     "        start_response('200 OK', [])\n"
@@ -88,6 +92,7 @@ struct result {
     off_t file_off;
     size_t file_len;
     int failed;
+    char user[64]; /* zf_exchange_remote_user once finished */
 };
 
 /* Runs one request through the bridge and collects the response. headers
@@ -149,6 +154,8 @@ static void run(const char *method, const char *target, const char *remote,
     zf_exchange_take(ex, &finished, &failed);
     CHECK(finished);
     out->failed = failed;
+    const char *user = zf_exchange_remote_user(ex);
+    snprintf(out->user, sizeof out->user, "%s", user ? user : "(none)");
     zf_exchange_release(ex);
     event_base_loop(base, EVLOOP_NONBLOCK); /* drops the worker's reference */
 }
@@ -190,6 +197,39 @@ static void test_proxies(void)
     check_body(&r, "REMOTE_ADDR=1.2.3.4|wsgi.url_scheme=https|HTTPS=on");
     run("GET", q, "192.0.2.1", h, NULL, 0, &r); /* not a trusted proxy */
     check_body(&r, "REMOTE_ADDR=192.0.2.1|wsgi.url_scheme=http|HTTPS=None");
+
+    /* X-Forwarded-Host/-Port: the rightmost value; a non-default port goes
+     * into HTTP_HOST */
+    const char *hp[] = {"Host: backend:8080", "X-Forwarded-Host: evil.example, www.example.org",
+                        "X-Forwarded-Proto: https", "X-Forwarded-Port: 8443", NULL};
+    q = "/environ?HTTP_HOST,SERVER_NAME,SERVER_PORT";
+    run("GET", q, "10.0.0.5", hp, NULL, 0, &r);
+    check_body(&r, "HTTP_HOST=www.example.org:8443|SERVER_NAME=www.example.org|SERVER_PORT=8443");
+    run("GET", q, "192.0.2.1", hp, NULL, 0, &r);
+    check_body(&r, "HTTP_HOST=backend:8080|SERVER_NAME=127.0.0.1|SERVER_PORT=8080");
+    const char *dflt[] = {"X-Forwarded-Host: [2001:db8::1]", "X-Forwarded-Proto: https", NULL};
+    run("GET", q, "10.0.0.5", dflt, NULL, 0, &r);
+    check_body(&r, "HTTP_HOST=[2001:db8::1]|SERVER_NAME=[2001:db8::1]|SERVER_PORT=443");
+    const char *bad[] = {"Host: backend", "X-Forwarded-Host: a b", "X-Forwarded-Port: 0", NULL};
+    run("GET", q, "10.0.0.5", bad, NULL, 0, &r);
+    check_body(&r, "HTTP_HOST=backend|SERVER_NAME=127.0.0.1|SERVER_PORT=8080");
+    const char *bad2[] = {"Host: backend", "X-Forwarded-Host: [::1", "X-Forwarded-Port: 65536",
+                          NULL};
+    run("GET", q, "10.0.0.5", bad2, NULL, 0, &r);
+    check_body(&r, "HTTP_HOST=backend|SERVER_NAME=127.0.0.1|SERVER_PORT=8080");
+}
+
+/* The user the app left in environ["REMOTE_USER"] is kept for the access
+ * log; none when unset or empty. */
+static void test_remote_user(void)
+{
+    struct result r;
+    run("GET", "/user?zope-admin", "127.0.0.1", NULL, NULL, 0, &r);
+    CHECK(strcmp(r.user, "zope-admin") == 0);
+    run("GET", "/user", "127.0.0.1", NULL, NULL, 0, &r);
+    CHECK(strcmp(r.user, "(none)") == 0);
+    run("GET", "/gen", "127.0.0.1", NULL, NULL, 0, &r);
+    CHECK(strcmp(r.user, "(none)") == 0);
 }
 
 static void test_input(void)
@@ -317,6 +357,7 @@ int main(void)
     if (zf__py_app) {
         test_environ();
         test_proxies();
+        test_remote_user();
         test_input();
         test_start_response();
         test_bodies();

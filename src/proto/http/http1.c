@@ -776,6 +776,7 @@ static void access_log(struct h1conn *c, struct zf_exchange *ex, int status, uin
         e.referer = zf_headers_get(&ex->req_headers, "Referer");
         e.user_agent = zf_headers_get(&ex->req_headers, "User-Agent");
         e.remote_addr = ex->remote_addr;
+        e.remote_user = zf_exchange_remote_user(ex);
     } else {
         e.method = c->method[0] ? c->method : NULL;
         e.target = c->url.len ? c->url.p : NULL;

@@ -444,7 +444,38 @@ def r_greet(environ, start_response):
     return _text(start_response, "200 OK", "app:" + _q(environ).get("who", "default"))
 
 
+class SetUserOnClose:
+    """A body whose close() sets environ["REMOTE_USER"] (the server must read
+    it after close(), as Paste's TransLogger would see it)."""
+
+    def __init__(self, environ, user):
+        self.environ = environ
+        self.user = user
+
+    def __iter__(self):
+        yield b"user set on close"
+
+    def close(self):
+        self.environ["REMOTE_USER"] = self.user
+
+
+def r_user(environ, start_response):
+    """Sets environ["REMOTE_USER"] as an authenticating app (Zope) does:
+    ?user=NAME, during the call or (?when=close) in the body's close();
+    ?how=file answers with a file (the file fast path)."""
+    q = _q(environ)
+    if q.get("when") == "close":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return SetUserOnClose(environ, q.get("user", ""))
+    environ["REMOTE_USER"] = q.get("user", "")
+    if q.get("how") == "file":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return environ["wsgi.file_wrapper"](open(__file__, "rb"))
+    return _text(start_response, "200 OK", "user set")
+
+
 ROUTES = {
+    "user": r_user,
     "hello": r_hello,
     "env": r_env,
     "method": r_method,

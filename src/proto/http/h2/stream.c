@@ -86,6 +86,7 @@ static void access_log(struct zf_h2_stream *st)
         .bytes_sent = st->sent,
         .referer = zf_headers_get(&ex->req_headers, "referer"),
         .user_agent = zf_headers_get(&ex->req_headers, "user-agent"),
+        .remote_user = zf_exchange_remote_user(ex),
         .duration_us = st->start_us ? zf__h2_now_us() - st->start_us : 0,
     };
     zf_access_log(&e);

@@ -1,0 +1,1 @@
+"""Stand-in for Zope's ZPublisher package (see ../README.md)."""
