@@ -238,6 +238,13 @@ def test_bad_input_gets_clear_errors(srv):
     assert dav(srv, "UNLOCK", "/", headers={"Lock-Token": "nonsense"})[0] == 400
     assert dav(srv, "COPY", "/files/big.bin")[0] == 400
     assert dav(srv, "FROB", "/")[0] == 405
+    # names that would leave the content folder
+    for path in ("/files/../dav.sqlite", "/%2e%2e/dav.sqlite", "/a%00b"):
+        for method in ("GET", "PUT", "DELETE"):
+            status, _, body = dav(srv, method, path, "x" if method == "PUT" else None)
+            assert status == 400, (method, path, status, body)
+    assert dav(srv, "COPY", "/files/big.bin", headers={"Destination": "/%2e%2e/x"})[0] == 400
+    assert os.path.exists(os.path.join(srv.state, "dav.sqlite"))
     assert srv.alive()
     assert os.listdir(os.path.join(srv.state, "dav-tmp")) == []
 

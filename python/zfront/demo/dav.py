@@ -16,6 +16,7 @@ demo). XML request bodies are capped (``max_xml`` bytes, 413 above it) and
 may not carry a DOCTYPE (400), so no entity tricks reach the parser.
 """
 
+import errno
 import html
 import mimetypes
 import os
@@ -335,7 +336,12 @@ class DavApp:
                     data = stream.read(CHUNK)
                     if not data:
                         break
-                    f.write(data)
+                    try:
+                        f.write(data)
+                    except OSError as e:
+                        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                            raise HTTPError("507 Insufficient Storage", "no space left") from e
+                        raise
             with self.store.lock:
                 # check again: the world may have changed while we copied
                 st = self.store.stat(req.segs)
