@@ -279,3 +279,47 @@ def test_big_put_get_roundtrip(srv, proto, tmp_path):
     assert got.hexdigest() == want
     assert os.listdir(os.path.join(srv.state, "dav-tmp")) == []
     assert dav(srv, "DELETE", path)[0] == 204
+
+
+def test_concurrent_clients(server_factory):
+    """Four workers, sixteen clients at once: each edits its own files and
+    properties while all race for one exclusive lock. Exactly one LOCK wins,
+    every other request gets its normal answer (no 500, no lost property)."""
+    import threading
+
+    srv = start_demo(server_factory, name="davconc", threads=4)
+    assert dav(srv, "PUT", "/shared.txt", "shared")[0] == 201
+    results, errors = {}, []
+    start = threading.Barrier(16)
+
+    def client(n):
+        try:
+            start.wait()
+            status, headers, _ = dav(srv, "LOCK", "/shared.txt", lockinfo("exclusive", n))
+            results[n] = (status, headers.get("Lock-Token"))
+            for i in range(5):
+                path = "/c%d-%d.txt" % (n, i)
+                assert dav(srv, "PUT", path, "x" * (n + i))[0] == 201
+                patch = ('<D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:zf"><D:set><D:prop>'
+                         '<Z:n>%d</Z:n></D:prop></D:set></D:propertyupdate>' % n)
+                assert dav(srv, "PROPPATCH", path, patch)[0] == 207
+                assert dav(srv, "COPY", path, headers={"Destination": path + ".copy"})[0] == 201
+        except Exception as e:  # reported below, with the client's number
+            errors.append((n, repr(e)))
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    statuses = sorted(s for s, _ in results.values())
+    assert statuses == [200] + [423] * 15, statuses
+    status, _, body = dav(srv, "PROPFIND", "/", '<D:propfind xmlns:D="DAV:" xmlns:Z="urn:zf">'
+                          '<D:prop><Z:n/></D:prop></D:propfind>', {"Depth": "1"})
+    props = multistatus(body)
+    for n in range(16):
+        for i in range(5):
+            for path in ("/c%d-%d.txt" % (n, i), "/c%d-%d.txt.copy" % (n, i)):
+                assert props[path]["{urn:zf}n"][1].text == str(n), path
+    assert "Traceback" not in srv.log()
