@@ -21,6 +21,7 @@ import html
 import mimetypes
 import os
 import re
+import stat
 import time
 import xml.etree.ElementTree as ET
 from email.utils import formatdate, parsedate_to_datetime
@@ -64,9 +65,7 @@ def etag_of(st):
 
 
 def is_dir(st):
-    import stat as _stat
-
-    return _stat.S_ISDIR(st.st_mode)
+    return stat.S_ISDIR(st.st_mode)
 
 
 def _xml_body(root):
@@ -183,7 +182,10 @@ class DavApp:
     # ------------------------------------------------------------ helpers
 
     def href(self, req, segs, collection):
-        path = req.script + "/" + "/".join(quote(s.encode("utf-8", "surrogateescape"), safe="") for s in segs)
+        """The URL path of a resource, percent-encoded (a collection's ends
+        with a slash)."""
+        quoted = (quote(s.encode("utf-8", "surrogateescape"), safe="") for s in segs)
+        path = req.script + "/" + "/".join(quoted)
         if collection and not path.endswith("/"):
             path += "/"
         return path
