@@ -278,7 +278,18 @@ def test_big_put_get_roundtrip(srv, proto, tmp_path):
     assert size == BIG
     assert got.hexdigest() == want
     assert os.listdir(os.path.join(srv.state, "dav-tmp")) == []
+    # the body went through in chunks: the server's peak memory stayed far
+    # below the size of the file (it is about 35 MiB here)
+    assert peak_rss(srv) < 128 << 20
     assert dav(srv, "DELETE", path)[0] == 204
+
+
+def peak_rss(srv):
+    with open("/proc/%d/status" % srv.pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc/%d/status" % srv.pid)
 
 
 def test_concurrent_clients(server_factory):
