@@ -232,7 +232,7 @@ class DavApp:
                                 hrefs=[self.href(req, segs, False)])
 
     def http_preconditions(self, req, st):
-        """If-Match / If-None-Match / If-Unmodified-Since for writes (412)."""
+        """If-Match / If-None-Match on a write: 412 when false."""
         env = req.environ
         im = env.get("HTTP_IF_MATCH")
         if im is not None:
