@@ -2,27 +2,39 @@
 
 A small but real WSGI site that shows what the server does:
 
-  /               an HTML page linking the rest
+  /               an HTML page linking the rest, with the content listed
   /hello          exactly b"Hello, world!" (text/plain)
   /files/big.bin  a large file (64 MiB by default) sent through
                   wsgi.file_wrapper: the event loop streams it with sendfile,
                   Range requests are answered 206 (Accept-Ranges: bytes)
   /upload         GET: a form; POST: the body's size and sha256
   /environ        the WSGI environ, as text
+  everything else the content store: the folder <state>/content served as
+                  pages (a folder shows its index.html, else a listing) and
+                  editable over WebDAV class 1 and 2 (zfront.demo.dav) --
+                  OPTIONS, PROPFIND, PUT, MKCOL, COPY, MOVE, LOCK, ...
 
-big.bin is created once in the state directory. Its content is
+The content is plain files: an edit over WebDAV changes the site. A file
+named index.html at the top of the content replaces the generated home page.
+Dead properties and locks are kept in <state>/dav.sqlite.
+
+big.bin is created once, as <state>/content/files/big.bin. Its content is
 deterministic: block i (64 KiB each, the last one cut) is
 ``hashlib.shake_256(b"zfront-demo:%d" % i).digest(65536)`` -- see
 ``expected_bytes`` -- so a client can check any range of it. Its size comes
 from ``make_app(big_size=...)``, else the environment variable
-ZFRONT_DEMO_BIG_SIZE (bytes, or with a k/m/g suffix), else 64 MiB.
+ZFRONT_DEMO_BIG_SIZE (bytes, or with a k/m/g suffix), else 64 MiB. The
+largest XML body a WebDAV request may carry is ZFRONT_DEMO_DAV_MAX_XML
+(bytes, k/m/g suffix; 1 MiB by default).
 """
 
 import hashlib
 import html
 import os
 import threading
-from email.utils import formatdate
+
+from .dav import DEFAULT_MAX_XML, DavApp, render_listing
+from .store import Store
 
 __all__ = ["make_app", "application", "expected_bytes", "DemoApp"]
 
@@ -103,6 +115,13 @@ event loop with sendfile (try <code>curl -r 0-99</code>)</li>
 <li><a href="/upload">/upload</a> &mdash; send a file, get its size and sha256</li>
 <li><a href="/environ">/environ</a> &mdash; the WSGI environ of your request</li>
 </ul>
+<h2>Content</h2>
+<p>The folder <code>content</code> of the state directory, editable over WebDAV
+at this address (try <code>cadaver {base}</code>; a file <code>index.html</code> here
+replaces this page):</p>
+<ul>
+{content}
+</ul>
 </body>
 </html>
 """
@@ -132,24 +151,31 @@ class DemoApp:
             big_size = _parse_size(env) if env else DEFAULT_BIG_SIZE
         self.state_dir = os.path.abspath(state_dir)
         self.big_size = big_size
-        self.big_path = os.path.join(self.state_dir, "big.bin")
-        os.makedirs(self.state_dir, exist_ok=True)
+        self.content_dir = os.path.join(self.state_dir, "content")
+        self.big_path = os.path.join(self.content_dir, "files", "big.bin")
+        os.makedirs(os.path.dirname(self.big_path), exist_ok=True)
         _ensure_big_file(self.big_path, big_size)
+        self.store = Store(self.content_dir, os.path.join(self.state_dir, "dav.sqlite"),
+                           os.path.join(self.state_dir, "dav-tmp"))
+        env = os.environ.get("ZFRONT_DEMO_DAV_MAX_XML")
+        self.dav = DavApp(self.store, _parse_size(env) if env else DEFAULT_MAX_XML)
+        # pages made by code; every other path is the content store
         self.routes = {
-            "/": (self.index, ("GET", "HEAD")),
             "/hello": (self.hello, ("GET", "HEAD")),
-            "/files/big.bin": (self.big_file, ("GET", "HEAD")),
             "/upload": (self.upload, ("GET", "HEAD", "POST")),
             "/environ": (self.show_environ, ("GET", "HEAD", "POST")),
         }
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO") or "/"
+        method = environ["REQUEST_METHOD"]
+        if path == "/" and method in ("GET", "HEAD"):
+            return self.index(environ, start_response)
         route = self.routes.get(path)
-        if route is None:
-            return _text(start_response, "404 Not Found", f"Not found: {path}\n")
+        if route is None or method in ("OPTIONS", "PROPFIND"):
+            return self.dav(environ, start_response)
         handler, methods = route
-        if environ["REQUEST_METHOD"] not in methods:
+        if method not in methods:
             return _text(
                 start_response,
                 "405 Method Not Allowed",
@@ -159,9 +185,22 @@ class DemoApp:
         return handler(environ, start_response)
 
     def index(self, environ, start_response):
+        """The home page: the content's index.html if there is one, else the
+        generated page with the content listed."""
         from zfront import __version__
 
+        from .dav import Request, is_dir
+
+        req = Request(environ, self.dav)
+        st = self.store.stat(("index.html",))
+        if st is not None and not is_dir(st):
+            return self.dav.send_file(req, start_response, ("index.html",), st)
+        listing = render_listing(self.dav, req, ())
+        content = listing[listing.index("<ul>") + 5:listing.index("</ul>")]
+        host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "localhost")
         page = PAGE.format(
+            base=html.escape("%s://%s/" % (environ.get("wsgi.url_scheme", "http"), host)),
+            content=content,
             version=html.escape(__version__),
             scheme=html.escape(environ.get("wsgi.url_scheme", "http")),
             protocol=html.escape(environ.get("SERVER_PROTOCOL", "")),
@@ -171,29 +210,6 @@ class DemoApp:
 
     def hello(self, environ, start_response):
         return _text(start_response, "200 OK", b"Hello, world!")
-
-    def big_file(self, environ, start_response):
-        st = os.stat(self.big_path)
-        etag = '"%x-%x"' % (st.st_size, st.st_mtime_ns)
-        last_modified = formatdate(st.st_mtime, usegmt=True)
-        validators = [("ETag", etag), ("Last-Modified", last_modified)]
-        if environ.get("HTTP_IF_NONE_MATCH") == etag:
-            start_response("304 Not Modified", validators)
-            return []
-        f = open(self.big_path, "rb")
-        start_response(
-            "200 OK",
-            [
-                ("Content-Type", "application/octet-stream"),
-                ("Content-Length", str(st.st_size)),
-                ("Accept-Ranges", "bytes"),
-            ]
-            + validators,
-        )
-        wrapper = environ.get("wsgi.file_wrapper")
-        if wrapper is not None:
-            return wrapper(f, READ_SIZE)
-        return _read_file(f)
 
     def upload(self, environ, start_response):
         if environ["REQUEST_METHOD"] != "POST":
@@ -212,18 +228,6 @@ class DemoApp:
     def show_environ(self, environ, start_response):
         lines = [f"{key}: {environ[key]!r}" for key in sorted(environ)]
         return _text(start_response, "200 OK", "\n".join(lines) + "\n")
-
-
-def _read_file(f):
-    """Iterates a file without wsgi.file_wrapper (other servers)."""
-    try:
-        while True:
-            data = f.read(READ_SIZE)
-            if not data:
-                break
-            yield data
-    finally:
-        f.close()
 
 
 def make_app(state_dir=DEFAULT_STATE_DIR, big_size=None):

@@ -132,11 +132,13 @@ def _build(app):
                       "`app` is the WSGI application, `site` this content tree, and\n"
                       "`zfront` the server's module. Ctrl-C interrupts running code,\n"
                       "Ctrl-D ends the session."))
+    # the files folder of the content store (<state>/content/files)
     files = root.add(Folder("files", "Files"))
-    state_dir = getattr(app, "state_dir", None)
-    if state_dir and os.path.isdir(state_dir):
-        for name in sorted(os.listdir(state_dir)):
-            full = os.path.join(state_dir, name)
+    content_dir = getattr(app, "content_dir", None)
+    files_dir = os.path.join(content_dir, "files") if content_dir else None
+    if files_dir and os.path.isdir(files_dir):
+        for name in sorted(os.listdir(files_dir)):
+            full = os.path.join(files_dir, name)
             if os.path.isfile(full):
                 files.add(File(name, full))
     return root
