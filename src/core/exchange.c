@@ -189,6 +189,11 @@ static void put_ref(struct zf_exchange *ex)
 static void on_cancel(struct zf_job *job, enum zf_job_cancel why, uint64_t waited_ms)
 {
     struct zf_exchange *ex = (struct zf_exchange *)job;
+    if (zf_exchange_aborted(ex)) {
+        /* the client left while it waited: nobody to answer */
+        zf_exchange_finish(ex, 0);
+        return;
+    }
     if (why == ZF_JOB_EXPIRED) {
         zf_log(ZF_LOG_WARN, NULL,
                "#%llu %s %s waited %.1f s for a worker (server.queue_timeout %.1f s): "
