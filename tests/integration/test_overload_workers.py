@@ -134,3 +134,28 @@ def test_queue_full_over_http2(server_factory):
         assert len([x for x in srv.calls() if x.startswith("GET /hello")]) == 2, srv.calls()
     finally:
         c.close()
+
+
+
+def test_client_gone_while_queued_is_dropped_quietly(server_factory):
+    """A queued request whose client left (here: an HTTP/2 stream reset) is
+    neither run nor answered 503 (nor logged as one) when its wait runs out."""
+    from test_h2 import H2Conn
+
+    srv = server_factory("--threads", "1", "--queue-timeout", "1500ms", name="queue-gone")
+    c = H2Conn(srv.port)
+    try:
+        busy = c.request("/sleep?s=4&started=busy-started")
+        assert srv.wait_marker("busy-started")
+        gone = c.request("/hello?gone=1")
+        c.conn.reset_stream(gone)
+        c.flush()
+        kept = c.request("/hello?kept=1")
+        assert c.wait(kept)["status"] == 503
+        assert c.wait(busy)["status"] == 200
+        log = srv.log()
+        assert "kept=1 waited" in log, log[-2000:]
+        assert "gone=1 waited" not in log, log[-2000:]
+        assert not [x for x in srv.calls() if "gone=1" in x or "kept=1" in x], srv.calls()
+    finally:
+        c.close()
