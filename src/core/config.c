@@ -30,7 +30,9 @@ static const struct zf_cfg_key core_keys[] = {
      "Worker threads running the application."},
     {"server.shutdown_timeout", ZF_CFG_MSEC, &zf_cfg.shutdown_timeout_ms, "10s",
      "--shutdown-timeout",
-     "On SIGTERM/SIGINT, how long in-flight requests may take before the server exits anyway."},
+     "On SIGTERM/SIGINT, how long the whole stop may take: in-flight requests finish within it, "
+     "requests still waiting for a worker half-way through get 503, and at the end the server "
+     "exits even if a worker is stuck."},
     {"server.state_dir", ZF_CFG_STR, &zf_cfg.state_dir, NULL, "--state-dir",
      "Directory for persistent state (generated keys and certificates, demo content)."},
     {"server.tmp_dir", ZF_CFG_STR, &zf_cfg.tmp_dir, "/tmp", "--tmp-dir",

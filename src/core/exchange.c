@@ -184,12 +184,72 @@ static void put_ref(struct zf_exchange *ex)
         exchange_free(ex);
 }
 
+/* Pool callback: a queued request that will not run (it waited past
+ * server.queue_timeout, or the server stops) is answered 503 in place of
+ * the worker. Any thread but the pool's lock. */
+static void on_cancel(struct zf_job *job, enum zf_job_cancel why, uint64_t waited_ms)
+{
+    struct zf_exchange *ex = (struct zf_exchange *)job;
+    if (zf_exchange_aborted(ex)) {
+        /* the client left while it waited: nobody to answer */
+        zf_exchange_finish(ex, 0);
+        return;
+    }
+    if (why == ZF_JOB_EXPIRED) {
+        zf_log(ZF_LOG_WARN, NULL,
+               "#%llu %s %s waited %.1f s for a worker (server.queue_timeout %.1f s): "
+               "503 without running it",
+               (unsigned long long)ex->conn_id, ex->method, ex->target, (double)waited_ms / 1000.0,
+               (double)zf_pool_cfg.queue_timeout_ms / 1000.0);
+        zf_exchange_respond(ex, 503, "1",
+                            "the server is too busy: the request waited too "
+                            "long for a worker\n");
+    } else {
+        zf_log(ZF_LOG_INFO, NULL, "#%llu %s %s: the server is stopping: 503 without running it",
+               (unsigned long long)ex->conn_id, ex->method, ex->target);
+        zf_exchange_respond(ex, 503, "5", "the server is shutting down\n");
+    }
+}
+
 void zf_exchange_dispatch(struct zf_exchange *ex)
 {
     ex->refs++;
     ex->worker_holds = 1;
     ex->job.run = zf_py_run_exchange;
-    zf_pool_push(&ex->job);
+    ex->job.cancel = on_cancel;
+    int rc = zf_pool_admit(&ex->job);
+    if (rc == ZF_AGAIN) {
+        zf_log(ZF_LOG_WARN, ex->conn,
+               "%s %s: %ld requests already wait for a worker (server.max_queued): 503", ex->method,
+               ex->target, zf_pool_cfg.max_queued);
+        zf_exchange_respond(ex, 503, "1",
+                            "the server is too busy: too many requests wait "
+                            "for a worker\n");
+    } else if (rc == ZF_DECLINED) {
+        on_cancel(&ex->job, ZF_JOB_SHUTDOWN, 0);
+    }
+}
+
+void zf_exchange_respond(struct zf_exchange *ex, int status, const char *retry_after,
+                         const char *body)
+{
+    struct zf_headers h = {0};
+    size_t n = strlen(body);
+    int ok = zf_headers_add(&h, "Content-Type", 12, "text/plain; charset=utf-8", 25) == ZF_OK;
+    if (ok && retry_after)
+        ok = zf_headers_add(&h, "Retry-After", 11, retry_after, strlen(retry_after)) == ZF_OK;
+    if (!ok) {
+        /* out of memory: the protocol answers "no response" as for an app */
+        zf_headers_free(&h);
+        zf_exchange_finish(ex, 0);
+        return;
+    }
+    if (zf_exchange_send_headers(ex, status, NULL, &h, (int64_t)n) != ZF_OK ||
+        zf_exchange_send_data(ex, body, n) != ZF_OK) {
+        zf_exchange_finish(ex, 0);
+        return;
+    }
+    zf_exchange_finish(ex, 1);
 }
 
 int zf_exchange_take_headers(struct zf_exchange *ex)

@@ -145,7 +145,12 @@ struct zf_exchange *zf_exchange_new(const struct zf_exchange_ops *ops, void *pro
  * Returns ZF_OK or ZF_ERROR. */
 int zf_exchange_set_target(struct zf_exchange *ex, const char *method, size_t mlen,
                            const char *target, size_t tlen);
-/* Hands the exchange to the worker pool. The worker takes a reference. */
+/* Hands the exchange to the worker pool. The worker takes a reference.
+ * When the queue is full (server.max_queued) or the server stops, the core
+ * answers 503 at once instead (zf_exchange_respond); a request that waits
+ * past server.queue_timeout, or is still queued when a graceful stop drains
+ * the queue, is answered 503 the same way. Either way the protocol sees an
+ * ordinary response through ops->on_output, on a later loop turn. */
 void zf_exchange_dispatch(struct zf_exchange *ex);
 /* True once the worker produced the headers; status/status_line/resp_headers
  * /content_length are then stable and readable without the lock. */
@@ -197,6 +202,18 @@ int zf_exchange_suspend(struct zf_exchange *ex, int worker_index, zf_job_fn resu
 void zf_exchange_finish(struct zf_exchange *ex, int ok);
 /* True when the client went away (the worker should stop iterating). */
 int zf_exchange_aborted(struct zf_exchange *ex);
+
+/* ---- any thread, in place of the worker ---- */
+
+/* Answers the request without the application: status, Content-Type
+ * text/plain, Retry-After when retry_after is not NULL, and body (copied),
+ * then finishes as a worker would; the protocol sends it like any response
+ * (on a stopping server HTTP/1.1 adds Connection: close). The caller must
+ * hold the worker's reference: an exchange zf_exchange_dispatch could not
+ * queue, or one taken back from the queue unrun (pool.h, zf_job.cancel).
+ * After this call the caller must not touch ex. */
+void zf_exchange_respond(struct zf_exchange *ex, int status, const char *retry_after,
+                         const char *body);
 
 /* ---- the server side of posting (exchange.c / server.c) ---- */
 

@@ -151,7 +151,13 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
                 zf_srv->active[i]->reload(zf_srv);
         return;
     }
-    zf_log(ZF_LOG_INFO, NULL, "%s received", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    const char *name = sig == SIGTERM ? "SIGTERM" : "SIGINT";
+    if (zf_srv->state != ZF_RUNNING) {
+        zf_log(ZF_LOG_WARN, NULL, "%s received again: stopping now", name);
+        zf_server_shutdown(0);
+        return;
+    }
+    zf_log(ZF_LOG_INFO, NULL, "%s received", name);
     zf_server_shutdown(1);
 }
 
@@ -190,16 +196,32 @@ static int write_pid_file(void)
     return ZF_OK;
 }
 
-/* Waits for the workers to finish what they run, up to the shutdown
- * deadline. Returns ZF_OK when they are idle. */
-static int wait_workers(uint64_t deadline)
+/* Waits for the workers to finish what they run, up to the stop deadline
+ * (zf_server_stop_deadline: the one shutdown_timeout counted from the
+ * signal, not a second one from here). The loop keeps turning meanwhile,
+ * so a second signal, the queue drain and worker output are still seen.
+ * Returns ZF_OK when the workers are idle. */
+static int wait_workers(struct event_base *base)
 {
     while (zf_pool_busy() > 0) {
-        if (zf_now_ms() >= deadline)
+        if (zf_now_ms() >= zf_server_stop_deadline())
             return ZF_ERROR;
+        event_base_loop(base, EVLOOP_NONBLOCK);
         usleep(20000);
     }
     return ZF_OK;
+}
+
+/* One line with what the pool refused, dropped or saw stuck since start. */
+static void log_pool_stats(void)
+{
+    struct zf_pool_stats st;
+    zf_pool_get_stats(&st);
+    zf_log(ZF_LOG_INFO, NULL,
+           "worker pool: %llu request(s) refused (queue full), %llu expired in the queue, "
+           "%llu answered 503 at shutdown, %llu stuck worker(s) reported",
+           (unsigned long long)st.refused, (unsigned long long)st.expired,
+           (unsigned long long)st.cancelled, (unsigned long long)st.stuck_total);
 }
 
 static int run(int argc, char **argv)
@@ -207,6 +229,8 @@ static int run(int argc, char **argv)
     static struct zf_server srv;
     zf_srv = &srv;
 
+    /* the pool's server.* keys first: the reference then shows one [server] table */
+    zf_config_register(zf_pool_keys);
     zf_core_config_register();
     for (size_t i = 0; i < zf_nmodules; i++)
         if (zf_modules[i]->keys)
@@ -269,16 +293,24 @@ static int run(int argc, char **argv)
         zf_log(ZF_LOG_INFO, NULL, "zfront %s ready (pid %ld)", ZF_VERSION, (long)getpid());
     }
     event_base_dispatch(srv.base);
-    uint64_t started_stop = zf_now_ms();
 
     int exit_code = srv.state == ZF_STOPPED && !start_failed ? 0 : 1;
-    uint64_t deadline = started_stop + zf_cfg.shutdown_timeout_ms;
-    if (wait_workers(deadline) != ZF_OK) {
-        zf_log(ZF_LOG_WARN, NULL, "workers still busy after the shutdown timeout: exiting now");
-        if (zf_cfg.pid_file)
+    if (wait_workers(srv.base) != ZF_OK) {
+        /* A worker stuck in the app cannot be joined, and Python cannot be
+         * finalized under it: leave without either. Every log line is
+         * already written (one write(2) each). */
+        struct zf_pool_stats st;
+        zf_pool_get_stats(&st);
+        log_pool_stats();
+        zf_log(ZF_LOG_WARN, NULL,
+               "%zu worker(s) still busy at the stop deadline: exiting without waiting for "
+               "them",
+               st.running);
+        if (zf_cfg.pid_file && *zf_cfg.pid_file)
             unlink(zf_cfg.pid_file);
         _exit(exit_code);
     }
+    log_pool_stats();
     zf_pool_stop();
     for (int i = 0; i < 3; i++)
         event_free(sigs[i]);

@@ -1,9 +1,18 @@
 /* Worker pool: N threads, each with its own Python thread state, taking jobs
  * from one FIFO queue. Workers never touch sockets; they hand results back
- * to the loop (see exchange.h). */
+ * to the loop (see exchange.h).
+ *
+ * Admission: the shared queue holds at most server.max_queued jobs
+ * (zf_pool_admit refuses the rest); a job that gives a cancel function may
+ * be dropped unrun when it waited longer than server.queue_timeout (checked
+ * when a worker takes it and by zf_pool_expire, which the loop calls on a
+ * timer) or when the server stops (zf_pool_cancel_queued). A watchdog
+ * thread logs, once per job, a worker busy on one job for longer than
+ * server.stuck_after, with that thread's Python stack. */
 #ifndef ZF_POOL_H
 #define ZF_POOL_H
 
+#include "config.h"
 #include "zfront.h"
 
 struct zf_worker;
@@ -15,9 +24,41 @@ struct zf_job;
  * it hands it back. */
 typedef void (*zf_job_fn)(struct zf_job *job, struct zf_worker *w);
 
+/* Why a queued job is dropped without running. */
+enum zf_job_cancel {
+    ZF_JOB_EXPIRED,  /* waited longer than server.queue_timeout */
+    ZF_JOB_SHUTDOWN, /* the server stops and will not run it */
+};
+/* Called once, on any thread but never under the pool's lock, for a job
+ * taken out of the queue unrun; waited_ms is its time in the queue. The
+ * job's owner then has it back. */
+typedef void (*zf_job_cancel_fn)(struct zf_job *job, enum zf_job_cancel why, uint64_t waited_ms);
+
 struct zf_job {
     struct zf_job *next;
     zf_job_fn run;
+    zf_job_cancel_fn cancel; /* NULL: the job always runs */
+    uint64_t queued_ms;      /* set by the pool when queued (zf_now_ms) */
+};
+
+/* server.* keys of the pool (zf_pool_keys, registered by main.c). */
+struct zf_pool_config {
+    long max_queued;           /* shared queue bound; 0: none */
+    uint64_t queue_timeout_ms; /* 0: none */
+    uint64_t stuck_after_ms;   /* 0: no watchdog */
+};
+extern struct zf_pool_config zf_pool_cfg;
+extern const struct zf_cfg_key zf_pool_keys[];
+
+/* Counters since start (zf_pool_get_stats). */
+struct zf_pool_stats {
+    size_t queued;        /* jobs waiting now (both queues) */
+    size_t running;       /* jobs running now */
+    size_t stuck;         /* workers now busy past stuck_after on one job */
+    uint64_t refused;     /* zf_pool_admit: queue full */
+    uint64_t expired;     /* dropped after queue_timeout */
+    uint64_t cancelled;   /* dropped at shutdown */
+    uint64_t stuck_total; /* stuck workers reported */
 };
 
 struct zf_worker {
@@ -25,12 +66,28 @@ struct zf_worker {
     struct zf_py_thread *py; /* this worker's Python thread state */
     unsigned long ident;     /* Python's threading ident of the thread */
     int own_last;            /* the last job came from the worker's own queue */
+    uint64_t busy_since_ms;  /* under the pool lock: the running job began; 0 when idle */
+    int stuck_reported;      /* under the pool lock: the watchdog logged this job */
 };
 
 /* Starts n workers. Returns ZF_OK or ZF_ERROR. */
 int zf_pool_start(int n);
-/* Queues a job (any thread). */
+/* Queues a job (any thread), whatever the queue holds. */
 void zf_pool_push(struct zf_job *job);
+/* Queues a job unless the shared queue already holds server.max_queued
+ * jobs or the pool stopped admitting (zf_pool_cancel_queued). Any thread.
+ * Returns ZF_OK (queued), ZF_AGAIN (queue full) or ZF_DECLINED (stopping);
+ * on anything but ZF_OK the caller still owns the job. */
+int zf_pool_admit(struct zf_job *job);
+/* Cancels (ZF_JOB_EXPIRED) every cancellable job of the shared queue that
+ * waited longer than server.queue_timeout. Any thread. Returns how many. */
+size_t zf_pool_expire(void);
+/* Shutdown: cancels (ZF_JOB_SHUTDOWN) every cancellable job still in the
+ * shared queue, and from then on zf_pool_admit declines. Jobs running and
+ * jobs queued for one worker (resumed responses) still run. Any thread.
+ * Returns how many were cancelled. */
+size_t zf_pool_cancel_queued(void);
+void zf_pool_get_stats(struct zf_pool_stats *st);
 /* Queues a job for one worker only (a suspended response resumes on the
  * thread that started it: thread-local state of the app stays valid).
  * Any thread. */
@@ -42,8 +99,10 @@ void zf_pool_push_to(struct zf_job *job, int worker_index);
 struct zf_job *zf_pool_next_nowait(struct zf_worker *w);
 /* Number of jobs queued and running. */
 size_t zf_pool_busy(void);
-/* Stops taking jobs once the queue is empty and joins every worker. Must be
- * called from the thread that started the pool, without the GIL. */
+/* Stops taking jobs once the queue is empty and joins every worker and the
+ * watchdog. Must be called from the thread that started the pool, without
+ * the GIL, once the workers are idle (a worker stuck in the app cannot be
+ * joined: the caller exits the process instead). */
 void zf_pool_stop(void);
 
 #endif

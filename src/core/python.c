@@ -351,6 +351,67 @@ unsigned long zf_py_thread_ident(struct zf_py_thread *t)
     return t->ident;
 }
 
+/* Returns the formatted stack of the thread `ident` as a new str, None
+ * when it runs no Python code, or NULL with an exception set. GIL held. */
+static PyObject *thread_stack(unsigned long ident)
+{
+    PyObject *frames = NULL, *key = NULL, *lines = NULL, *text = NULL;
+    PyObject *sys = PyImport_ImportModule("sys");
+    PyObject *tb = sys ? PyImport_ImportModule("traceback") : NULL;
+    if (tb)
+        frames = PyObject_CallMethod(sys, "_current_frames", NULL);
+    if (frames)
+        key = PyLong_FromUnsignedLong(ident);
+    if (key) {
+        PyObject *frame = PyDict_GetItemWithError(frames, key); /* borrowed */
+        if (!frame && !PyErr_Occurred())
+            text = Py_NewRef(Py_None);
+        else if (frame)
+            lines = PyObject_CallMethod(tb, "format_stack", "O", frame);
+    }
+    if (lines) {
+        PyObject *sep = PyUnicode_FromString("");
+        if (sep) {
+            text = PyUnicode_Join(sep, lines);
+            Py_DECREF(sep);
+        }
+    }
+    Py_XDECREF(lines);
+    Py_XDECREF(key);
+    Py_XDECREF(frames);
+    Py_XDECREF(tb);
+    Py_XDECREF(sys);
+    return text;
+}
+
+void zf_py_log_thread_stack(unsigned long ident, int level, const char *what)
+{
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyObject *text = thread_stack(ident);
+    const char *s = text && text != Py_None ? PyUnicode_AsUTF8(text) : NULL;
+    if (s) {
+        size_t hn = strlen(what), n = strlen(s);
+        char *buf = malloc(hn + n + 3);
+        if (buf) {
+            memcpy(buf, what, hn);
+            memcpy(buf + hn, ":\n", 2);
+            memcpy(buf + hn + 2, s, n + 1);
+            zf_log_text(level, NULL, buf, hn + 2 + n);
+            free(buf);
+        } else {
+            zf_log(level, NULL, "%s (no memory to show it)", what);
+        }
+    } else if (text == Py_None) {
+        zf_log(level, NULL, "%s: the thread is not running Python code", what);
+    } else {
+        PyErr_Clear();
+        zf_log(level, NULL, "%s: the stack could not be taken", what);
+    }
+    PyErr_Clear();
+    Py_XDECREF(text);
+    PyGILState_Release(g);
+}
+
 /* Runs one exchange's job with the GIL held: a new request or a resumed
  * response. */
 static void run_locked(struct zf_job *job, struct zf_worker *w)

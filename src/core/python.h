@@ -40,6 +40,12 @@ void zf_py_enter(struct zf_py_thread *t);
 void zf_py_leave(struct zf_py_thread *t);
 /* Python's threading.get_ident() value of the calling thread. */
 unsigned long zf_py_thread_ident(struct zf_py_thread *t);
+/* Logs `what`, then the Python stack of the thread whose threading ident
+ * is `ident` (sys._current_frames, formatted by traceback), or says that
+ * the thread runs no Python code. Takes the GIL for the time it needs
+ * (PyGILState), so it must run on a thread that holds neither the GIL nor
+ * any lock a GIL holder may wait for: never on the loop thread. */
+void zf_py_log_thread_stack(unsigned long ident, int level, const char *what);
 
 /* The application bridge: WSGI today; a future ASGI bridge is another
  * implementation of this struct, not a branch in every function. */

@@ -18,6 +18,9 @@
 struct zf_server *zf_srv;
 
 static struct event *shutdown_timer;
+static struct event *drain_timer; /* graceful stop: queued requests get 503 */
+static struct event *queue_timer; /* server.queue_timeout: expires queued requests */
+static uint64_t stop_deadline;    /* zf_server_stop_deadline */
 
 /* ------------------------------------------------------------ connections */
 
@@ -249,10 +252,38 @@ int zf_loop_call(zf_loop_fn fn, void *arg)
     return ZF_OK;
 }
 
+/* The queue timer: requests that waited past server.queue_timeout are
+ * answered 503 while every worker is still busy, not only when one frees
+ * up and finds them too old (pool.c checks then too). */
+static void on_queue_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    zf_pool_expire();
+}
+
+static struct timeval tv_ms(uint64_t ms)
+{
+    return (struct timeval){(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+}
+
 int zf__server_init_loop(struct zf_server *srv)
 {
     calls.ev = event_new(srv->base, -1, 0, on_calls, NULL);
-    return calls.ev ? ZF_OK : ZF_ERROR;
+    if (!calls.ev)
+        return ZF_ERROR;
+    uint64_t limit = zf_pool_cfg.queue_timeout_ms;
+    if (limit > 0) {
+        /* checked 8 times per timeout: a request is answered at most 1/8
+         * of the limit late (at least every 10 ms, at most every 0.5 s) */
+        uint64_t period = limit / 8 < 10 ? 10 : limit / 8 > 500 ? 500 : limit / 8;
+        struct timeval tv = tv_ms(period);
+        queue_timer = event_new(srv->base, -1, EV_PERSIST, on_queue_timer, NULL);
+        if (!queue_timer || event_add(queue_timer, &tv) != 0)
+            return ZF_ERROR;
+    }
+    return ZF_OK;
 }
 
 void zf__server_free_loop(void)
@@ -268,6 +299,12 @@ void zf__server_free_loop(void)
     if (shutdown_timer)
         event_free(shutdown_timer);
     shutdown_timer = NULL;
+    if (drain_timer)
+        event_free(drain_timer);
+    drain_timer = NULL;
+    if (queue_timer)
+        event_free(queue_timer);
+    queue_timer = NULL;
 }
 
 /* --------------------------------------------------------------- shutdown */
@@ -309,8 +346,29 @@ void zf_server_check_idle(void)
     }
 }
 
+/* Half-way through a graceful stop: requests still waiting for a worker
+ * will not get one in time (the workers are busy with requests that have
+ * not finished in half the timeout), so they are answered 503 now, leaving
+ * the other half for those answers to reach the clients. */
+static void on_drain(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    size_t n = zf_pool_cancel_queued();
+    if (n > 0)
+        zf_log(ZF_LOG_INFO, NULL, "shutdown: %zu queued request(s) answered 503", n);
+}
+
+uint64_t zf_server_stop_deadline(void)
+{
+    return stop_deadline;
+}
+
 void zf_server_shutdown(int graceful)
 {
+    if (!graceful)
+        stop_deadline = zf_now_ms(); /* even when already stopped: do not wait */
     if (zf_srv->state == ZF_STOPPED)
         return;
     if (zf_srv->state == ZF_STOPPING) {
@@ -323,16 +381,22 @@ void zf_server_shutdown(int graceful)
     }
     zf_srv->state = ZF_STOPPING;
     zf_log(ZF_LOG_INFO, NULL, "shutting down%s", graceful ? " gracefully" : "");
+    uint64_t ms = zf_cfg.shutdown_timeout_ms;
+    if (graceful)
+        stop_deadline = zf_now_ms() + ms;
     stop_modules(graceful);
     if (!graceful) {
         zf_srv->state = ZF_STOPPED;
         event_base_loopexit(zf_srv->base, NULL);
         return;
     }
-    uint64_t ms = zf_cfg.shutdown_timeout_ms;
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    struct timeval tv = tv_ms(ms);
     shutdown_timer = evtimer_new(zf_srv->base, on_shutdown_timeout, NULL);
     if (shutdown_timer)
         evtimer_add(shutdown_timer, &tv);
+    tv = tv_ms(ms / 2);
+    drain_timer = evtimer_new(zf_srv->base, on_drain, NULL);
+    if (drain_timer)
+        evtimer_add(drain_timer, &tv);
     zf_server_check_idle();
 }

@@ -87,8 +87,16 @@ struct zf_listener *zf_listen(struct zf_server *srv, const char *addr, const cha
 void zf_listener_free(struct zf_listener *l);
 
 /* Asks the server to stop (from a signal or a module). graceful=1 waits for
- * in-flight work up to server.shutdown_timeout. */
+ * in-flight work up to server.shutdown_timeout; half-way through, requests
+ * still queued for a worker are answered 503 (zf_pool_cancel_queued).
+ * graceful=0 (also during or after a graceful stop: a second signal) closes
+ * everything now and tells main not to wait for the workers. */
 void zf_server_shutdown(int graceful);
+/* The zf_now_ms time by which the process must be gone: the start of a
+ * graceful stop plus server.shutdown_timeout, or the moment of an
+ * immediate stop; 0 before any stop. main.c waits for the workers up to it
+ * and no longer. */
+uint64_t zf_server_stop_deadline(void);
 /* Called by modules when a connection closed during a graceful stop, so the
  * server can notice that everything is done. */
 void zf_server_check_idle(void);

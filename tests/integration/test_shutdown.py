@@ -1,12 +1,13 @@
 """Graceful shutdown: on SIGTERM/SIGINT the server stops accepting, lets the
 request in flight finish, closes idle keep-alive connections and exits 0;
 past --shutdown-timeout it exits anyway."""
+import os
 import signal
 import socket
 
 import pytest
 
-from zftest import TIMEOUT, is_closed, read_response, wait_until
+from zftest import TIMEOUT, is_closed, read_head, read_response, wait_until
 
 
 def refused(srv):
@@ -70,3 +71,78 @@ def test_shutdown_when_idle(server_factory):
     srv.signal(signal.SIGTERM)
     assert srv.wait(15) == 0
     assert "Traceback" not in srv.log()
+
+
+def test_queued_requests_get_503_with_connection_close(server_factory):
+    """A graceful stop with the only worker stuck: the requests still queued
+    half-way through shutdown_timeout get 503 + Connection: close (not a
+    reset), never reach the app, and the process exits on its own."""
+    srv = server_factory("--threads", "1", "--shutdown-timeout", "4s", "--queue-timeout", "0",
+                         "--log-level", "debug", name="shutdown-queued")
+    stuck = srv.connect(timeout=TIMEOUT)
+    queued = []
+    try:
+        stuck.sendall(b"GET /sleep?s=60&started=stuck HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert srv.wait_marker("stuck")
+        for i in range(2):
+            q = srv.connect(timeout=TIMEOUT)
+            queued.append(q)
+            q.sendall(b"GET /hello?queued=%d HTTP/1.1\r\nHost: h\r\n\r\n" % i)
+            # the request is complete and handed to the pool
+            assert srv.wait_log(r"GET /hello\?queued=%d HTTP/1.1" % i)
+        srv.signal(signal.SIGTERM)
+        for q in queued:
+            f = q.makefile("rb")
+            status, headers, _ = read_head(f)
+            f.close()
+            assert status == 503, status
+            assert headers.get("connection") == "close", headers
+            assert "retry-after" in headers, headers
+            assert is_closed(q)
+        code = srv.wait(20)
+        assert code is not None and code >= 0, (code, srv.log()[-3000:])
+        assert not [c for c in srv.calls() if "queued=" in c], srv.calls()
+        assert is_closed(stuck, timeout=5)
+    finally:
+        for q in queued:
+            q.close()
+        stuck.close()
+
+
+def test_stop_takes_one_shutdown_timeout_not_two(server_factory):
+    """The deadline counts from the signal: a request that needs 1.5x the
+    shutdown timeout is not waited for (it used to be: the workers got a
+    second full timeout after the connections were closed)."""
+    srv = server_factory("--threads", "1", "--shutdown-timeout", "3s", name="shutdown-once")
+    s = srv.connect(timeout=TIMEOUT)
+    try:
+        s.sendall(b"GET /sleep?s=5.5&started=slow&finished=slow-done HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert srv.wait_marker("slow")
+        srv.signal(signal.SIGTERM)
+        code = srv.wait(20)
+        assert code is not None and code >= 0, code
+        assert not os.path.exists(srv.marker("slow-done")), \
+            "the server waited for the request past its shutdown timeout\n" + srv.log()[-2000:]
+        assert "still busy at the stop deadline" in srv.log()
+    finally:
+        s.close()
+
+
+def test_second_signal_stops_at_once(server_factory):
+    """A second SIGTERM during a graceful stop exits now, even with a worker
+    stuck in the application (which cannot be joined)."""
+    srv = server_factory("--threads", "1", "--shutdown-timeout", "120s", name="shutdown-twice")
+    s = srv.connect(timeout=TIMEOUT)
+    try:
+        s.sendall(b"GET /sleep?s=120&started=stuck HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert srv.wait_marker("stuck")
+        srv.signal(signal.SIGTERM)
+        assert srv.wait_log("shutting down gracefully")
+        srv.signal(signal.SIGTERM)
+        code = srv.wait(20)
+        assert code is not None, "still running 20 s after a second SIGTERM"
+        assert code >= 0, "died from signal %d" % -code
+        assert "received again: stopping now" in srv.log()
+        assert is_closed(s, timeout=5)
+    finally:
+        s.close()

@@ -296,9 +296,11 @@ def r_gen(environ, start_response):
 
 
 def r_sleep(environ, start_response):
+    """?s=SECONDS; marker `started` before sleeping, `finished` after."""
     q = _q(environ)
     _mark(q.get("started"), "started")
     time.sleep(float(q.get("s", "1")))
+    _mark(q.get("finished"), "finished")
     return _text(start_response, "200 OK", "slept %s" % q.get("s", "1"))
 
 
