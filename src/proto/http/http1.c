@@ -718,6 +718,15 @@ static void parser_error(struct h1conn *c)
     case HPE_INVALID_VERSION:
         fail(c, 400, "invalid HTTP version");
         break;
+    case HPE_INVALID_CONTENT_LENGTH:
+    case HPE_INVALID_CHUNK_SIZE:
+        /* in a chunked body http-parser reports a chunk-size that does not
+         * fit in 64 bits as a bad content-length */
+        if (c->headers_done && c->body_chunked)
+            fail(c, 400, "chunk-size too large or invalid");
+        else
+            fail(c, 400, "malformed request: %s", http_errno_description(e));
+        break;
     default:
         fail(c, 400, "malformed request: %s", http_errno_description(e));
         break;
