@@ -124,12 +124,48 @@ struct h1conn {
     size_t file_left;
 };
 
+/* The open connections, most recently active first: a connection moves to
+ * the head when it is accepted and when a request of it is dispatched or
+ * answered, so the tail is where shedding starts (least recently active). */
 static struct {
-    struct h1conn *head;
+    struct h1conn *head, *tail;
     size_t open;
-    uint64_t accepted, requests, client_errors, timeouts, aborted;
+    uint64_t accepted, requests, client_errors, timeouts, aborted, shed;
     int stopping_now;
 } h1;
+
+static void list_unlink(struct h1conn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (h1.head == c)
+        h1.head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else if (h1.tail == c)
+        h1.tail = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static void list_push(struct h1conn *c)
+{
+    c->prev = NULL;
+    c->next = h1.head;
+    if (h1.head)
+        h1.head->prev = c;
+    h1.head = c;
+    if (!h1.tail)
+        h1.tail = c;
+}
+
+/* The connection did something useful: it goes last in the shedding order. */
+static void touch(struct h1conn *c)
+{
+    if (h1.head != c) {
+        list_unlink(c);
+        list_push(c);
+    }
+}
 
 static http_parser_settings settings;
 
@@ -1034,6 +1070,7 @@ static void end_response(struct h1conn *c, int failed)
         close_after_flush(c);
         return;
     }
+    touch(c);
     c->state = H1_IDLE;
     c->conn.action = "keep-alive";
     set_timer(c, zf_http_cfg.keepalive_timeout_ms);
@@ -1159,6 +1196,7 @@ static void dispatch(struct h1conn *c)
 #endif
     zf_spool_take(&c->spool, &ex->body);
     ex->start_us = now_us();
+    touch(c);
     c->state = H1_APP;
     c->conn.action = "waiting for the application";
     set_timer(c, 0);
@@ -1280,13 +1318,9 @@ static void conn_free(struct h1conn *c)
         zf_exchange_abort(c->ex);
         c->ex = NULL;
     }
-    if (c->prev)
-        c->prev->next = c->next;
-    else if (h1.head == c)
-        h1.head = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    list_unlink(c);
     h1.open--;
+    zf_conn_closed();
     if (c->bev)
         bufferevent_free(c->bev);
     if (c->timer)
@@ -1540,11 +1574,9 @@ int zf_http1_start(struct zf_http_endpoint *ep, struct bufferevent *bev, const s
         c->local_port = ep->listener->port;
     }
 
-    c->next = h1.head;
-    if (h1.head)
-        h1.head->prev = c;
-    h1.head = c;
+    list_push(c);
     h1.open++;
+    zf_conn_opened();
     h1.accepted++;
 
     struct timeval send_tv = {(time_t)(zf_http_cfg.send_timeout_ms / 1000),
@@ -1620,6 +1652,43 @@ void zf__http1_stop(int graceful)
     h1.stopping_now = 0;
 }
 
+/* True for a connection whose closing loses nothing: idle between
+ * requests (its last response fully written), still sending its request
+ * line or header section, or already closing. */
+static int sheddable(const struct h1conn *c)
+{
+    switch (c->state) {
+    case H1_IDLE:
+        return evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
+    case H1_HEAD:
+    case H1_LINGER:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+size_t zf__http1_shed(size_t n)
+{
+    size_t done = 0;
+    struct h1conn *c = h1.tail, *prev;
+    for (; c && done < n; c = prev) {
+        prev = c->prev;
+        if (!sheddable(c))
+            continue;
+        zf_log(ZF_LOG_DEBUG, &c->conn, "connection limit: closing this connection (%s)",
+               c->state == H1_HEAD ? "still sending its request header section" : "idle");
+        /* not inside any of its callbacks (we run from the listener's):
+         * its descriptor goes now */
+        close_now(c);
+        event_del(c->reaper);
+        conn_free(c);
+        h1.shed++;
+        done++;
+    }
+    return done;
+}
+
 size_t zf__http1_active(void)
 {
     return h1.open;
@@ -1633,4 +1702,5 @@ void zf__http1_stats(struct evbuffer *out)
     evbuffer_add_printf(out, "http.client_errors: %llu\n", (unsigned long long)h1.client_errors);
     evbuffer_add_printf(out, "http.timeouts: %llu\n", (unsigned long long)h1.timeouts);
     evbuffer_add_printf(out, "http.aborted: %llu\n", (unsigned long long)h1.aborted);
+    evbuffer_add_printf(out, "http.shed: %llu\n", (unsigned long long)h1.shed);
 }
