@@ -1343,6 +1343,23 @@ static void reap_cb(evutil_socket_t fd, short what, void *arg)
     conn_free(arg);
 }
 
+/* A response is cut short (the client went away, or stopped reading past
+ * the send timeout): its access-log line still goes out, as nginx writes
+ * one: status 499 when no response header was sent yet, else the real
+ * status, with the body bytes that left (those still in the output are
+ * lost). */
+static void log_cut_short(struct h1conn *c)
+{
+    struct zf_exchange *ex = c->ex;
+    size_t queued = c->bev ? evbuffer_get_length(bufferevent_get_output(c->bev)) : 0;
+    uint64_t body = c->sent > queued ? c->sent - queued : 0;
+    int status = c->head_sent ? ex->status : 499;
+    zf_log(ZF_LOG_INFO, &c->conn, "response aborted after %llu body bytes (logged as %d)",
+           (unsigned long long)body, status);
+    ex->bytes_sent = body;
+    access_log(c, ex, status, body);
+}
+
 /* Closes the connection at once: output not yet written is dropped, an
  * exchange still running is aborted (the worker stops). The memory goes
  * when the loop runs the reaper. */
@@ -1350,6 +1367,8 @@ static void close_now(struct h1conn *c)
 {
     if (c->state == H1_DEAD)
         return;
+    if (c->ex && (c->state == H1_APP || c->state == H1_SEND))
+        log_cut_short(c);
     c->state = H1_DEAD;
     c->conn.action = "closing";
     if (c->ex) {
