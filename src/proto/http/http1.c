@@ -10,6 +10,7 @@
  * inside a callback chain: close_now() marks it dead and a zero-timeout
  * event ("reaper") frees it from the loop. */
 #include <errno.h>
+#include <fcntl.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -41,6 +42,9 @@ enum {
     H1_PRESCAN = 64,          /* bytes looked at to find the method */
     H1_LINGER_MS = 2000,      /* reading (and dropping) input after our last byte */
     H1_FILE_SLICE = 1 << 19,  /* file bodies go to the output this much at a time */
+    H1_SPLICE_MIN = 1 << 16,  /* a spooled body with less left is read the usual way */
+    H1_SPLICE_PIPE = 1 << 20, /* pipe size asked for (F_SETPIPE_SZ) */
+    H1_SPLICE_ROUNDS = 8,     /* splices per readiness, so other connections get their turn */
 };
 
 enum h1_state {
@@ -94,7 +98,15 @@ struct h1conn {
     int http10;
     int req_keep_alive; /* what the request asks for (http_should_keep_alive) */
     uint64_t body_bytes;
+    uint64_t body_expected; /* the Content-Length of the body being read, 0 for none/chunked */
     struct zf_spool spool;
+    /* a Content-Length body going to a spool file on a plain socket is
+     * read with splice(2) (socket -> pipe -> file), bypassing the
+     * bufferevent, whose reading is disabled meanwhile */
+    struct event *splice_ev;
+    int pipefd[2];
+    int piped; /* pipefd is open */
+    uint64_t spliced;
     uint64_t msg_start_us;
     /* the framing scan: every byte the parser consumes that is not body data */
     const char *scan_pos;
@@ -130,7 +142,7 @@ struct h1conn {
 static struct {
     struct h1conn *head, *tail;
     size_t open;
-    uint64_t accepted, requests, client_errors, timeouts, aborted, shed;
+    uint64_t accepted, requests, client_errors, timeouts, aborted, shed, spliced;
     int stopping_now;
 } h1;
 
@@ -170,6 +182,7 @@ static void touch(struct h1conn *c)
 static http_parser_settings settings;
 
 static void close_now(struct h1conn *c);
+static void splice_stop(struct h1conn *c);
 static void close_after_flush(struct h1conn *c);
 static void process_input(struct h1conn *c);
 static void pump(struct h1conn *c);
@@ -553,6 +566,8 @@ static int on_headers_complete(http_parser *p)
                     "(http.max_body_size)",
                     (unsigned long long)p->content_length, (unsigned long long)max);
     zf_spool_init(&c->spool, zf_cfg.input_spool, zf_cfg.tmp_dir);
+    if (!(p->flags & F_CHUNKED) && p->content_length != ULLONG_MAX)
+        c->body_expected = p->content_length;
     if (!(p->flags & F_CHUNKED) && p->content_length != ULLONG_MAX && p->content_length > 0 &&
         zf_spool_expect(&c->spool, p->content_length) != ZF_OK)
         return fail(c, 500, "cannot store the request body: %s", strerror(errno));
@@ -653,6 +668,8 @@ static void reset_message(struct h1conn *c)
     c->http10 = 0;
     c->req_keep_alive = 0;
     c->body_bytes = 0;
+    c->body_expected = 0;
+    c->spliced = 0;
     zf_spool_free(&c->spool);
     zf_spool_init(&c->spool, 0, NULL);
     c->fprev = 0;
@@ -857,6 +874,7 @@ static size_t write_simple(struct h1conn *c, int status, const char *text)
  * connection once that is written. The request never reaches a worker. */
 static void reject(struct h1conn *c)
 {
+    splice_stop(c);
     int status = c->error_status ? c->error_status : 400;
     const char *text = c->error_text[0] ? c->error_text : "malformed request";
     if (status >= 500)
@@ -1224,6 +1242,96 @@ static void input_ended(struct h1conn *c)
     close_after_flush(c);
 }
 
+/* Stops reading the body with splice (done, or the connection is
+ * closing): the pipe goes, and the bufferevent reads again. */
+static void splice_stop(struct h1conn *c)
+{
+    if (c->splice_ev) {
+        event_free(c->splice_ev);
+        c->splice_ev = NULL;
+        if (c->bev)
+            bufferevent_enable(c->bev, EV_READ);
+    }
+    if (c->piped) {
+        close(c->pipefd[0]);
+        close(c->pipefd[1]);
+        c->piped = 0;
+    }
+}
+
+/* The socket is readable while a body is spliced: moves what is there to
+ * the spool file, a bounded amount per call. Ends with the request
+ * dispatched, or the connection closing (client gone: the request never
+ * reaches the application; spool write failed: 500). */
+static void splice_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct h1conn *c = arg;
+    uint64_t before = c->body_bytes;
+    for (int i = 0; i < H1_SPLICE_ROUNDS && c->body_bytes < c->body_expected; i++) {
+        uint64_t left = c->body_expected - c->body_bytes;
+        ssize_t r = zf_spool_splice(&c->spool, fd, c->pipefd,
+                                    left < H1_SPLICE_PIPE ? (size_t)left : H1_SPLICE_PIPE);
+        if (r > 0) {
+            c->body_bytes += (uint64_t)r;
+            c->spliced += (uint64_t)r;
+            h1.spliced += (uint64_t)r;
+            continue;
+        }
+        if (r < 0 && errno == EAGAIN)
+            break;
+        int err = errno;
+        splice_stop(c);
+        if (r == 0) {
+            c->read_closed = 1;
+            input_ended(c);
+        } else if (err == ECONNRESET || err == EPIPE || err == ETIMEDOUT || err == ENOTCONN) {
+            h1.aborted++;
+            zf_log(ZF_LOG_INFO, &c->conn,
+                   "client connection lost (%s) after %llu bytes of the request body",
+                   strerror(err), (unsigned long long)c->body_bytes);
+            close_now(c);
+        } else {
+            fail(c, 500, "cannot store the request body: %s", strerror(err));
+            reject(c);
+        }
+        return;
+    }
+    if (c->body_bytes != before)
+        set_timer(c, zf_http_cfg.body_timeout_ms);
+    if (c->body_bytes == c->body_expected) {
+        splice_stop(c);
+        zf_log(ZF_LOG_DEBUG, &c->conn, "request body: %llu of %llu bytes spliced to the spool file",
+               (unsigned long long)c->spliced, (unsigned long long)c->body_expected);
+        c->msg_done = 1;
+        dispatch(c);
+    }
+}
+
+/* A Content-Length body going to a spool file on a plain socket, with
+ * enough of it left and nothing buffered: the rest is spliced from the
+ * socket into the file (no copy through user space). Any failure to set
+ * it up leaves the usual path in place. */
+static void maybe_splice(struct h1conn *c)
+{
+    evutil_socket_t fd = c->bev ? bufferevent_getfd(c->bev) : -1;
+    if (c->splice_ev || c->state != H1_BODY || c->read_closed || c->error_status || fd < 0 ||
+        !c->ep || c->ep->tls || c->spool.fd < 0 || c->body_expected < c->body_bytes ||
+        c->body_expected - c->body_bytes < H1_SPLICE_MIN ||
+        evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        return;
+    if (pipe2(c->pipefd, O_NONBLOCK | O_CLOEXEC) != 0)
+        return;
+    c->piped = 1;
+    fcntl(c->pipefd[1], F_SETPIPE_SZ, H1_SPLICE_PIPE); /* a smaller pipe only means more calls */
+    c->splice_ev = event_new(bufferevent_get_base(c->bev), fd, EV_READ | EV_PERSIST, splice_cb, c);
+    if (!c->splice_ev || event_add(c->splice_ev, NULL) != 0) {
+        splice_stop(c);
+        return;
+    }
+    bufferevent_disable(c->bev, EV_READ);
+}
+
 static void process_input_once(struct h1conn *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
@@ -1291,6 +1399,8 @@ static void process_input_once(struct h1conn *c)
     }
     if (c->read_closed && (c->state == H1_IDLE || c->state == H1_HEAD || c->state == H1_BODY))
         input_ended(c);
+    else if (c->state == H1_BODY)
+        maybe_splice(c);
 }
 
 /* Parses what the input holds, as far as the state allows. Safe to call
@@ -1313,6 +1423,7 @@ static void process_input(struct h1conn *c)
 
 static void conn_free(struct h1conn *c)
 {
+    splice_stop(c);
     drop_file(c);
     if (c->ex) {
         zf_exchange_abort(c->ex);
@@ -1369,6 +1480,7 @@ static void close_now(struct h1conn *c)
         return;
     if (c->ex && (c->state == H1_APP || c->state == H1_SEND))
         log_cut_short(c);
+    splice_stop(c);
     c->state = H1_DEAD;
     c->conn.action = "closing";
     if (c->ex) {
@@ -1722,4 +1834,5 @@ void zf__http1_stats(struct evbuffer *out)
     evbuffer_add_printf(out, "http.timeouts: %llu\n", (unsigned long long)h1.timeouts);
     evbuffer_add_printf(out, "http.aborted: %llu\n", (unsigned long long)h1.aborted);
     evbuffer_add_printf(out, "http.shed: %llu\n", (unsigned long long)h1.shed);
+    evbuffer_add_printf(out, "http.body_spliced: %llu\n", (unsigned long long)h1.spliced);
 }
