@@ -1,6 +1,7 @@
 /* The reactor: listeners, connection ids, cross-thread calls and the
  * graceful shutdown sequence. */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <event2/listener.h>
@@ -179,8 +180,23 @@ static int make_room(void)
     return ZF_ERROR;
 }
 
+/* Descriptors open now (the interpreter, logs, the loop's own). */
+static size_t fds_in_use(void)
+{
+    size_t n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return 16;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n > 0 ? n - 1 : 0; /* not the directory's own */
+}
+
 /* Raises the soft descriptor limit to the hard one and derives the
- * default connection limit from it. */
+ * default connection limit from it: what is left after the descriptors
+ * already open and a reserve (spool files, file responses, pipes, the
+ * worker threads' own) of an eighth of the limit, at least 32. */
 static void setup_limits(void)
 {
     struct rlimit rl;
@@ -206,7 +222,7 @@ static void setup_limits(void)
             zf_log(ZF_LOG_WARN, NULL, "server.max_connections = %zu is not below the "
                    "descriptor limit (%zu): accept() will fail first", adm.max, nofile);
     } else {
-        size_t reserve = nofile / 8 < 32 ? 32 : nofile / 8;
+        size_t reserve = (nofile / 8 < 32 ? 32 : nofile / 8) + fds_in_use();
         adm.max = nofile > reserve + 1 ? nofile - reserve : 1;
         if (adm.max > 10000)
             adm.max = 10000;
