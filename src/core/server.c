@@ -59,7 +59,7 @@ static struct zf_listener *listeners;
 
 struct episode {
     int on;
-    uint64_t events, seen; /* events so far; events at the last tick */
+    uint64_t events, seen;  /* events so far; events at the last tick */
     uint64_t shed, refused; /* the connection limit's */
     time_t started;
 };
@@ -129,8 +129,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     }
     adm.limit.seen = adm.limit.events;
     if (adm.emfile.on && adm.emfile.events == adm.emfile.seen) {
-        zf_log(ZF_LOG_WARN, NULL,
-               "accept() on %s works again: it failed %llu time(s) in %lds (%s)",
+        zf_log(ZF_LOG_WARN, NULL, "accept() on %s works again: it failed %llu time(s) in %lds (%s)",
                adm.emfile_addr, (unsigned long long)adm.emfile.events,
                (long)(now - adm.emfile.started), evutil_socket_error_to_string(adm.emfile_errno));
         adm.emfile = (struct episode){0};
@@ -209,8 +208,9 @@ static void setup_limits(void)
             rlim_t was = rl.rlim_cur;
             rl.rlim_cur = want;
             if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
-                zf_log(ZF_LOG_INFO, NULL, "descriptor limit (RLIMIT_NOFILE) raised from %llu to "
-                       "%llu", (unsigned long long)was, (unsigned long long)want);
+                zf_log(ZF_LOG_INFO, NULL,
+                       "descriptor limit (RLIMIT_NOFILE) raised from %llu to %llu",
+                       (unsigned long long)was, (unsigned long long)want);
             else
                 getrlimit(RLIMIT_NOFILE, &rl);
         }
@@ -219,8 +219,10 @@ static void setup_limits(void)
     if (zf_cfg.max_connections > 0) {
         adm.max = (size_t)zf_cfg.max_connections;
         if (adm.max >= nofile)
-            zf_log(ZF_LOG_WARN, NULL, "server.max_connections = %zu is not below the "
-                   "descriptor limit (%zu): accept() will fail first", adm.max, nofile);
+            zf_log(ZF_LOG_WARN, NULL,
+                   "server.max_connections = %zu is not below the descriptor limit (%zu): "
+                   "accept() will fail first",
+                   adm.max, nofile);
     } else {
         size_t reserve = (nofile / 8 < 32 ? 32 : nofile / 8) + fds_in_use();
         adm.max = nofile > reserve + 1 ? nofile - reserve : 1;

@@ -95,7 +95,8 @@ struct zf_listener {
     struct event *retry;  /* re-enables accepting after EMFILE */
     int admit;            /* counted against server.max_connections (set by the module) */
     int paused;           /* accepting paused by the connection limit */
-    struct zf_listener *next; /* server.c's list of every listener */
+    /* server.c's list of every listener */
+    struct zf_listener *next;
 };
 
 /* Parses "host:port", "[v6]:port", ":port" or "port" into a socket

@@ -10,10 +10,10 @@
  * inside a callback chain: close_now() marks it dead and a zero-timeout
  * event ("reaper") frees it from the loop. */
 #include <errno.h>
-#include <fcntl.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <fcntl.h>
 #include <http_parser.h>
 #include <limits.h>
 #include <netinet/in.h>
