@@ -43,6 +43,7 @@ import time
 import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.dont_write_bytecode = True  # keep bench/ free of __pycache__
 sys.path.insert(0, HERE)
 
 from harness import measure, procs, servers  # noqa: E402
@@ -314,7 +315,7 @@ def main():
             json.dump({"params": {"slowloris": SLOWLORIS, "nofile": SLOWLORIS_NOFILE,
                                   "nonreaders": NONREADERS, "file_mb": FILE_MB,
                                   "threads": args.threads, "hold": args.hold},
-                       "results": results}, f, indent=1)
+                       "results": results, "table": table(results)}, f, indent=1)
 
 
 if __name__ == "__main__":
