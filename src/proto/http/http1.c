@@ -1784,14 +1784,15 @@ void zf__http1_stop(int graceful)
 }
 
 /* True for a connection whose closing loses nothing: idle between
- * requests (its last response fully written), still sending its request
- * line or header section, or already closing. */
+ * requests or still sending its request line or header section (either
+ * with its last response fully written: a pipelined request may start
+ * while the previous answer still goes out), or already closing. */
 static int sheddable(const struct h1conn *c)
 {
     switch (c->state) {
     case H1_IDLE:
-        return evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
     case H1_HEAD:
+        return evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
     case H1_LINGER:
         return 1;
     default:
