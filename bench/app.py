@@ -12,12 +12,15 @@ Routes:
            when a middleware hides the file from the server; same headers
   /upload  reads the whole request body in 1 MiB reads and answers with the
            number of bytes it read (the harness checks that number)
+  /sleep   sleeps ?s= seconds (default 5) in the worker, then answers: a stuck
+           worker for bench/overload.py
 
 The file's path comes from the ZF_BENCH_FILE environment variable, set by
 bench/run for every server it starts.
 """
 
 import os
+import time
 
 BLOB_PATH = os.environ.get("ZF_BENCH_FILE", "")
 CHUNK = 256 * 1024
@@ -90,6 +93,12 @@ def application(environ, start_response):
     if path == "/gen":
         start_response("200 OK", blob_headers(os.path.getsize(BLOB_PATH)))
         return generate(BLOB_PATH)
+    if path == "/sleep":
+        q = environ.get("QUERY_STRING", "")
+        secs = float(q[2:]) if q.startswith("s=") else 5.0
+        time.sleep(min(secs, 60.0))
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+        return [b"slept"]
     if path == "/upload":
         body = str(read_body(environ)).encode()
         start_response("200 OK", [("Content-Type", "text/plain"),

@@ -237,6 +237,8 @@ def render(data, baseline="zfront"):
             lines += ["Notes:", ""] + failures + [""]
     if data.get("h2"):
         lines += h2_section(data["h2"], baseline)
+    if data.get("overload"):
+        lines += overload_section(data["overload"])
     return "\n".join(lines) + "\n"
 
 
@@ -280,3 +282,18 @@ def h2_section(h2, baseline):
     if errs:
         lines += ["Notes:", ""] + sorted(set(errs)) + [""]
     return lines
+
+
+def overload_section(ov):
+    """Markdown for bench/overload.py's results (it renders its own table)."""
+    lines = ["## Overload (bench/overload.py)", ""]
+    if ov.get("skipped"):
+        return lines + ["- skipped: " + ov["skipped"], ""]
+    p = ov.get("params", {})
+    lines += ["%d slowloris connections against a server at `ulimit -n %d`; %d clients that "
+              "read nothing of a %d MB generated body; every one of %d workers stuck; load "
+              "held %s s per part. /hello probed from new connections meanwhile; see "
+              "bench/overload.py." % (p.get("slowloris", 0), p.get("nofile", 0),
+                                      p.get("nonreaders", 0), p.get("file_mb", 0),
+                                      p.get("threads", 0), p.get("hold")), ""]
+    return lines + [ov.get("table", ""), ""]

@@ -7,6 +7,8 @@
           probes from a new connection meanwhile (is every client served?)
   upload  4: N concurrent uploads of a file read whole by the app: total time
   h2      HTTP/2 (h2load), run once by bench/h2.py, which starts its own servers
+  overload  issue 9: slowloris at ulimit 1024, 1,000 non-reading clients, stuck
+          workers; run once by bench/overload.py, which starts its own servers
 """
 
 import json
@@ -25,6 +27,7 @@ from .servers import HOST
 ORDER = ["blob", "gen", "hello", "upload"]
 PROBE_LIMIT = 120.0  # seconds of probing at most (a stalled server)
 H2_LIMIT = 1200  # seconds bench/h2.py may take
+OVERLOAD_LIMIT = 600  # seconds bench/overload.py may take
 
 
 def _summary(client):
@@ -166,3 +169,31 @@ def run_h2(ctx, short, log, servers):
         with open(logfile, "rb") as f:
             tail = f.read().decode("utf-8", "replace").strip().splitlines()[-5:]
         return {"skipped": "bench/h2.py gave no results: " + " / ".join(tail)}
+
+
+def run_overload(ctx, short, log, servers):
+    """Runs bench/overload.py (issue 9: slowloris, non-readers, stuck workers;
+    its own servers) in its own session, stopped by PID. Returns its JSON
+    ({"params", "results", "table"}) or {"skipped": why}."""
+    script = os.path.join(ctx.bench_dir, "overload.py")
+    out = os.path.join(ctx.tmp, "overload.json")
+    argv = [sys.executable, script, "--zfront", ctx.zfront, "--json", out,
+            "--server", ",".join(servers)]
+    argv += ["--zfront-arg=" + a for a in ctx.zfront_args]
+    if short:
+        argv += ["--hold", "3"]
+    logfile = os.path.join(ctx.tmp, "overload.log")
+    proc = procs.spawn(argv, cwd=ctx.bench_dir, log=logfile)
+    try:
+        proc.wait(OVERLOAD_LIMIT)
+    except subprocess.TimeoutExpired:
+        log("  overload: still running after %d s: stopped" % OVERLOAD_LIMIT)
+    finally:
+        procs.stop(proc, signal.SIGTERM)
+    try:
+        with open(out) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        with open(logfile, "rb") as f:
+            tail = f.read().decode("utf-8", "replace").strip().splitlines()[-5:]
+        return {"skipped": "bench/overload.py gave no results: " + " / ".join(tail)}

@@ -28,6 +28,13 @@ static unsigned source_gen;
 static const struct zf_cfg_key core_keys[] = {
     {"server.threads", ZF_CFG_INT, &zf_cfg.threads, "4", "--threads",
      "Worker threads running the application."},
+    {"server.max_connections", ZF_CFG_INT, &zf_cfg.max_connections, "0", "--max-connections",
+     "Most client connections open at once (HTTP/1.1, HTTPS, HTTP/2). At the limit, idle "
+     "keep-alive connections and those still sending their header section are closed, least "
+     "recently active first, to make room; when none can be, new ones are closed at once and "
+     "accepting pauses. 0: min(10000, the descriptor limit minus those open at start and a "
+     "reserve of 1/8 (at least 32)); the soft descriptor limit is raised to the hard one at "
+     "start."},
     {"server.shutdown_timeout", ZF_CFG_MSEC, &zf_cfg.shutdown_timeout_ms, "10s",
      "--shutdown-timeout",
      "On SIGTERM/SIGINT, how long the whole stop may take: in-flight requests finish within it, "

@@ -72,6 +72,7 @@ void zf_config_free(void);
 /* The core's own settings. Module settings live in each module. */
 struct zf_core_config {
     long threads;
+    long max_connections; /* 0: from the descriptor limit (server.c) */
     uint64_t shutdown_timeout_ms;
     char *state_dir;
     char *tmp_dir;

@@ -1,6 +1,7 @@
 /* The reactor: listeners, connection ids, cross-thread calls and the
  * graceful shutdown sequence. */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <event2/listener.h>
@@ -9,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "exchange.h"
@@ -47,6 +50,189 @@ uint64_t zf_conn_init(struct zf_conn *c, const char *proto, const struct sockadd
         snprintf(c->peer, sizeof c->peer, "unix");
     }
     return c->id;
+}
+
+/* -------------------------------------------------------------- admission */
+
+/* Every listener (for pausing the admitting ones), the connection count
+ * and the two overload episodes that are logged once each, with a count
+ * at their end: the connection limit, and accept() failing for want of
+ * descriptors. An episode ends after a second without a new event. */
+static struct zf_listener *listeners;
+
+struct episode {
+    int on;
+    uint64_t events, seen;  /* events so far; events at the last tick */
+    uint64_t shed, refused; /* the connection limit's */
+    time_t started;
+};
+
+static struct {
+    size_t open, max;
+    int paused;
+    struct episode limit, emfile;
+    char emfile_addr[80];
+    int emfile_errno;
+    struct event *tick;
+} adm;
+
+size_t zf_conn_open_count(void)
+{
+    return adm.open;
+}
+
+size_t zf_conn_limit(void)
+{
+    return adm.max;
+}
+
+static void set_paused(int paused)
+{
+    adm.paused = paused;
+    for (struct zf_listener *l = listeners; l; l = l->next) {
+        if (!l->admit || !l->el || l->paused == paused)
+            continue;
+        l->paused = paused;
+        if (paused)
+            evconnlistener_disable(l->el);
+        else
+            evconnlistener_enable(l->el);
+    }
+}
+
+void zf_conn_opened(void)
+{
+    adm.open++;
+}
+
+void zf_conn_closed(void)
+{
+    if (adm.open)
+        adm.open--;
+    if (adm.paused && adm.open < adm.max && zf_srv && zf_srv->state == ZF_RUNNING)
+        set_paused(0);
+}
+
+/* Once a second while an episode lasts: an episode without new events
+ * is over (logged with its count); a paused accept is retried (busy
+ * connections may have become idle, hence sheddable). */
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    time_t now = time(NULL);
+    if (adm.limit.on && adm.limit.events == adm.limit.seen) {
+        zf_log(ZF_LOG_WARN, NULL,
+               "connection limit episode over after %lds: %llu connection(s) shed, %llu "
+               "refused (server.max_connections = %zu)",
+               (long)(now - adm.limit.started), (unsigned long long)adm.limit.shed,
+               (unsigned long long)adm.limit.refused, adm.max);
+        adm.limit = (struct episode){0};
+    }
+    adm.limit.seen = adm.limit.events;
+    if (adm.emfile.on && adm.emfile.events == adm.emfile.seen) {
+        zf_log(ZF_LOG_WARN, NULL, "accept() on %s works again: it failed %llu time(s) in %lds (%s)",
+               adm.emfile_addr, (unsigned long long)adm.emfile.events,
+               (long)(now - adm.emfile.started), evutil_socket_error_to_string(adm.emfile_errno));
+        adm.emfile = (struct episode){0};
+    }
+    adm.emfile.seen = adm.emfile.events;
+    if (adm.paused && zf_srv->state == ZF_RUNNING)
+        set_paused(0);
+    if (adm.limit.on || adm.emfile.on) {
+        struct timeval tv = {1, 0};
+        evtimer_add(adm.tick, &tv);
+    }
+}
+
+static void episode_event(struct episode *e)
+{
+    e->events++;
+    if (e->on)
+        return;
+    e->on = 1;
+    e->started = time(NULL);
+    e->seen = 0;
+    if (adm.tick && !evtimer_pending(adm.tick, NULL)) {
+        struct timeval tv = {1, 0};
+        evtimer_add(adm.tick, &tv);
+    }
+}
+
+/* At the limit: asks the modules to shed one connection. Returns ZF_OK
+ * when a slot was freed, ZF_ERROR when none could be. */
+static int make_room(void)
+{
+    int first = !adm.limit.on;
+    episode_event(&adm.limit);
+    if (first)
+        zf_log(ZF_LOG_WARN, NULL,
+               "connection limit reached (server.max_connections = %zu): closing idle and "
+               "header-phase connections, least recently active first, to make room",
+               adm.max);
+    for (size_t i = 0; i < zf_srv->nactive; i++) {
+        const struct zf_module *m = zf_srv->active[i];
+        if (m->shed && m->shed(zf_srv, 1) > 0) {
+            adm.limit.shed++;
+            return ZF_OK;
+        }
+    }
+    adm.limit.refused++;
+    return ZF_ERROR;
+}
+
+/* Descriptors open now (the interpreter, logs, the loop's own). */
+static size_t fds_in_use(void)
+{
+    size_t n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return 16;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n > 0 ? n - 1 : 0; /* not the directory's own */
+}
+
+/* Raises the soft descriptor limit to the hard one and derives the
+ * default connection limit from it: what is left after the descriptors
+ * already open and a reserve (spool files, file responses, pipes, the
+ * worker threads' own) of an eighth of the limit, at least 32. */
+static void setup_limits(void)
+{
+    struct rlimit rl;
+    size_t nofile = 1024;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        rlim_t want = rl.rlim_max;
+        if (want == RLIM_INFINITY || want > (1u << 20))
+            want = 1u << 20;
+        if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+            rlim_t was = rl.rlim_cur;
+            rl.rlim_cur = want;
+            if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+                zf_log(ZF_LOG_INFO, NULL,
+                       "descriptor limit (RLIMIT_NOFILE) raised from %llu to %llu",
+                       (unsigned long long)was, (unsigned long long)want);
+            else
+                getrlimit(RLIMIT_NOFILE, &rl);
+        }
+        nofile = rl.rlim_cur == RLIM_INFINITY ? (1u << 20) : (size_t)rl.rlim_cur;
+    }
+    if (zf_cfg.max_connections > 0) {
+        adm.max = (size_t)zf_cfg.max_connections;
+        if (adm.max >= nofile)
+            zf_log(ZF_LOG_WARN, NULL,
+                   "server.max_connections = %zu is not below the descriptor limit (%zu): "
+                   "accept() will fail first",
+                   adm.max, nofile);
+    } else {
+        size_t reserve = (nofile / 8 < 32 ? 32 : nofile / 8) + fds_in_use();
+        adm.max = nofile > reserve + 1 ? nofile - reserve : 1;
+        if (adm.max > 10000)
+            adm.max = 10000;
+    }
+    zf_log(ZF_LOG_INFO, NULL, "connection limit %zu (descriptor limit %zu)", adm.max, nofile);
 }
 
 /* -------------------------------------------------------------- listeners */
@@ -110,6 +296,13 @@ static void on_accept(struct evconnlistener *el, evutil_socket_t fd, struct sock
         evutil_closesocket(fd);
         return;
     }
+    if (l->admit && adm.open >= adm.max && make_room() != ZF_OK) {
+        /* nothing can go: the client learns at once, and the listeners
+         * wait until a slot frees (or the next tick retries) */
+        evutil_closesocket(fd);
+        set_paused(1);
+        return;
+    }
     l->cb(l, fd, sa, salen, l->arg);
 }
 
@@ -118,17 +311,31 @@ static void reenable(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct zf_listener *l = arg;
-    evconnlistener_enable(l->el);
+    if (!l->paused)
+        evconnlistener_enable(l->el);
 }
 
 static void on_accept_error(struct evconnlistener *el, void *arg)
 {
     struct zf_listener *l = arg;
     int err = EVUTIL_SOCKET_ERROR();
-    zf_log(ZF_LOG_ERROR, NULL, "%s: accept() on %s failed: %s", l->proto, l->addr,
-           evutil_socket_error_to_string(err));
-    /* Out of descriptors: pause accepting for a moment instead of spinning. */
-    if (err == EMFILE || err == ENFILE) {
+    if (err != EMFILE && err != ENFILE) {
+        zf_log(ZF_LOG_ERROR, NULL, "%s: accept() on %s failed: %s", l->proto, l->addr,
+               evutil_socket_error_to_string(err));
+        return;
+    }
+    /* Out of descriptors: logged once per episode (the end is logged with
+     * the count), and accepting pauses for a moment instead of spinning. */
+    if (!adm.emfile.on) {
+        snprintf(adm.emfile_addr, sizeof adm.emfile_addr, "%s", l->addr);
+        adm.emfile_errno = err;
+        zf_log(ZF_LOG_ERROR, NULL,
+               "%s: accept() on %s failed: %s; retrying every 200 ms, further failures are "
+               "counted and logged when it works again",
+               l->proto, l->addr, evutil_socket_error_to_string(err));
+    }
+    episode_event(&adm.emfile);
+    {
         evconnlistener_disable(el);
         struct timeval tv = {0, 200000};
         if (!l->retry)
@@ -178,6 +385,8 @@ struct zf_listener *zf_listen(struct zf_server *srv, const char *addr, const cha
         return NULL;
     }
     evconnlistener_set_error_cb(l->el, on_accept_error);
+    l->next = listeners;
+    listeners = l;
     struct sockaddr_storage bound;
     socklen_t blen = sizeof bound;
     getsockname(evconnlistener_get_fd(l->el), (struct sockaddr *)&bound, &blen);
@@ -190,6 +399,11 @@ void zf_listener_free(struct zf_listener *l)
 {
     if (!l)
         return;
+    for (struct zf_listener **pp = &listeners; *pp; pp = &(*pp)->next)
+        if (*pp == l) {
+            *pp = l->next;
+            break;
+        }
     if (l->el)
         evconnlistener_free(l->el);
     if (l->retry)
@@ -270,8 +484,10 @@ static struct timeval tv_ms(uint64_t ms)
 
 int zf__server_init_loop(struct zf_server *srv)
 {
+    setup_limits();
+    adm.tick = evtimer_new(srv->base, on_tick, NULL);
     calls.ev = event_new(srv->base, -1, 0, on_calls, NULL);
-    if (!calls.ev)
+    if (!calls.ev || !adm.tick)
         return ZF_ERROR;
     uint64_t limit = zf_pool_cfg.queue_timeout_ms;
     if (limit > 0) {
@@ -296,6 +512,9 @@ void zf__server_free_loop(void)
         on_calls(-1, 0, NULL); /* run what is left so nothing leaks */
         event_free(ev);
     }
+    if (adm.tick)
+        event_free(adm.tick);
+    adm.tick = NULL;
     if (shutdown_timer)
         event_free(shutdown_timer);
     shutdown_timer = NULL;

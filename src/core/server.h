@@ -37,6 +37,12 @@ struct zf_module {
     /* SIGHUP: re-read what can change without dropping connections
      * (certificates, authorized keys). */
     void (*reload)(struct zf_server *srv);
+    /* The connection limit (server.max_connections) is reached and a new
+     * connection waits: close at most n connections that lose nothing
+     * (idle keep-alive, still sending a request header section), least
+     * recently active first, releasing their descriptors now (each through
+     * zf_conn_closed). Returns how many were closed. */
+    size_t (*shed)(struct zf_server *srv, size_t n);
 };
 
 extern const struct zf_module *const zf_modules[];
@@ -55,6 +61,21 @@ struct zf_server {
 
 extern struct zf_server *zf_srv;
 
+/* ---- connection admission (server.max_connections) ----
+ * Counts the client connections of every protocol that serves requests.
+ * The module that owns a connection calls zf_conn_opened() once when it
+ * takes it and zf_conn_closed() once when its socket is closed; a
+ * connection handed from one module to another is counted by one owner at a
+ * time. A listener with `admit` set takes a new connection only below the
+ * limit, after asking the modules to shed one (struct zf_module.shed);
+ * when none can be shed, the connection is closed at once and accepting
+ * pauses until a slot frees. Loop thread only. */
+void zf_conn_opened(void);
+void zf_conn_closed(void);
+/* Connections counted now, and the limit in force. */
+size_t zf_conn_open_count(void);
+size_t zf_conn_limit(void);
+
 /* Gives a connection its id and peer strings. Returns the id. */
 uint64_t zf_conn_init(struct zf_conn *c, const char *proto, const struct sockaddr *sa,
                       socklen_t salen);
@@ -72,6 +93,9 @@ struct zf_listener {
     zf_accept_cb cb;
     void *arg;
     struct event *retry;  /* re-enables accepting after EMFILE */
+    int admit;            /* counted against server.max_connections (set by the module) */
+    int paused;           /* accepting paused by the connection limit */
+    /* server.c's list of every listener */
     struct zf_listener *next;
 };
 

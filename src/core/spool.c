@@ -158,3 +158,34 @@ void zf_body_free(struct zf_body *b)
         close(b->fd);
     zf_body_init(b);
 }
+
+ssize_t zf_spool_splice(struct zf_spool *s, int sock, const int pfd[2], size_t n)
+{
+    if (s->fd < 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    ssize_t in;
+    do
+        in = splice(sock, NULL, pfd[1], NULL, n, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    while (in < 0 && errno == EINTR);
+    if (in <= 0)
+        return in;
+    loff_t off = (loff_t)s->len;
+    size_t left = (size_t)in;
+    while (left > 0) {
+        ssize_t out = splice(pfd[0], NULL, s->fd, &off, left, SPLICE_F_MOVE);
+        if (out < 0 && errno == EINTR)
+            continue;
+        if (out <= 0) {
+            if (out == 0)
+                errno = ENOSPC;
+            if (errno == EAGAIN)
+                errno = EIO; /* not "try later": the bytes are in the pipe */
+            return -1;
+        }
+        left -= (size_t)out;
+    }
+    s->len += (size_t)in;
+    return in;
+}

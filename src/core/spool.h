@@ -42,6 +42,14 @@ int zf_spool_write(struct zf_spool *s, const void *p, size_t n);
 void zf_spool_take(struct zf_spool *s, struct zf_body *body);
 void zf_spool_free(struct zf_spool *s);
 
+/* Moves up to n bytes from the socket `sock` to the end of the spool's
+ * file (the spool must be on disk: s->fd >= 0) through the pipe pfd with
+ * splice(2): no byte is copied in user space. Loop thread (request bodies).
+ * Returns the bytes moved (> 0), 0 at end of file, or -1 with errno set
+ * (EAGAIN: nothing to read now; anything else: the pipe may still hold
+ * bytes, close it). */
+ssize_t zf_spool_splice(struct zf_spool *s, int sock, const int pfd[2], size_t n);
+
 void zf_body_init(struct zf_body *b);
 void zf_body_free(struct zf_body *b);
 /* Writes all of buf to fd at offset, retrying short writes and EINTR.

@@ -278,3 +278,22 @@ def test_still_serving_after_all_that(srv):
     status, _, body = srv.get("/hello")
     assert status == 200 and body == b"Hello, world!"
     assert srv.alive()
+
+
+def test_oversized_chunk_size_names_the_chunk_size(srv):
+    # a chunk-size that overflows 64 bits: http-parser reports it as an
+    # invalid content-length; the answer must talk about the chunk size
+    data = (b"POST /body?tag=hugechunk HTTP/1.1\r\nHost: t\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + b"f" * 20 + b"\r\nxx\r\n0\r\n\r\n")
+    s = srv.connect()
+    f = s.makefile("rb")
+    try:
+        s.sendall(data)
+        r, body = read_response(f)
+    finally:
+        f.close()
+        s.close()
+    assert r.status == 400, body
+    assert b"chunk" in body.lower(), body
+    assert b"content-length" not in body.lower(), body
+    assert not [c for c in srv.calls() if "hugechunk" in c]

@@ -2,6 +2,8 @@
 stderr), and the error log to a file with app tracebacks in it."""
 import os
 import re
+import socket
+import struct
 
 import pytest
 
@@ -157,3 +159,36 @@ def test_access_log_remote_user_over_h2(srv):
     line = wait_until(lambda: find_line(access_lines(srv.access_path), "h2=1"))
     assert line and " HTTP/2\" 200 " in line, line
     assert COMBINED.match(line)["user"] == "dave"
+
+def test_response_aborted_before_its_header_is_logged_499(srv):
+    # the client leaves while the app is still working: nginx's 499
+    s = srv.connect()
+    s.sendall(b"GET /sleep?s=1&started=abort499&tag=abort499 HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert srv.wait_marker("abort499")
+    # a reset, not a half-close (which is legal: the response would be sent)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    line = wait_until(lambda: find_line(access_lines(srv.access_path), "tag=abort499"))
+    assert line, access_lines(srv.access_path)[-5:]
+    m = COMBINED.match(line)
+    assert m, line
+    assert m.group("request") == "GET /sleep?s=1&started=abort499&tag=abort499 HTTP/1.1"
+    assert m.group("status") == "499" and m.group("bytes") == "0", line
+
+
+def test_response_aborted_mid_body_is_logged_with_its_status_and_bytes(srv):
+    total = 64 << 20
+    s = srv.connect(rcvbuf=65536)
+    s.sendall(b"GET /gen?total=%d&cl=1&tag=abortmid HTTP/1.1\r\nHost: t\r\n\r\n" % total)
+    got = 0
+    while got < 1 << 20:
+        b = s.recv(65536)
+        assert b
+        got += len(b)
+    s.close()  # unread data: the kernel sends a reset
+    line = wait_until(lambda: find_line(access_lines(srv.access_path), "tag=abortmid"))
+    assert line, access_lines(srv.access_path)[-5:]
+    m = COMBINED.match(line)
+    assert m, line
+    assert m.group("status") == "200", line
+    assert 0 < int(m.group("bytes")) < total, line

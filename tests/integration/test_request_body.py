@@ -178,3 +178,80 @@ def test_content_length_zero_post(srv):
     finally:
         f.close()
         s.close()
+
+
+# ------------------------------------------------------------- spliced uploads
+# A Content-Length body above the spool threshold on a plain connection is
+# read with splice(2) (socket -> pipe -> spool file) once the header section
+# is in; the debug log says how many of its bytes went that way.
+
+
+@pytest.fixture(scope="module")
+def srv_debug(module_server_factory):
+    return module_server_factory("--input-spool", "64k", "--max-body-size", "64m",
+                                 "--log-level", "debug", "--threads", "2", name="body-splice")
+
+
+def _pipes(srv):
+    return [t for t in srv.fds().values() if t.startswith("pipe:")]
+
+
+def test_spliced_upload_is_byte_exact(srv_debug):
+    srv = srv_debug
+    pipes_before = len(_pipes(srv))
+    data = make_body(5 * 1024 * 1024 + 4099, 7)
+    tag = "splice-" + uuid.uuid4().hex[:8]
+    s = srv.connect()
+    f = s.makefile("rb")
+    try:
+        # the header section alone first, then the body in uneven pieces
+        s.sendall(b"POST /body?mode=chunks&size=65536&tag=%s HTTP/1.1\r\nHost: h\r\n"
+                  b"Content-Length: %d\r\n\r\n" % (tag.encode(), len(data)))
+        time.sleep(0.1)
+        off = 0
+        for n in (1, 70000, 1 << 20, 333333):
+            s.sendall(data[off:off + n])
+            off += n
+        s.sendall(data[off:])
+        r, body = read_response(f)
+    finally:
+        f.close()
+        s.close()
+    assert r.status == 200, body[:500]
+    info = json.loads(body)
+    assert info["len"] == len(data) and info["sha256"] == sha256_hex(data)
+    assert info["spooled"] is True and info["after_eof"] == 0
+    m = srv.wait_log(r"request body: (\d+) of %d bytes spliced to the spool file" % len(data))
+    assert m and int(m.group(1)) > len(data) // 2, "the body was not spliced"
+    assert wait_until(lambda: len(_pipes(srv)) == pipes_before), _pipes(srv)
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["fin", "rst"])
+def test_upload_aborted_mid_splice_never_reaches_app(srv_debug, reset):
+    srv = srv_debug
+    pipes_before = len(_pipes(srv))
+    tag = "splice-abort-" + uuid.uuid4().hex[:8]
+    size = 8 * 1024 * 1024
+    s = srv.connect()
+    try:
+        s.sendall(b"POST /body?tag=%s HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n"
+                  % (tag.encode(), size))
+        time.sleep(0.1)
+        s.sendall(b"a" * (1 << 20))
+        # the server is splicing: a pipe is open for this connection
+        assert wait_until(lambda: len(_pipes(srv)) > pipes_before), "no splice pipe"
+        s.sendall(b"b" * (1 << 20))
+        time.sleep(0.1)
+    finally:
+        if reset:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+    assert srv.wait_log(r"client (closed the connection|connection lost).* after \d+ bytes of "
+                        r"the request body")
+    for _ in range(2):
+        assert srv.get("/hello")[2] == b"Hello, world!"
+    time.sleep(0.3)
+    assert not [c for c in srv.calls() if tag in c], "aborted upload reached the app"
+    assert wait_until(lambda: not [t for t in srv.fds().values() if t.startswith(srv.tmp)]), \
+        "spool file of an aborted upload still open"
+    assert wait_until(lambda: len(_pipes(srv)) == pipes_before), _pipes(srv)

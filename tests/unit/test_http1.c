@@ -17,6 +17,7 @@
 #define zf__http1_stop test_http1_stop
 #define zf__http1_active test_http1_active
 #define zf__http1_stats test_http1_stats
+#define zf__http1_shed test_http1_shed
 /* The test plays the worker pool: dispatch only takes the worker's
  * reference, as zf_exchange_dispatch does before queueing the job. */
 #define zf_exchange_dispatch test_dispatch

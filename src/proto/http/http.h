@@ -75,6 +75,11 @@ struct evbuffer;
 void zf__http1_stop(int graceful);
 size_t zf__http1_active(void);
 void zf__http1_stats(struct evbuffer *out);
+/* zf__http1_shed: closes at most n connections that lose nothing (idle,
+ * still sending a header section, lingering), least recently active
+ * first, and frees them now. Returns how many. Not from inside an HTTP/1.1
+ * callback (the core calls it from its accept callback). */
+size_t zf__http1_shed(size_t n);
 
 /* (module.c) Opens one endpoint per address of `addrs` (scheme, tls,
  * channel "http"), each accepting with cb, and pushes them on *list.

@@ -13,6 +13,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <fcntl.h>
 #include <http_parser.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -41,6 +42,9 @@ enum {
     H1_PRESCAN = 64,          /* bytes looked at to find the method */
     H1_LINGER_MS = 2000,      /* reading (and dropping) input after our last byte */
     H1_FILE_SLICE = 1 << 19,  /* file bodies go to the output this much at a time */
+    H1_SPLICE_MIN = 1 << 16,  /* a spooled body with less left is read the usual way */
+    H1_SPLICE_PIPE = 1 << 20, /* pipe size asked for (F_SETPIPE_SZ) */
+    H1_SPLICE_ROUNDS = 8,     /* splices per readiness, so other connections get their turn */
 };
 
 enum h1_state {
@@ -94,7 +98,15 @@ struct h1conn {
     int http10;
     int req_keep_alive; /* what the request asks for (http_should_keep_alive) */
     uint64_t body_bytes;
+    uint64_t body_expected; /* the Content-Length of the body being read, 0 for none/chunked */
     struct zf_spool spool;
+    /* a Content-Length body going to a spool file on a plain socket is
+     * read with splice(2) (socket -> pipe -> file), bypassing the
+     * bufferevent, whose reading is disabled meanwhile */
+    struct event *splice_ev;
+    int pipefd[2];
+    int piped; /* pipefd is open */
+    uint64_t spliced;
     uint64_t msg_start_us;
     /* the framing scan: every byte the parser consumes that is not body data */
     const char *scan_pos;
@@ -124,16 +136,53 @@ struct h1conn {
     size_t file_left;
 };
 
+/* The open connections, most recently active first: a connection moves to
+ * the head when it is accepted and when a request of it is dispatched or
+ * answered, so the tail is where shedding starts (least recently active). */
 static struct {
-    struct h1conn *head;
+    struct h1conn *head, *tail;
     size_t open;
-    uint64_t accepted, requests, client_errors, timeouts, aborted;
+    uint64_t accepted, requests, client_errors, timeouts, aborted, shed, spliced;
     int stopping_now;
 } h1;
+
+static void list_unlink(struct h1conn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (h1.head == c)
+        h1.head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else if (h1.tail == c)
+        h1.tail = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static void list_push(struct h1conn *c)
+{
+    c->prev = NULL;
+    c->next = h1.head;
+    if (h1.head)
+        h1.head->prev = c;
+    h1.head = c;
+    if (!h1.tail)
+        h1.tail = c;
+}
+
+/* The connection did something useful: it goes last in the shedding order. */
+static void touch(struct h1conn *c)
+{
+    if (h1.head != c) {
+        list_unlink(c);
+        list_push(c);
+    }
+}
 
 static http_parser_settings settings;
 
 static void close_now(struct h1conn *c);
+static void splice_stop(struct h1conn *c);
 static void close_after_flush(struct h1conn *c);
 static void process_input(struct h1conn *c);
 static void pump(struct h1conn *c);
@@ -517,6 +566,8 @@ static int on_headers_complete(http_parser *p)
                     "(http.max_body_size)",
                     (unsigned long long)p->content_length, (unsigned long long)max);
     zf_spool_init(&c->spool, zf_cfg.input_spool, zf_cfg.tmp_dir);
+    if (!(p->flags & F_CHUNKED) && p->content_length != ULLONG_MAX)
+        c->body_expected = p->content_length;
     if (!(p->flags & F_CHUNKED) && p->content_length != ULLONG_MAX && p->content_length > 0 &&
         zf_spool_expect(&c->spool, p->content_length) != ZF_OK)
         return fail(c, 500, "cannot store the request body: %s", strerror(errno));
@@ -617,6 +668,8 @@ static void reset_message(struct h1conn *c)
     c->http10 = 0;
     c->req_keep_alive = 0;
     c->body_bytes = 0;
+    c->body_expected = 0;
+    c->spliced = 0;
     zf_spool_free(&c->spool);
     zf_spool_init(&c->spool, 0, NULL);
     c->fprev = 0;
@@ -718,6 +771,15 @@ static void parser_error(struct h1conn *c)
     case HPE_INVALID_VERSION:
         fail(c, 400, "invalid HTTP version");
         break;
+    case HPE_INVALID_CONTENT_LENGTH:
+    case HPE_INVALID_CHUNK_SIZE:
+        /* in a chunked body http-parser reports a chunk-size that does not
+         * fit in 64 bits as a bad content-length */
+        if (c->headers_done && c->body_chunked)
+            fail(c, 400, "chunk-size too large or invalid");
+        else
+            fail(c, 400, "malformed request: %s", http_errno_description(e));
+        break;
     default:
         fail(c, 400, "malformed request: %s", http_errno_description(e));
         break;
@@ -813,6 +875,7 @@ static size_t write_simple(struct h1conn *c, int status, const char *text)
  * connection once that is written. The request never reaches a worker. */
 static void reject(struct h1conn *c)
 {
+    splice_stop(c);
     int status = c->error_status ? c->error_status : 400;
     const char *text = c->error_text[0] ? c->error_text : "malformed request";
     if (status >= 500)
@@ -1026,6 +1089,7 @@ static void end_response(struct h1conn *c, int failed)
         close_after_flush(c);
         return;
     }
+    touch(c);
     c->state = H1_IDLE;
     c->conn.action = "keep-alive";
     set_timer(c, zf_http_cfg.keepalive_timeout_ms);
@@ -1151,6 +1215,7 @@ static void dispatch(struct h1conn *c)
 #endif
     zf_spool_take(&c->spool, &ex->body);
     ex->start_us = now_us();
+    touch(c);
     c->state = H1_APP;
     c->conn.action = "waiting for the application";
     set_timer(c, 0);
@@ -1176,6 +1241,96 @@ static void input_ended(struct h1conn *c)
         c->ex = NULL;
     }
     close_after_flush(c);
+}
+
+/* Stops reading the body with splice (done, or the connection is
+ * closing): the pipe goes, and the bufferevent reads again. */
+static void splice_stop(struct h1conn *c)
+{
+    if (c->splice_ev) {
+        event_free(c->splice_ev);
+        c->splice_ev = NULL;
+        if (c->bev)
+            bufferevent_enable(c->bev, EV_READ);
+    }
+    if (c->piped) {
+        close(c->pipefd[0]);
+        close(c->pipefd[1]);
+        c->piped = 0;
+    }
+}
+
+/* The socket is readable while a body is spliced: moves what is there to
+ * the spool file, a bounded amount per call. Ends with the request
+ * dispatched, or the connection closing (client gone: the request never
+ * reaches the application; spool write failed: 500). */
+static void splice_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct h1conn *c = arg;
+    uint64_t before = c->body_bytes;
+    for (int i = 0; i < H1_SPLICE_ROUNDS && c->body_bytes < c->body_expected; i++) {
+        uint64_t left = c->body_expected - c->body_bytes;
+        ssize_t r = zf_spool_splice(&c->spool, fd, c->pipefd,
+                                    left < H1_SPLICE_PIPE ? (size_t)left : H1_SPLICE_PIPE);
+        if (r > 0) {
+            c->body_bytes += (uint64_t)r;
+            c->spliced += (uint64_t)r;
+            h1.spliced += (uint64_t)r;
+            continue;
+        }
+        if (r < 0 && errno == EAGAIN)
+            break;
+        int err = errno;
+        splice_stop(c);
+        if (r == 0) {
+            c->read_closed = 1;
+            input_ended(c);
+        } else if (err == ECONNRESET || err == EPIPE || err == ETIMEDOUT || err == ENOTCONN) {
+            h1.aborted++;
+            zf_log(ZF_LOG_INFO, &c->conn,
+                   "client connection lost (%s) after %llu bytes of the request body",
+                   strerror(err), (unsigned long long)c->body_bytes);
+            close_now(c);
+        } else {
+            fail(c, 500, "cannot store the request body: %s", strerror(err));
+            reject(c);
+        }
+        return;
+    }
+    if (c->body_bytes != before)
+        set_timer(c, zf_http_cfg.body_timeout_ms);
+    if (c->body_bytes == c->body_expected) {
+        splice_stop(c);
+        zf_log(ZF_LOG_DEBUG, &c->conn, "request body: %llu of %llu bytes spliced to the spool file",
+               (unsigned long long)c->spliced, (unsigned long long)c->body_expected);
+        c->msg_done = 1;
+        dispatch(c);
+    }
+}
+
+/* A Content-Length body going to a spool file on a plain socket, with
+ * enough of it left and nothing buffered: the rest is spliced from the
+ * socket into the file (no copy through user space). Any failure to set
+ * it up leaves the usual path in place. */
+static void maybe_splice(struct h1conn *c)
+{
+    evutil_socket_t fd = c->bev ? bufferevent_getfd(c->bev) : -1;
+    if (c->splice_ev || c->state != H1_BODY || c->read_closed || c->error_status || fd < 0 ||
+        !c->ep || c->ep->tls || c->spool.fd < 0 || c->body_expected < c->body_bytes ||
+        c->body_expected - c->body_bytes < H1_SPLICE_MIN ||
+        evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        return;
+    if (pipe2(c->pipefd, O_NONBLOCK | O_CLOEXEC) != 0)
+        return;
+    c->piped = 1;
+    fcntl(c->pipefd[1], F_SETPIPE_SZ, H1_SPLICE_PIPE); /* a smaller pipe only means more calls */
+    c->splice_ev = event_new(bufferevent_get_base(c->bev), fd, EV_READ | EV_PERSIST, splice_cb, c);
+    if (!c->splice_ev || event_add(c->splice_ev, NULL) != 0) {
+        splice_stop(c);
+        return;
+    }
+    bufferevent_disable(c->bev, EV_READ);
 }
 
 static void process_input_once(struct h1conn *c)
@@ -1245,6 +1400,8 @@ static void process_input_once(struct h1conn *c)
     }
     if (c->read_closed && (c->state == H1_IDLE || c->state == H1_HEAD || c->state == H1_BODY))
         input_ended(c);
+    else if (c->state == H1_BODY)
+        maybe_splice(c);
 }
 
 /* Parses what the input holds, as far as the state allows. Safe to call
@@ -1267,18 +1424,15 @@ static void process_input(struct h1conn *c)
 
 static void conn_free(struct h1conn *c)
 {
+    splice_stop(c);
     drop_file(c);
     if (c->ex) {
         zf_exchange_abort(c->ex);
         c->ex = NULL;
     }
-    if (c->prev)
-        c->prev->next = c->next;
-    else if (h1.head == c)
-        h1.head = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    list_unlink(c);
     h1.open--;
+    zf_conn_closed();
     if (c->bev)
         bufferevent_free(c->bev);
     if (c->timer)
@@ -1301,6 +1455,23 @@ static void reap_cb(evutil_socket_t fd, short what, void *arg)
     conn_free(arg);
 }
 
+/* A response is cut short (the client went away, or stopped reading past
+ * the send timeout): its access-log line still goes out, as nginx writes
+ * one: status 499 when no response header was sent yet, else the real
+ * status, with the body bytes that left (those still in the output are
+ * lost). */
+static void log_cut_short(struct h1conn *c)
+{
+    struct zf_exchange *ex = c->ex;
+    size_t queued = c->bev ? evbuffer_get_length(bufferevent_get_output(c->bev)) : 0;
+    uint64_t body = c->sent > queued ? c->sent - queued : 0;
+    int status = c->head_sent ? ex->status : 499;
+    zf_log(ZF_LOG_INFO, &c->conn, "response aborted after %llu body bytes (logged as %d)",
+           (unsigned long long)body, status);
+    ex->bytes_sent = body;
+    access_log(c, ex, status, body);
+}
+
 /* Closes the connection at once: output not yet written is dropped, an
  * exchange still running is aborted (the worker stops). The memory goes
  * when the loop runs the reaper. */
@@ -1308,6 +1479,9 @@ static void close_now(struct h1conn *c)
 {
     if (c->state == H1_DEAD)
         return;
+    if (c->ex && (c->state == H1_APP || c->state == H1_SEND))
+        log_cut_short(c);
+    splice_stop(c);
     c->state = H1_DEAD;
     c->conn.action = "closing";
     if (c->ex) {
@@ -1532,11 +1706,9 @@ int zf_http1_start(struct zf_http_endpoint *ep, struct bufferevent *bev, const s
         c->local_port = ep->listener->port;
     }
 
-    c->next = h1.head;
-    if (h1.head)
-        h1.head->prev = c;
-    h1.head = c;
+    list_push(c);
     h1.open++;
+    zf_conn_opened();
     h1.accepted++;
 
     struct timeval send_tv = {(time_t)(zf_http_cfg.send_timeout_ms / 1000),
@@ -1612,6 +1784,44 @@ void zf__http1_stop(int graceful)
     h1.stopping_now = 0;
 }
 
+/* True for a connection whose closing loses nothing: idle between
+ * requests or still sending its request line or header section (either
+ * with its last response fully written: a pipelined request may start
+ * while the previous answer still goes out), or already closing. */
+static int sheddable(const struct h1conn *c)
+{
+    switch (c->state) {
+    case H1_IDLE:
+    case H1_HEAD:
+        return evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
+    case H1_LINGER:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+size_t zf__http1_shed(size_t n)
+{
+    size_t done = 0;
+    struct h1conn *c = h1.tail, *prev;
+    for (; c && done < n; c = prev) {
+        prev = c->prev;
+        if (!sheddable(c))
+            continue;
+        zf_log(ZF_LOG_DEBUG, &c->conn, "connection limit: closing this connection (%s)",
+               c->state == H1_HEAD ? "still sending its request header section" : "idle");
+        /* not inside any of its callbacks (we run from the listener's):
+         * its descriptor goes now */
+        close_now(c);
+        event_del(c->reaper);
+        conn_free(c);
+        h1.shed++;
+        done++;
+    }
+    return done;
+}
+
 size_t zf__http1_active(void)
 {
     return h1.open;
@@ -1625,4 +1835,6 @@ void zf__http1_stats(struct evbuffer *out)
     evbuffer_add_printf(out, "http.client_errors: %llu\n", (unsigned long long)h1.client_errors);
     evbuffer_add_printf(out, "http.timeouts: %llu\n", (unsigned long long)h1.timeouts);
     evbuffer_add_printf(out, "http.aborted: %llu\n", (unsigned long long)h1.aborted);
+    evbuffer_add_printf(out, "http.shed: %llu\n", (unsigned long long)h1.shed);
+    evbuffer_add_printf(out, "http.body_spliced: %llu\n", (unsigned long long)h1.spliced);
 }

@@ -85,6 +85,7 @@ int zf__http_listen_all(struct zf_server *srv, const struct zf_strlist *addrs,
             free(ep);
             return ZF_ERROR;
         }
+        ep->listener->admit = 1; /* server.max_connections */
         ep->next = *list;
         *list = ep;
     }
@@ -133,6 +134,12 @@ static void http_stats(struct zf_server *srv, struct evbuffer *out)
     zf__http1_stats(out);
 }
 
+static size_t http_shed(struct zf_server *srv, size_t n)
+{
+    (void)srv;
+    return zf__http1_shed(n);
+}
+
 const struct zf_module zf_http_module = {
     .name = "http",
     .keys = http_keys,
@@ -141,4 +148,5 @@ const struct zf_module zf_http_module = {
     .stop = http_stop,
     .active = http_active,
     .stats = http_stats,
+    .shed = http_shed,
 };
