@@ -15,6 +15,7 @@ import subprocess
 import time
 
 import h2.config
+import hyperframe.frame
 import h2.connection
 import h2.errors
 import h2.events
@@ -578,3 +579,178 @@ def test_no_fd_leak_after_aborted_streams(server_factory):
         c.pump(lambda: sum(st["count"] for st in c.streams.values()) > 10000)
         c.close()
     assert wait_until(lambda: s.fd_count() <= base, timeout=TIMEOUT), (base, s.fds())
+
+
+# --------------------------------------------- RFC 9113 stream states (raw)
+
+
+class RawH2:
+    """HTTP/2 frames written and read by hand (hyperframe + hpack), for what
+    python3-h2 refuses to send: frames on closed streams, stream ids going
+    backwards, header blocks cut into CONTINUATION frames."""
+
+    def __init__(self, port, settings=None):
+        import hpack
+        self.sock = socket.create_connection(("127.0.0.1", port), TIMEOUT)
+        self.enc = hpack.Encoder()
+        self.dec = hpack.Decoder()
+        self.dec.max_allowed_table_size = 1 << 16
+        self.buf = b""
+        self.frames = []
+        self.closed = False
+        s = hyperframe.frame.SettingsFrame(0, settings=settings or {})
+        self.sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + s.serialize())
+
+    def send(self, *frames):
+        self.sock.sendall(b"".join(f.serialize() for f in frames))
+
+    def block(self, path, method="GET", extra=()):
+        return self.enc.encode([(":method", method), (":path", path), (":scheme", "http"),
+                                (":authority", "localhost")] + list(extra))
+
+    def headers(self, sid, path, end_stream=True, **kw):
+        f = hyperframe.frame.HeadersFrame(sid, self.block(path, **kw))
+        f.flags.add("END_HEADERS")
+        if end_stream:
+            f.flags.add("END_STREAM")
+        return f
+
+    def data(self, sid, payload, end_stream=False):
+        f = hyperframe.frame.DataFrame(sid, payload)
+        if end_stream:
+            f.flags.add("END_STREAM")
+        return f
+
+    def read_frame(self, timeout=TIMEOUT):
+        """The next frame (SETTINGS and PING from the server are answered),
+        or None when the connection closed or nothing came in time."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if len(self.buf) >= 9:
+                f, length = hyperframe.frame.Frame.parse_frame_header(self.buf[:9])
+                if len(self.buf) >= 9 + length:
+                    f.parse_body(memoryview(self.buf[9:9 + length]))
+                    self.buf = self.buf[9 + length:]
+                    self.frames.append(f)
+                    if isinstance(f, hyperframe.frame.SettingsFrame) and "ACK" not in f.flags:
+                        self.send(hyperframe.frame.SettingsFrame(0, flags=["ACK"]))
+                    if isinstance(f, hyperframe.frame.HeadersFrame):
+                        f.decoded = dict(self.dec.decode(f.data))
+                    return f
+            left = deadline - time.monotonic()
+            if left <= 0 or self.closed:
+                return None
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                return None
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.closed = True
+                continue
+            self.buf += chunk
+
+    def until(self, pred, timeout=TIMEOUT):
+        """Reads frames until pred(frame) is true; returns that frame or None."""
+        deadline = time.monotonic() + timeout
+        while True:
+            f = self.read_frame(max(0.0, deadline - time.monotonic()))
+            if f is None or pred(f):
+                return f
+
+    def response(self, sid, timeout=TIMEOUT):
+        """(status, body) of stream sid, read until its END_STREAM."""
+        status, body = None, b""
+        while True:
+            f = self.until(lambda f: getattr(f, "stream_id", 0) == sid, timeout)
+            if f is None:
+                return status, None
+            if isinstance(f, hyperframe.frame.HeadersFrame):
+                status = int(f.decoded[":status"]) if ":status" in f.decoded else status
+            if isinstance(f, hyperframe.frame.DataFrame):
+                body += f.data
+                if f.data:
+                    self.send(hyperframe.frame.WindowUpdateFrame(0, len(f.data)))
+            if isinstance(f, hyperframe.frame.RstStreamFrame):
+                return status, None
+            if "END_STREAM" in f.flags and status and status >= 200:
+                return status, body
+
+    def error_for(self, sid):
+        """Reads until a GOAWAY or an RST_STREAM for sid (or the close):
+        returns ("goaway", code), ("rst", code) or (None, None)."""
+        f = self.until(lambda f: isinstance(f, hyperframe.frame.GoAwayFrame) or
+                       (isinstance(f, hyperframe.frame.RstStreamFrame) and f.stream_id == sid))
+        if isinstance(f, hyperframe.frame.GoAwayFrame):
+            return "goaway", f.error_code
+        if isinstance(f, hyperframe.frame.RstStreamFrame):
+            return "rst", f.error_code
+        return None, None
+
+    def close(self):
+        self.sock.close()
+
+
+STREAM_CLOSED = h2.errors.ErrorCodes.STREAM_CLOSED
+PROTOCOL_ERROR = h2.errors.ErrorCodes.PROTOCOL_ERROR
+
+
+@pytest.fixture(scope="module")
+def plain(module_server_factory):
+    """A server without the 1 GiB file, for the raw-frame tests."""
+    return start_h2(module_server_factory)
+
+
+@pytest.mark.parametrize("frame", ["data", "headers", "continuation"])
+def test_frame_after_end_stream_is_stream_closed(plain, frame):
+    """RFC 9113 5.1: after the client's END_STREAM (and the response), a
+    DATA, HEADERS or CONTINUATION frame on that stream is a STREAM_CLOSED
+    error (stream or connection), never silently taken."""
+    c = RawH2(plain.port)
+    try:
+        c.send(c.headers(1, "/hello"))
+        assert c.response(1) == (200, b"Hello, world!")
+        if frame == "data":
+            c.send(c.data(1, b"late", end_stream=True))
+        elif frame == "headers":
+            c.send(c.headers(1, "/hello?again=1"))
+        else:
+            h = hyperframe.frame.HeadersFrame(1, b"")
+            f = hyperframe.frame.ContinuationFrame(1, c.block("/hello?cont=1"))
+            f.flags.add("END_HEADERS")
+            c.send(h, f)
+        kind, code = c.error_for(1)
+        assert code == STREAM_CLOSED, (kind, code, c.frames[-5:])
+    finally:
+        c.close()
+    assert not any("again=1" in ln or "cont=1" in ln for ln in plain.calls())
+
+
+def test_frame_after_rst_stream_is_stream_closed(plain):
+    """RFC 9113 5.1: DATA on a stream the client itself reset."""
+    c = RawH2(plain.port)
+    try:
+        c.send(c.headers(1, "/body", method="POST", end_stream=False),
+               hyperframe.frame.RstStreamFrame(1, error_code=8))
+        c.send(c.data(1, b"after reset", end_stream=True))
+        kind, code = c.error_for(1)
+        assert code == STREAM_CLOSED, (kind, code, c.frames[-5:])
+    finally:
+        c.close()
+
+
+def test_lower_stream_id_is_protocol_error(plain):
+    """RFC 9113 5.1.1: a new stream's id must be greater than every id the
+    client opened: HEADERS on 3 after 5 is a connection PROTOCOL_ERROR."""
+    c = RawH2(plain.port)
+    try:
+        c.send(c.headers(5, "/hello"))
+        assert c.response(5) == (200, b"Hello, world!")
+        c.send(c.headers(3, "/hello?backwards=1"))
+        kind, code = c.error_for(3)
+        assert (kind, code) == ("goaway", PROTOCOL_ERROR), c.frames[-5:]
+    finally:
+        c.close()
+    assert not any("backwards=1" in ln for ln in plain.calls())

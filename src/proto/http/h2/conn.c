@@ -93,6 +93,67 @@ static int error_cb(nghttp2_session *session, int lib_error_code, const char *ms
     return 0;
 }
 
+/* Drops the connection with GOAWAY(code), from inside an nghttp2 callback
+ * or outside: no more input is processed. */
+static void conn_error(struct zf_h2_conn *c, uint32_t code)
+{
+    if (c->closing)
+        return;
+    nghttp2_session_terminate_session(c->session, code);
+    c->closing = 1;
+}
+
+/* Every frame header, before nghttp2 looks at the frame.
+ *
+ * RFC 9113 5.1.1: a client's new stream id must be greater than every id
+ * it used before. nghttp2 1.52 ignores a HEADERS frame on a lower id that
+ * it does not know (it cannot tell "never opened" from "closed and
+ * forgotten"); we know the highest id the client opened, and that no
+ * stream of ours is behind it, so that is a connection PROTOCOL_ERROR.
+ * (Trailers on an open stream, and frames on streams nghttp2 still keeps
+ * as closed, go on to nghttp2, which answers STREAM_CLOSED where due.)
+ *
+ * Header blocks: the raw bytes of one block (HEADERS + CONTINUATION) are
+ * counted; a block larger than twice h2.max_header_list_size (HPACK never
+ * needs that much for a list we would accept) drops the connection with
+ * ENHANCE_YOUR_CALM. Empty CONTINUATION frames count as control frames. */
+static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, void *user_data)
+{
+    struct zf_h2_conn *c = user_data;
+    if (c->closing)
+        return 0;
+    if (hd->type == NGHTTP2_HEADERS) {
+        int32_t id = hd->stream_id;
+        if (id > 0 && (id & 1) && id <= c->max_client_stream &&
+            !nghttp2_session_get_stream_user_data(session, id) &&
+            !nghttp2_session_find_stream(session, id)) {
+            zf_log(ZF_LOG_INFO, &c->conn,
+                   "http2: HEADERS opening stream %d after stream %d: PROTOCOL_ERROR", id,
+                   c->max_client_stream);
+            conn_error(c, NGHTTP2_PROTOCOL_ERROR);
+            return 0;
+        }
+        if (id > c->max_client_stream && (id & 1))
+            c->max_client_stream = id;
+        c->block_bytes = 0;
+    }
+    if (hd->type == NGHTTP2_HEADERS || hd->type == NGHTTP2_CONTINUATION) {
+        c->block_bytes += hd->length;
+        if (c->block_bytes > 2 * zf_h2_cfg.max_header_list_size) {
+            zf_log(ZF_LOG_WARN, &c->conn,
+                   "http2: stream %d: header block over %llu bytes: dropping the connection",
+                   hd->stream_id, (unsigned long long)(2 * zf_h2_cfg.max_header_list_size));
+            zf__h2_abusive++;
+            conn_error(c, NGHTTP2_ENHANCE_YOUR_CALM);
+            return 0;
+        }
+        if (hd->type == NGHTTP2_CONTINUATION && hd->length == 0 &&
+            !(hd->flags & NGHTTP2_FLAG_END_HEADERS))
+            zf__h2_count_abuse(c, 0);
+    }
+    return 0;
+}
+
 /* Builds the callback table and the session options once. Returns ZF_OK or
  * ZF_ERROR (out of memory). */
 static int setup_library(void)
@@ -104,6 +165,7 @@ static int setup_library(void)
     nghttp2_session_callbacks_set_send_callback(callbacks, send_cb);
     nghttp2_session_callbacks_set_data_source_read_length_callback(callbacks, read_length_cb);
     nghttp2_session_callbacks_set_error_callback2(callbacks, error_cb);
+    nghttp2_session_callbacks_set_on_begin_frame_callback(callbacks, on_begin_frame);
     zf__h2_stream_callbacks(callbacks);
 
     /* Our own per-window reset count closes abusers first (with a log line);
@@ -114,8 +176,13 @@ static int setup_library(void)
     nghttp2_option_set_stream_reset_rate_limit(option, burst, rate ? rate : 1);
     nghttp2_option_set_max_outbound_ack(option, 1000); /* SETTINGS/PING ACKs queued */
     nghttp2_option_set_max_settings(option, 32);
-    nghttp2_option_set_no_closed_streams(option, 1);
-    nghttp2_option_set_max_continuations(option, 8);
+    /* Closed streams stay known to nghttp2 (up to max_concurrent_streams of
+     * them), so a frame on a stream the client closed is answered with
+     * STREAM_CLOSED (RFC 9113 5.1) instead of being dropped unseen. */
+    /* Header blocks are bounded by their bytes (on_begin_frame), not by
+     * their number of frames: a legitimate 37 KB block in 1 KiB frames is
+     * 37 CONTINUATIONs. nghttp2's own cap stays as a backstop far above. */
+    nghttp2_option_set_max_continuations(option, 4096);
     return ZF_OK;
 }
 

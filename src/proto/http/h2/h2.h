@@ -82,11 +82,13 @@ struct zf_h2_conn {
     char server_host[64];
     int server_port;
     int tls;
-    int closing;     /* no more reading; freed once the output is flushed */
-    int dead;        /* freed at the next loop turn */
-    int goaway;      /* graceful GOAWAY sent */
-    int lingering;   /* everything sent; draining input before the close */
-    size_t body_mem; /* request body bytes held in memory by its streams */
+    int closing;               /* no more reading; freed once the output is flushed */
+    int dead;                  /* freed at the next loop turn */
+    int goaway;                /* graceful GOAWAY sent */
+    int lingering;             /* everything sent; draining input before the close */
+    size_t body_mem;           /* request body bytes held in memory by its streams */
+    int32_t max_client_stream; /* highest stream id the client opened */
+    uint64_t block_bytes;      /* raw bytes of the header block arriving */
     uint64_t window_start;
     long resets, control_frames;
     struct zf_h2_conn *prev, *next;
