@@ -3,13 +3,17 @@ floods. The abusive connection is dropped with GOAWAY(ENHANCE_YOUR_CALM)
 while a well-behaved client on another connection keeps being served.
 
 Clients: python3-h2 (test_h2.H2Conn) and curl."""
+import json
+import os
 import socket
 
 import h2.errors
 import h2.exceptions
+import hpack
+import hyperframe.frame
 import pytest
 
-from test_h2 import H2Conn, start_h2
+from test_h2 import H2Conn, RawH2, start_h2
 from zftest import TIMEOUT, curl
 
 CALM = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
@@ -132,3 +136,86 @@ def test_empty_data_flood_drops_connection(srv):
         _assert_dropped(bad, srv, r"control frames")
     finally:
         bad.close()
+
+
+# ------------------------------------------------ header blocks (HPACK bomb)
+
+
+def _continued(raw, sid, block, size=1024):
+    """HEADERS carrying the first `size` bytes of block, then CONTINUATION
+    frames of `size` bytes; END_STREAM on the HEADERS."""
+    h = hyperframe.frame.HeadersFrame(sid, block[:size])
+    h.flags.add("END_STREAM")
+    frames = [h]
+    for off in range(size, len(block), size):
+        frames.append(hyperframe.frame.ContinuationFrame(sid, block[off:off + size]))
+    frames[-1].flags.add("END_HEADERS")
+    return frames
+
+
+def test_big_header_section_in_small_continuations(srv):
+    """A legitimate 37 KB header section (under h2.max_header_list_size,
+    64k) cut into 1 KiB CONTINUATION frames is served: the defence counts
+    bytes, not frames."""
+    c = RawH2(srv.port)
+    try:
+        extra = [("x-big-%d" % i, os.urandom(500).hex()) for i in range(37)]
+        block = c.block("/env?tag=continued", extra=extra)
+        frames = _continued(c, 1, block)
+        assert len(frames) > 20
+        c.send(*frames)
+        status, body = c.response(1)
+    finally:
+        c.close()
+    assert status == 200, c.frames[-5:]
+    env = json.loads(body)
+    assert env["HTTP_X_BIG_36"] == extra[36][1]
+
+
+@pytest.fixture
+def hsrv(server_factory):
+    return start_h2(server_factory, "--set", "h2.max_header_list_size=16k", "--set",
+                    "h2.max_refused_headers=5", "--set", "h2.max_header_bytes=4m")
+
+
+def test_refused_header_blocks_drop_the_connection(hsrv):
+    """Each header list over h2.max_header_list_size gets 431; past
+    h2.max_refused_headers (5) in the window the connection gets
+    GOAWAY(ENHANCE_YOUR_CALM)."""
+    c = RawH2(hsrv.port)
+    try:
+        extra = [("x-big-%d" % i, "v" * 1000) for i in range(20)]
+        for i in range(5):
+            sid = 1 + 2 * i
+            c.send(*_continued(c, sid, c.block("/hello?tag=refused", extra=extra), 8192))
+            assert c.response(sid)[0] == 431
+        c.send(*_continued(c, 11, c.block("/hello?tag=refused", extra=extra), 8192))
+        assert c.error_for(11) == ("goaway", CALM)
+    finally:
+        c.close()
+    assert hsrv.wait_log(r"http2: 6 refused header blocks \(431\) within 10000 ms: dropping")
+    assert not any("tag=refused" in ln for ln in hsrv.calls())
+
+
+def test_hpack_bomb_drops_the_connection(hsrv):
+    """A 4 KB header value put in the HPACK table once, then referenced 2,000
+    times in one 2 KB header block (8 MB decoded): past h2.max_header_bytes
+    (4m) of decoded header bytes the connection gets GOAWAY(ENHANCE_YOUR_CALM)
+    at once, instead of nghttp2 expanding every reference."""
+    c = RawH2(hsrv.port)
+    try:
+        c.send(c.headers(1, "/hello", extra=[("x-bomb", "b" * 4000)]))
+        assert c.response(1) == (200, b"Hello, world!")
+        # the 4 KB entry filled the 4 KB table: it is the only dynamic entry
+        # (index 62) as long as nothing else is indexed
+        assert c.enc.header_table.search(b"x-bomb", b"b" * 4000)[0] == 62
+        block = c.enc.encode([hpack.NeverIndexedHeaderTuple(n, v) for n, v in [
+            (":method", "GET"), (":path", "/hello?tag=bomb"), (":scheme", "http"),
+            (":authority", "localhost")]])
+        block += bytes([0x80 | 62]) * 2000  # indexed field 62, 2,000 times
+        c.send(*_continued(c, 3, block))
+        assert c.error_for(3) == ("goaway", CALM)
+    finally:
+        c.close()
+    assert hsrv.wait_log(r"http2: \d+ decoded header bytes.* within 10000 ms: dropping")
+    assert not any("tag=bomb" in ln for ln in hsrv.calls())

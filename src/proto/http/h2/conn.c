@@ -149,7 +149,7 @@ static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, 
         }
         if (hd->type == NGHTTP2_CONTINUATION && hd->length == 0 &&
             !(hd->flags & NGHTTP2_FLAG_END_HEADERS))
-            zf__h2_count_abuse(c, 0);
+            zf__h2_count_abuse(c, ZF_H2_CONTROL, 1);
     }
     return 0;
 }
@@ -188,33 +188,47 @@ static int setup_library(void)
 
 /* ------------------------------------------------------------ abuse limits */
 
-int zf__h2_count_abuse(struct zf_h2_conn *c, int reset)
+int zf__h2_count_abuse(struct zf_h2_conn *c, enum zf_h2_abuse kind, uint64_t n)
 {
     uint64_t now = zf_now_ms();
     if (now - c->window_start >= zf_h2_cfg.limit_window_ms) {
         c->window_start = now;
-        c->resets = c->control_frames = 0;
+        c->resets = c->control_frames = c->refused_headers = 0;
+        c->header_bytes = 0;
     }
     const char *what = NULL;
-    long n = 0;
-    if (reset) {
-        if (++c->resets > zf_h2_cfg.max_resets && zf_h2_cfg.max_resets > 0) {
+    uint64_t count = 0;
+    switch (kind) {
+    case ZF_H2_RESET:
+        if (++c->resets > zf_h2_cfg.max_resets && zf_h2_cfg.max_resets > 0)
             what = "stream resets (rapid reset)";
-            n = c->resets;
-        }
-    } else if (++c->control_frames > zf_h2_cfg.max_control_frames &&
-               zf_h2_cfg.max_control_frames > 0) {
-        what = "control frames (PING/SETTINGS/PRIORITY/empty DATA flood)";
-        n = c->control_frames;
+        count = (uint64_t)c->resets;
+        break;
+    case ZF_H2_CONTROL:
+        if (++c->control_frames > zf_h2_cfg.max_control_frames && zf_h2_cfg.max_control_frames > 0)
+            what = "control frames (PING/SETTINGS/PRIORITY/empty DATA flood)";
+        count = (uint64_t)c->control_frames;
+        break;
+    case ZF_H2_REFUSED:
+        if (++c->refused_headers > zf_h2_cfg.max_refused_headers &&
+            zf_h2_cfg.max_refused_headers > 0)
+            what = "refused header blocks (431)";
+        count = (uint64_t)c->refused_headers;
+        break;
+    case ZF_H2_HEADER_BYTES:
+        c->header_bytes += n;
+        if (c->header_bytes > zf_h2_cfg.max_header_bytes && zf_h2_cfg.max_header_bytes > 0)
+            what = "decoded header bytes (HPACK bomb?)";
+        count = c->header_bytes;
+        break;
     }
     if (!what)
-        return ZF_OK;
+        return c->closing ? ZF_ERROR : ZF_OK;
     if (!c->closing) {
-        zf_log(ZF_LOG_WARN, &c->conn, "http2: %ld %s within %llu ms: dropping the connection", n,
-               what, (unsigned long long)zf_h2_cfg.limit_window_ms);
+        zf_log(ZF_LOG_WARN, &c->conn, "http2: %llu %s within %llu ms: dropping the connection",
+               (unsigned long long)count, what, (unsigned long long)zf_h2_cfg.limit_window_ms);
         zf__h2_abusive++;
-        nghttp2_session_terminate_session(c->session, NGHTTP2_ENHANCE_YOUR_CALM);
-        c->closing = 1;
+        conn_error(c, NGHTTP2_ENHANCE_YOUR_CALM);
     }
     return ZF_ERROR;
 }
@@ -362,6 +376,11 @@ static void on_read(struct bufferevent *bev, void *arg)
                 if (rv == NGHTTP2_ERR_FLOODED)
                     zf__h2_abusive++;
                 zf_log(lvl, &c->conn, "http2: closing: %s", nghttp2_strerror((int)rv));
+                /* tell the client why rather than close silently (not to a
+                 * client that does not speak HTTP/2 at all) */
+                if (rv != NGHTTP2_ERR_BAD_CLIENT_MAGIC)
+                    conn_error(c, rv == NGHTTP2_ERR_FLOODED ? NGHTTP2_ENHANCE_YOUR_CALM
+                                                            : NGHTTP2_PROTOCOL_ERROR);
                 c->closing = 1;
                 break;
             }

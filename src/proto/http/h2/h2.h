@@ -57,6 +57,8 @@ struct zf_h2_config {
     uint64_t idle_timeout_ms;        /* no open stream: GOAWAY + close */
     long max_resets;                 /* client RST_STREAMs per limit_window */
     long max_control_frames;         /* PING/SETTINGS/PRIORITY/empty DATA per window */
+    long max_refused_headers;        /* header blocks answered 431 per window */
+    uint64_t max_header_bytes;       /* decoded header bytes per window */
     uint64_t limit_window_ms;
     struct zf_strlist https; /* http.https listen addresses */
 };
@@ -90,7 +92,8 @@ struct zf_h2_conn {
     int32_t max_client_stream; /* highest stream id the client opened */
     uint64_t block_bytes;      /* raw bytes of the header block arriving */
     uint64_t window_start;
-    long resets, control_frames;
+    long resets, control_frames, refused_headers;
+    uint64_t header_bytes; /* decoded, name + value + 32 per field */
     struct zf_h2_conn *prev, *next;
 };
 
@@ -143,10 +146,19 @@ extern uint64_t zf__h2_abusive;
 void zf__h2_flush(struct zf_h2_conn *c);
 /* Frees the connection at the next loop turn (aborting its exchanges). */
 void zf__h2_close(struct zf_h2_conn *c);
-/* Counts a control frame / a client reset; on too many within the window,
- * terminates the session with ENHANCE_YOUR_CALM. Returns ZF_OK or ZF_ERROR
- * (connection being dropped). Safe inside nghttp2 callbacks. */
-int zf__h2_count_abuse(struct zf_h2_conn *c, int reset);
+/* What zf__h2_count_abuse counts, each against its limit per
+ * h2.limit_window. */
+enum zf_h2_abuse {
+    ZF_H2_CONTROL,      /* PING, SETTINGS, PRIORITY, empty DATA/CONTINUATION */
+    ZF_H2_RESET,        /* client RST_STREAM */
+    ZF_H2_REFUSED,      /* a header block answered 431 */
+    ZF_H2_HEADER_BYTES, /* n decoded header bytes */
+};
+/* Counts n of `what`; on too many within the window, terminates the
+ * session with ENHANCE_YOUR_CALM (logged once). Returns ZF_OK or ZF_ERROR
+ * (connection being dropped: process no more input). Safe inside nghttp2
+ * callbacks. */
+int zf__h2_count_abuse(struct zf_h2_conn *c, enum zf_h2_abuse what, uint64_t n);
 /* Re-arms the idle timer / the upload tick after streams came or went. */
 void zf__h2_streams_changed(struct zf_h2_conn *c);
 /* Graceful: GOAWAY, let open streams finish. Otherwise close now. */

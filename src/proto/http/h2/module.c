@@ -65,8 +65,16 @@ static const struct zf_cfg_key keys[] = {
     {"h2.max_control_frames", ZF_CFG_INT, &zf_h2_cfg.max_control_frames, "1000", NULL,
      "PING, SETTINGS, PRIORITY and empty DATA frames a client may send per h2.limit_window "
      "before the connection is dropped (flood protection)."},
+    {"h2.max_refused_headers", ZF_CFG_INT, &zf_h2_cfg.max_refused_headers, "20", NULL,
+     "Request header blocks a client may have refused with 431 per h2.limit_window; one more "
+     "and the connection is dropped with ENHANCE_YOUR_CALM. 0 is unlimited."},
+    {"h2.max_header_bytes", ZF_CFG_SIZE, &zf_h2_cfg.max_header_bytes, "128m", NULL,
+     "Decoded request header bytes (name + value + 32 per field, refused blocks included) a "
+     "client may send per h2.limit_window; beyond, GOAWAY(ENHANCE_YOUR_CALM) and close at once "
+     "(HPACK bomb: tiny references to a big table entry). 0 is unlimited."},
     {"h2.limit_window", ZF_CFG_MSEC, &zf_h2_cfg.limit_window_ms, "10s", NULL,
-     "The window over which h2.max_resets and h2.max_control_frames are counted."},
+     "The window over which h2.max_resets, h2.max_control_frames, h2.max_refused_headers and "
+     "h2.max_header_bytes are counted."},
     {NULL},
 };
 

@@ -161,6 +161,11 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     (void)session;
     (void)flags;
     struct zf_h2_conn *c = user_data;
+    /* Every decoded field counts, refused or not: nghttp2 expands and
+     * checks each one, so a block of tiny references to a big table entry
+     * costs CPU however it ends. Past the limit, stop decoding now. */
+    if (zf__h2_count_abuse(c, ZF_H2_HEADER_BYTES, namelen + valuelen + 32) != ZF_OK)
+        return NGHTTP2_ERR_PAUSE;
     struct zf_h2_stream *st = zf__h2_get_stream(c, frame->hd.stream_id);
     if (!st || st->state != ZF_H2_HEADERS)
         return 0; /* trailers: ignored */
@@ -224,6 +229,7 @@ static void headers_complete(struct zf_h2_stream *st, int end_stream)
     struct zf_exchange *ex = st->ex;
     if (st->reject) {
         zf__h2_respond_error(st, st->reject);
+        zf__h2_count_abuse(c, ZF_H2_REFUSED, 1);
         return;
     }
     if (!st->method || !st->path) {
@@ -376,7 +382,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     switch (frame->hd.type) {
     case NGHTTP2_DATA:
         if (frame->hd.length == 0 && !end)
-            zf__h2_count_abuse(c, 0);
+            zf__h2_count_abuse(c, ZF_H2_CONTROL, 1);
         if (end && (st = zf__h2_get_stream(c, frame->hd.stream_id)))
             request_complete(st);
         break;
@@ -392,13 +398,13 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     case NGHTTP2_PING:
     case NGHTTP2_SETTINGS:
         if (!(frame->hd.flags & NGHTTP2_FLAG_ACK))
-            zf__h2_count_abuse(c, 0);
+            zf__h2_count_abuse(c, ZF_H2_CONTROL, 1);
         break;
     case NGHTTP2_PRIORITY:
-        zf__h2_count_abuse(c, 0);
+        zf__h2_count_abuse(c, ZF_H2_CONTROL, 1);
         break;
     case NGHTTP2_RST_STREAM:
-        zf__h2_count_abuse(c, 1);
+        zf__h2_count_abuse(c, ZF_H2_RESET, 1);
         break;
     default:
         break;
