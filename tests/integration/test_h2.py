@@ -754,3 +754,31 @@ def test_lower_stream_id_is_protocol_error(plain):
     finally:
         c.close()
     assert not any("backwards=1" in ln for ln in plain.calls())
+
+
+# ------------------------------------------------- aborted responses logged
+
+
+def test_aborted_streams_are_logged(server_factory):
+    """A stream the client resets still gets its access-log line: 499 with 0
+    bytes when no response headers were sent yet (as nginx logs), else the
+    real status and the body bytes sent so far."""
+    s = start_h2(server_factory, "--access-log", "-")
+    c = H2Conn(s.port)
+    try:
+        sid = c.request("/sleep?s=1&started=ab1")
+        assert s.wait_marker("ab1")
+        c.conn.reset_stream(sid)
+        c.flush()
+        # the stream's window stays at the initial 65,535 bytes: exactly
+        # that much of the body goes out before the client resets it
+        big = c.request("/gen?total=5000000&chunk=65536&tag=ab2")
+        c.hold.add(big)
+        assert c.pump(lambda: c.streams[big]["count"] >= 65535)
+        c.conn.reset_stream(big)
+        c.flush()
+        assert c.get("/hello")[0] == 200
+    finally:
+        c.close()
+    assert s.wait_log(r'"GET /sleep\?s=1&started=ab1 HTTP/2" 499 0 ')
+    assert s.wait_log(r'"GET /gen\?total=5000000&chunk=65536&tag=ab2 HTTP/2" 200 65535 ')

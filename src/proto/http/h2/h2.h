@@ -126,6 +126,7 @@ struct zf_h2_stream {
     int submitted;
     int deferred;
     int finished, failed; /* from zf_exchange_take */
+    int complete;         /* our END_STREAM went out: the response is whole */
     struct zf_segment *seg, *next_seg;
     size_t seg_off;
     const char *errbody; /* our own error page (static) */

@@ -72,17 +72,27 @@ static struct zf_h2_stream *stream_new(struct zf_h2_conn *c, int32_t id)
     return st;
 }
 
+/* One combined-format line per stream that was answered or reached the
+ * application. A response the client aborted (RST_STREAM, connection gone)
+ * before its END_STREAM went out is logged too, as nginx does: status 499
+ * when no response headers were sent yet, else the real status, with the
+ * body bytes sent so far. */
 static void access_log(struct zf_h2_stream *st)
 {
     struct zf_exchange *ex = st->ex;
-    if (!ex || !st->status || !zf_access_log_enabled())
+    if (!ex || !zf_access_log_enabled())
+        return;
+    int status = st->status;
+    if (!st->complete && st->state == ZF_H2_APP && !st->submitted)
+        status = 499;
+    if (!status)
         return;
     struct zf_access_entry e = {
         .remote_addr = ex->remote_addr,
         .method = ex->method,
         .target = ex->target,
         .protocol = ex->protocol,
-        .status = st->status,
+        .status = status,
         .bytes_sent = st->sent,
         .referer = zf_headers_get(&ex->req_headers, "referer"),
         .user_agent = zf_headers_get(&ex->req_headers, "user-agent"),
@@ -421,6 +431,8 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
         (frame->hd.type != NGHTTP2_DATA && frame->hd.type != NGHTTP2_HEADERS))
         return 0;
     struct zf_h2_stream *st = zf__h2_get_stream(c, frame->hd.stream_id);
+    if (st)
+        st->complete = 1; /* the whole response is out */
     if (st && st->state == ZF_H2_REJECTED &&
         nghttp2_session_get_stream_remote_close(session, st->id) == 0)
         nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
