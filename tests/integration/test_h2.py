@@ -276,7 +276,7 @@ def test_environ(srv, tls):
     assert "HTTP_X_FORWARDED_FOR" not in env  # names with "_" dropped
     assert env["QUERY_STRING"] == "x=1"
     assert env["wsgi.url_scheme"] == ("https" if tls else "http")
-    assert env.get("HTTPS") == ("on" if tls else env.get("HTTPS"))
+    assert env.get("HTTPS") == ("on" if tls else None)  # h2c: no HTTPS at all
 
 
 def test_head_has_no_body(srv):
@@ -413,6 +413,34 @@ def test_generated_body_and_app_failure(srv):
 
 
 # ------------------------------------------------------------ request bodies
+
+
+def test_body_in_pieces_dispatched_only_at_end_stream(srv):
+    """A body sent in pieces: the application is not called before the
+    client's END_STREAM (each piece is followed by a PING round trip, so the
+    server has processed it), and it then sees the whole body."""
+    pieces = [os.urandom(n) for n in (1, 5000, 70000, 3)]
+    c = H2Conn(srv.port)
+    try:
+        sid = c.request("/body?tag=pieces", method="POST", end=False)
+        for i, piece in enumerate(pieces):
+            c.send_body(sid, piece, end=False)
+            c.conn.ping(b"piece%03d" % i)
+            c.flush()
+            n = c.events.count("PingAckReceived")
+            assert c.pump(lambda: c.events.count("PingAckReceived") > n)
+            # a request dispatched early would be answered now
+            assert not c.pump(lambda: c.streams[sid]["status"] is not None, timeout=0.3)
+        assert not any("tag=pieces" in ln for ln in srv.calls())
+        c.conn.end_stream(sid)
+        c.flush()
+        st = c.wait(sid)
+    finally:
+        c.close()
+    data = b"".join(pieces)
+    got = json.loads(bytes(st["data"]))
+    assert (got["len"], got["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+    assert got["content_length"] == str(len(data))
 
 
 @pytest.mark.parametrize("declared", [True, False], ids=["content-length", "no-length"])
@@ -589,9 +617,17 @@ class RawH2:
     python3-h2 refuses to send: frames on closed streams, stream ids going
     backwards, header blocks cut into CONTINUATION frames."""
 
-    def __init__(self, port, settings=None):
+    def __init__(self, port, settings=None, tls=False):
         import hpack
         self.sock = socket.create_connection(("127.0.0.1", port), TIMEOUT)
+        if tls:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            ctx.set_alpn_protocols(["h2"])
+            self.sock = ctx.wrap_socket(self.sock)
+            assert self.sock.selected_alpn_protocol() == "h2"
+        self.tls = tls
         self.enc = hpack.Encoder()
         self.dec = hpack.Decoder()
         self.dec.max_allowed_table_size = 1 << 16
@@ -605,7 +641,8 @@ class RawH2:
         self.sock.sendall(b"".join(f.serialize() for f in frames))
 
     def block(self, path, method="GET", extra=()):
-        return self.enc.encode([(":method", method), (":path", path), (":scheme", "http"),
+        return self.enc.encode([(":method", method), (":path", path),
+                                (":scheme", "https" if self.tls else "http"),
                                 (":authority", "localhost")] + list(extra))
 
     def headers(self, sid, path, end_stream=True, **kw):
@@ -643,7 +680,7 @@ class RawH2:
             self.sock.settimeout(left)
             try:
                 chunk = self.sock.recv(65536)
-            except socket.timeout:
+            except (socket.timeout, ssl.SSLWantReadError):
                 return None
             except OSError:
                 chunk = b""
