@@ -70,6 +70,7 @@ class H2Conn:
         self.terminated = None  # ConnectionTerminated event
         self.closed = False
         self.hold = set()  # streams whose data is not acknowledged (window stays shut)
+        self.no_ack = False  # acknowledge nothing: the connection window stays shut too
         self.events = []
 
     def flush(self):
@@ -132,7 +133,9 @@ class H2Conn:
                     st["hash"].update(ev.data)
                 else:
                     st["data"] += ev.data
-            if ev.stream_id in self.hold:
+            if self.no_ack:
+                pass
+            elif ev.stream_id in self.hold:
                 # give the connection window back but not the stream's
                 if ev.flow_controlled_length:
                     self.conn.increment_flow_control_window(ev.flow_controlled_length)
@@ -255,6 +258,25 @@ def test_upgrade_not_taken_without_settings(srv):
                 break
             data += chunk
     assert data.startswith(b"HTTP/1.1 200")
+
+
+def test_h2c_off_when_http2_disabled(server_factory):
+    """h2.enable=false: HTTP/1.1 has no h2c hand-off (zf_h2c is NULL): the
+    preface is not HTTP/2 (400), Upgrade: h2c is served as HTTP/1.1."""
+    s = start_h2(server_factory, "--set", "h2.enable=false")
+    with socket.create_connection(("127.0.0.1", s.port), TIMEOUT) as c:
+        c.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        assert c.recv(4096).startswith(b"HTTP/1.1 400")
+    with socket.create_connection(("127.0.0.1", s.port), TIMEOUT) as c:
+        c.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                  b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n")
+        data = b""
+        while b"Hello, world!" not in data:
+            chunk = c.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200") and b"Hello, world!" in data
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["h2c", "h2"])
@@ -410,6 +432,102 @@ def test_generated_body_and_app_failure(srv):
         assert c.get("/hello")[0] == 200
     finally:
         c.close()
+
+
+# ------------------------------------------------- flow-control stalls
+
+
+def test_output_pulled_only_as_the_window_allows(server_factory):
+    """zfront takes from the exchange only the segment it is sending, never
+    one ahead of the flow-control window: what the client has no room for
+    stays queued in the exchange, whose suspension then holds the generator
+    at wsgi.output_buffer (128 KiB here: 64 KiB chunks, a 64 KiB window; the
+    progress marker lags one chunk behind what was yielded)."""
+    s = start_h2(server_factory, "--output-buffer", "128k")
+    c = H2Conn(s.port, window=1 << 30, settings={
+        h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 65536,
+        h2.settings.SettingCodes.MAX_FRAME_SIZE: 65536})
+    try:
+        sid = c.request("/gen?total=%d&chunk=65536&progress=pulled" % (64 << 20))
+        c.hold.add(sid)
+        assert c.pump(lambda: c.streams[sid]["count"] >= 65536)
+        assert s.wait_marker("pulled")
+        c.pump(lambda: False, timeout=1.0)  # time for a worker to overrun
+        with open(s.marker("pulled")) as f:
+            produced = int(f.read())
+        assert c.streams[sid]["count"] == 65536
+        assert produced <= 128 * 1024
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def stall_srv(server_factory):
+    return start_h2(server_factory, "--send-timeout", "1s", "--access-log", "-")
+
+
+def test_stalled_stream_window_is_reset(stall_srv):
+    """http.send_timeout applies to a stream whose window stays shut while
+    output waits: RST_STREAM(CANCEL), the exchange aborted (the iterable's
+    close() runs), a log line; the connection and its other streams go on."""
+    s = stall_srv
+    c = H2Conn(s.port)
+    try:
+        sid = c.request("/gen?total=%d&chunk=65536&marker=stalled" % (64 << 20))
+        c.hold.add(sid)
+        assert c.pump(lambda: c.streams[sid]["count"] >= 65535)
+        st = c.wait(sid, timeout=TIMEOUT)
+        assert st["reset"] == h2.errors.ErrorCodes.CANCEL and not st["ended"]
+        assert st["count"] == 65535
+        assert s.wait_marker("stalled")
+        assert c.get("/hello")[0] == 200
+    finally:
+        c.close()
+    assert s.wait_log(r"stream 1: flow-control window shut for \d+ ms with output waiting")
+    assert s.wait_log(r'"GET /gen\?total=\d+&chunk=65536&marker=stalled HTTP/2" 200 65535 ')
+
+
+def test_slow_reader_is_not_a_stall(stall_srv):
+    """A client that keeps reading, slowly: its window is shut nearly all the
+    time (each WINDOW_UPDATE is used up at once) but bytes keep going out, so
+    http.send_timeout (1 s) never resets the stream (a 6 s download)."""
+    s = stall_srv
+    c = H2Conn(s.port)
+    try:
+        total = 4 << 20
+        sid = c.request("/gen?total=%d&chunk=65536" % total)
+        deadline = time.monotonic() + 60
+        while not c.done(sid) and time.monotonic() < deadline:
+            data = c.sock.recv(1 << 18)  # one read, at most the 64 KiB window
+            assert data, "connection closed"
+            for ev in c.conn.receive_data(data):
+                c.handle(ev)
+            c.flush()
+            time.sleep(0.1)
+        st = c.streams[sid]
+        assert st["reset"] is None and st["ended"] and st["count"] == total
+    finally:
+        c.close()
+
+
+def test_stalled_connection_window_is_closed(stall_srv):
+    """The connection window shut (streams' windows open): past
+    http.send_timeout, GOAWAY(ENHANCE_YOUR_CALM), close, exchanges aborted."""
+    s = stall_srv
+    c = H2Conn(s.port, settings={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 30})
+    c.no_ack = True
+    try:
+        for i in range(3):
+            c.request("/gen?total=%d&chunk=65536&marker=connstall%d" % (64 << 20, i))
+        assert c.pump(lambda: sum(st["count"] for st in c.streams.values()) >= 65535)
+        assert c.wait_closed(timeout=TIMEOUT)
+        assert c.terminated is not None
+        assert c.terminated.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+        for i in range(3):
+            assert s.wait_marker("connstall%d" % i)
+    finally:
+        c.close()
+    assert s.wait_log(r"connection flow-control window shut for \d+ ms with output waiting")
 
 
 # ------------------------------------------------------------ request bodies

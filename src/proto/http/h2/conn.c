@@ -11,8 +11,9 @@
  * queue without bound.
  * Timers: an idle timer (no open stream for h2.idle_timeout: GOAWAY and
  * close), the bufferevent's write timeout (http.send_timeout: a client that
- * stopped reading), and a 1 s tick while uploads are in progress
- * (http.body_timeout). */
+ * stopped reading), and a 1 s tick while streams are open: uploads that
+ * stalled (http.body_timeout) and responses whose flow-control window stayed
+ * shut while output waits (http.send_timeout). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
@@ -36,7 +37,7 @@ static nghttp2_option *option;
 
 static const char preface[] = NGHTTP2_CLIENT_MAGIC; /* 24 bytes */
 
-int zf_h2_preface_match(const void *buf, size_t len)
+int zf__h2_preface_match(const void *buf, size_t len)
 {
     size_t n = len < NGHTTP2_CLIENT_MAGIC_LEN ? len : NGHTTP2_CLIENT_MAGIC_LEN;
     if (memcmp(buf, preface, n) != 0)
@@ -459,7 +460,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     struct zf_h2_conn *c = arg;
     if (c->dead)
         return;
-    if (zf__h2_check_stalled(c, zf_now_ms()) > 0) {
+    uint64_t now = zf_now_ms();
+    size_t watched = zf__h2_check_stalled(c, now) + zf__h2_check_output(c, now);
+    if (watched > 0) {
         struct timeval tv = {1, 0};
         evtimer_add(c->tick, &tv);
     }
@@ -501,9 +504,9 @@ static void local_addr(struct zf_h2_conn *c, struct zf_http_endpoint *ep)
     }
 }
 
-int zf_h2_start(struct zf_http_endpoint *ep, struct bufferevent *bev, const struct zf_conn *conn,
-                const uint8_t *upgrade_settings, size_t settings_len,
-                struct zf_exchange *upgrade_request)
+int zf__h2_start(struct zf_http_endpoint *ep, struct bufferevent *bev, const struct zf_conn *conn,
+                 const uint8_t *upgrade_settings, size_t settings_len,
+                 struct zf_exchange *upgrade_request)
 {
     struct zf_h2_conn *c = calloc(1, sizeof *c);
     if (!c || setup_library() != ZF_OK)

@@ -114,7 +114,6 @@ static void stream_free(struct zf_h2_stream *st)
             zf_exchange_release(st->ex);
     }
     zf_segment_free(st->seg);
-    zf_segment_free(st->next_seg);
     zf__h2_body_mem_drop(st);
     zf_spool_free(&st->body);
     free(st->method);
