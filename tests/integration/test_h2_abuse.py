@@ -249,3 +249,20 @@ def test_hpack_bomb_drops_the_connection(hsrv):
         c.close()
     assert hsrv.wait_log(r"http2: \d+ decoded header bytes.* within 10000 ms: dropping")
     assert not any("tag=bomb" in ln for ln in hsrv.calls())
+
+
+def test_oversized_header_block_drops_the_connection(hsrv):
+    """A header block (HEADERS + CONTINUATION) of more than twice
+    h2.max_header_list_size (16k) on the wire: GOAWAY(ENHANCE_YOUR_CALM),
+    not a silent close; the request never reaches the application."""
+    c = RawH2(hsrv.port)
+    try:
+        extra = [("x-big-%d" % i, os.urandom(500).hex()) for i in range(60)]
+        block = c.block("/hello?tag=hugeblock", extra=extra)
+        assert len(block) > 32 * 1024
+        c.send(*_continued(c, 1, block, 4096))
+        assert c.error_for(1) == ("goaway", CALM)
+    finally:
+        c.close()
+    assert hsrv.wait_log(r"http2: stream 1: header block over 32768 bytes: dropping")
+    assert not any("tag=hugeblock" in ln for ln in hsrv.calls())
