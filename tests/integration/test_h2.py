@@ -937,3 +937,20 @@ def test_aborted_streams_are_logged(server_factory):
         c.close()
     assert s.wait_log(r'"GET /sleep\?s=1&started=ab1 HTTP/2" 499 0 ')
     assert s.wait_log(r'"GET /gen\?total=5000000&chunk=65536&tag=ab2 HTTP/2" 200 65535 ')
+
+
+def test_lower_stream_id_after_priority_is_protocol_error(plain):
+    """A PRIORITY frame may name an idle stream (nghttp2 then keeps a
+    placeholder for it); opening that stream after a higher one is still a
+    PROTOCOL_ERROR (RFC 9113 5.1.1)."""
+    c = RawH2(plain.port)
+    try:
+        c.send(hyperframe.frame.PriorityFrame(3, depends_on=0, stream_weight=15))
+        c.send(c.headers(5, "/hello"))
+        assert c.response(5) == (200, b"Hello, world!")
+        c.send(c.headers(3, "/hello?backwards=2"))
+        kind, code = c.error_for(3)
+        assert (kind, code) == ("goaway", PROTOCOL_ERROR), c.frames[-5:]
+    finally:
+        c.close()
+    assert not any("backwards=2" in ln for ln in plain.calls())

@@ -109,8 +109,9 @@ static void conn_error(struct zf_h2_conn *c, uint32_t code)
  * RFC 9113 5.1.1: a client's new stream id must be greater than every id
  * it used before. nghttp2 1.52 ignores a HEADERS frame on a lower id that
  * it does not know (it cannot tell "never opened" from "closed and
- * forgotten"); we know the highest id the client opened, and that no
- * stream of ours is behind it, so that is a connection PROTOCOL_ERROR.
+ * forgotten"), or knows only as a PRIORITY placeholder; we know the highest
+ * id the client opened, and that no stream of ours is behind it, so that is
+ * a connection PROTOCOL_ERROR.
  * (Trailers on an open stream, and frames on streams nghttp2 still keeps
  * as closed, go on to nghttp2, which answers STREAM_CLOSED where due.)
  *
@@ -125,9 +126,10 @@ static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, 
         return 0;
     if (hd->type == NGHTTP2_HEADERS) {
         int32_t id = hd->stream_id;
+        nghttp2_stream *known = nghttp2_session_find_stream(session, id);
         if (id > 0 && (id & 1) && id <= c->max_client_stream &&
             !nghttp2_session_get_stream_user_data(session, id) &&
-            !nghttp2_session_find_stream(session, id)) {
+            (!known || nghttp2_stream_get_state(known) == NGHTTP2_STREAM_STATE_IDLE)) {
             zf_log(ZF_LOG_INFO, &c->conn,
                    "http2: HEADERS opening stream %d after stream %d: PROTOCOL_ERROR", id,
                    c->max_client_stream);

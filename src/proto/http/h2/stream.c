@@ -467,6 +467,7 @@ int zf__h2_upgrade_stream(struct zf_h2_conn *c, struct zf_exchange *ex)
     ex->conn = &c->conn;
     ex->conn_id = c->conn.id;
     nghttp2_session_set_stream_user_data(c->session, 1, st);
+    c->max_client_stream = 1;
     st->state = ZF_H2_APP;
     st->start_us = zf__h2_now_us();
     ex->start_us = st->start_us;
