@@ -179,10 +179,11 @@ static int setup_library(void)
     nghttp2_option_set_stream_reset_rate_limit(option, burst, rate ? rate : 1);
     nghttp2_option_set_max_outbound_ack(option, 1000); /* SETTINGS/PING ACKs queued */
     nghttp2_option_set_max_settings(option, 32);
-    /* Closed streams stay known to nghttp2 (up to max_concurrent_streams of
-     * them), so a frame on a stream the client closed is answered with
-     * STREAM_CLOSED (RFC 9113 5.1) instead of being dropped unseen. */
-    /* Header blocks are bounded by their bytes (on_begin_frame), not by
+    /* No nghttp2_option_set_no_closed_streams: closed streams stay known to
+     * nghttp2 (about max_concurrent_streams of them), so a frame on a stream
+     * the client closed is answered with STREAM_CLOSED (RFC 9113 5.1)
+     * instead of being dropped unseen.
+     * Header blocks are bounded by their bytes (on_begin_frame), not by
      * their number of frames: a legitimate 37 KB block in 1 KiB frames is
      * 37 CONTINUATIONs. nghttp2's own cap stays as a backstop far above. */
     nghttp2_option_set_max_continuations(option, 4096);
