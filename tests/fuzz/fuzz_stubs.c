@@ -12,6 +12,7 @@
 
 struct zf_server *zf_srv; /* NULL: no server running */
 struct zf_http_config zf_http_cfg;
+const struct zf_h2c_ops *zf_h2c; /* NULL: no HTTP/2 hand-off */
 
 static void unreachable(const char *what)
 {

@@ -15,6 +15,7 @@ import subprocess
 import time
 
 import h2.config
+import hyperframe.frame
 import h2.connection
 import h2.errors
 import h2.events
@@ -69,6 +70,7 @@ class H2Conn:
         self.terminated = None  # ConnectionTerminated event
         self.closed = False
         self.hold = set()  # streams whose data is not acknowledged (window stays shut)
+        self.no_ack = False  # acknowledge nothing: the connection window stays shut too
         self.events = []
 
     def flush(self):
@@ -131,7 +133,9 @@ class H2Conn:
                     st["hash"].update(ev.data)
                 else:
                     st["data"] += ev.data
-            if ev.stream_id in self.hold:
+            if self.no_ack:
+                pass
+            elif ev.stream_id in self.hold:
                 # give the connection window back but not the stream's
                 if ev.flow_controlled_length:
                     self.conn.increment_flow_control_window(ev.flow_controlled_length)
@@ -256,6 +260,25 @@ def test_upgrade_not_taken_without_settings(srv):
     assert data.startswith(b"HTTP/1.1 200")
 
 
+def test_h2c_off_when_http2_disabled(server_factory):
+    """h2.enable=false: HTTP/1.1 has no h2c hand-off (zf_h2c is NULL): the
+    preface is not HTTP/2 (400), Upgrade: h2c is served as HTTP/1.1."""
+    s = start_h2(server_factory, "--set", "h2.enable=false")
+    with socket.create_connection(("127.0.0.1", s.port), TIMEOUT) as c:
+        c.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        assert c.recv(4096).startswith(b"HTTP/1.1 400")
+    with socket.create_connection(("127.0.0.1", s.port), TIMEOUT) as c:
+        c.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                  b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n")
+        data = b""
+        while b"Hello, world!" not in data:
+            chunk = c.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200") and b"Hello, world!" in data
+
+
 @pytest.mark.parametrize("tls", [False, True], ids=["h2c", "h2"])
 def test_environ(srv, tls):
     c = H2Conn(srv.https_port if tls else srv.port, tls=tls)
@@ -275,7 +298,7 @@ def test_environ(srv, tls):
     assert "HTTP_X_FORWARDED_FOR" not in env  # names with "_" dropped
     assert env["QUERY_STRING"] == "x=1"
     assert env["wsgi.url_scheme"] == ("https" if tls else "http")
-    assert env.get("HTTPS") == ("on" if tls else env.get("HTTPS"))
+    assert env.get("HTTPS") == ("on" if tls else None)  # h2c: no HTTPS at all
 
 
 def test_head_has_no_body(srv):
@@ -411,7 +434,131 @@ def test_generated_body_and_app_failure(srv):
         c.close()
 
 
+# ------------------------------------------------- flow-control stalls
+
+
+def test_output_pulled_only_as_the_window_allows(server_factory):
+    """zfront takes from the exchange only the segment it is sending, never
+    one ahead of the flow-control window: what the client has no room for
+    stays queued in the exchange, whose suspension then holds the generator
+    at wsgi.output_buffer (128 KiB here: 64 KiB chunks, a 64 KiB window; the
+    progress marker lags one chunk behind what was yielded)."""
+    s = start_h2(server_factory, "--output-buffer", "128k")
+    c = H2Conn(s.port, window=1 << 30, settings={
+        h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 65536,
+        h2.settings.SettingCodes.MAX_FRAME_SIZE: 65536})
+    try:
+        sid = c.request("/gen?total=%d&chunk=65536&progress=pulled" % (64 << 20))
+        c.hold.add(sid)
+        assert c.pump(lambda: c.streams[sid]["count"] >= 65536)
+        assert s.wait_marker("pulled")
+        c.pump(lambda: False, timeout=1.0)  # time for a worker to overrun
+        with open(s.marker("pulled")) as f:
+            produced = int(f.read())
+        assert c.streams[sid]["count"] == 65536
+        assert produced <= 128 * 1024
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def stall_srv(server_factory):
+    return start_h2(server_factory, "--send-timeout", "1s", "--access-log", "-")
+
+
+def test_stalled_stream_window_is_reset(stall_srv):
+    """http.send_timeout applies to a stream whose window stays shut while
+    output waits: RST_STREAM(CANCEL), the exchange aborted (the iterable's
+    close() runs), a log line; the connection and its other streams go on."""
+    s = stall_srv
+    c = H2Conn(s.port)
+    try:
+        sid = c.request("/gen?total=%d&chunk=65536&marker=stalled" % (64 << 20))
+        c.hold.add(sid)
+        assert c.pump(lambda: c.streams[sid]["count"] >= 65535)
+        st = c.wait(sid, timeout=TIMEOUT)
+        assert st["reset"] == h2.errors.ErrorCodes.CANCEL and not st["ended"]
+        assert st["count"] == 65535
+        assert s.wait_marker("stalled")
+        assert c.get("/hello")[0] == 200
+    finally:
+        c.close()
+    assert s.wait_log(r"stream 1: flow-control window shut for \d+ ms with output waiting")
+    assert s.wait_log(r'"GET /gen\?total=\d+&chunk=65536&marker=stalled HTTP/2" 200 65535 ')
+
+
+def test_slow_reader_is_not_a_stall(stall_srv):
+    """A client that keeps reading, slowly: its window is shut nearly all the
+    time (each WINDOW_UPDATE is used up at once) but bytes keep going out, so
+    http.send_timeout (1 s) never resets the stream (a 6 s download)."""
+    s = stall_srv
+    c = H2Conn(s.port)
+    try:
+        total = 4 << 20
+        sid = c.request("/gen?total=%d&chunk=65536" % total)
+        deadline = time.monotonic() + 60
+        while not c.done(sid) and time.monotonic() < deadline:
+            data = c.sock.recv(1 << 18)  # one read, at most the 64 KiB window
+            assert data, "connection closed"
+            for ev in c.conn.receive_data(data):
+                c.handle(ev)
+            c.flush()
+            time.sleep(0.1)
+        st = c.streams[sid]
+        assert st["reset"] is None and st["ended"] and st["count"] == total
+    finally:
+        c.close()
+
+
+def test_stalled_connection_window_is_closed(stall_srv):
+    """The connection window shut (streams' windows open): past
+    http.send_timeout, GOAWAY(ENHANCE_YOUR_CALM), close, exchanges aborted."""
+    s = stall_srv
+    c = H2Conn(s.port, settings={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 30})
+    c.no_ack = True
+    try:
+        for i in range(3):
+            c.request("/gen?total=%d&chunk=65536&marker=connstall%d" % (64 << 20, i))
+        assert c.pump(lambda: sum(st["count"] for st in c.streams.values()) >= 65535)
+        assert c.wait_closed(timeout=TIMEOUT)
+        assert c.terminated is not None
+        assert c.terminated.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+        for i in range(3):
+            assert s.wait_marker("connstall%d" % i)
+    finally:
+        c.close()
+    assert s.wait_log(r"connection flow-control window shut for \d+ ms with output waiting")
+
+
 # ------------------------------------------------------------ request bodies
+
+
+def test_body_in_pieces_dispatched_only_at_end_stream(srv):
+    """A body sent in pieces: the application is not called before the
+    client's END_STREAM (each piece is followed by a PING round trip, so the
+    server has processed it), and it then sees the whole body."""
+    pieces = [os.urandom(n) for n in (1, 5000, 70000, 3)]
+    c = H2Conn(srv.port)
+    try:
+        sid = c.request("/body?tag=pieces", method="POST", end=False)
+        for i, piece in enumerate(pieces):
+            c.send_body(sid, piece, end=False)
+            c.conn.ping(b"piece%03d" % i)
+            c.flush()
+            n = c.events.count("PingAckReceived")
+            assert c.pump(lambda: c.events.count("PingAckReceived") > n)
+            # a request dispatched early would be answered now
+            assert not c.pump(lambda: c.streams[sid]["status"] is not None, timeout=0.3)
+        assert not any("tag=pieces" in ln for ln in srv.calls())
+        c.conn.end_stream(sid)
+        c.flush()
+        st = c.wait(sid)
+    finally:
+        c.close()
+    data = b"".join(pieces)
+    got = json.loads(bytes(st["data"]))
+    assert (got["len"], got["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+    assert got["content_length"] == str(len(data))
 
 
 @pytest.mark.parametrize("declared", [True, False], ids=["content-length", "no-length"])
@@ -578,3 +725,232 @@ def test_no_fd_leak_after_aborted_streams(server_factory):
         c.pump(lambda: sum(st["count"] for st in c.streams.values()) > 10000)
         c.close()
     assert wait_until(lambda: s.fd_count() <= base, timeout=TIMEOUT), (base, s.fds())
+
+
+# --------------------------------------------- RFC 9113 stream states (raw)
+
+
+class RawH2:
+    """HTTP/2 frames written and read by hand (hyperframe + hpack), for what
+    python3-h2 refuses to send: frames on closed streams, stream ids going
+    backwards, header blocks cut into CONTINUATION frames."""
+
+    def __init__(self, port, settings=None, tls=False):
+        import hpack
+        self.sock = socket.create_connection(("127.0.0.1", port), TIMEOUT)
+        if tls:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            ctx.set_alpn_protocols(["h2"])
+            self.sock = ctx.wrap_socket(self.sock)
+            assert self.sock.selected_alpn_protocol() == "h2"
+        self.tls = tls
+        self.enc = hpack.Encoder()
+        self.dec = hpack.Decoder()
+        self.dec.max_allowed_table_size = 1 << 16
+        self.buf = b""
+        self.frames = []
+        self.closed = False
+        s = hyperframe.frame.SettingsFrame(0, settings=settings or {})
+        self.sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + s.serialize())
+
+    def send(self, *frames):
+        self.sock.sendall(b"".join(f.serialize() for f in frames))
+
+    def block(self, path, method="GET", extra=()):
+        return self.enc.encode([(":method", method), (":path", path),
+                                (":scheme", "https" if self.tls else "http"),
+                                (":authority", "localhost")] + list(extra))
+
+    def headers(self, sid, path, end_stream=True, **kw):
+        f = hyperframe.frame.HeadersFrame(sid, self.block(path, **kw))
+        f.flags.add("END_HEADERS")
+        if end_stream:
+            f.flags.add("END_STREAM")
+        return f
+
+    def data(self, sid, payload, end_stream=False):
+        f = hyperframe.frame.DataFrame(sid, payload)
+        if end_stream:
+            f.flags.add("END_STREAM")
+        return f
+
+    def read_frame(self, timeout=TIMEOUT):
+        """The next frame (SETTINGS and PING from the server are answered),
+        or None when the connection closed or nothing came in time."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if len(self.buf) >= 9:
+                f, length = hyperframe.frame.Frame.parse_frame_header(self.buf[:9])
+                if len(self.buf) >= 9 + length:
+                    f.parse_body(memoryview(self.buf[9:9 + length]))
+                    self.buf = self.buf[9 + length:]
+                    self.frames.append(f)
+                    if isinstance(f, hyperframe.frame.SettingsFrame) and "ACK" not in f.flags:
+                        self.send(hyperframe.frame.SettingsFrame(0, flags=["ACK"]))
+                    if isinstance(f, hyperframe.frame.HeadersFrame):
+                        f.decoded = dict(self.dec.decode(f.data))
+                    return f
+            left = deadline - time.monotonic()
+            if left <= 0 or self.closed:
+                return None
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except (socket.timeout, ssl.SSLWantReadError):
+                return None
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.closed = True
+                continue
+            self.buf += chunk
+
+    def until(self, pred, timeout=TIMEOUT):
+        """Reads frames until pred(frame) is true; returns that frame or None."""
+        deadline = time.monotonic() + timeout
+        while True:
+            f = self.read_frame(max(0.0, deadline - time.monotonic()))
+            if f is None or pred(f):
+                return f
+
+    def response(self, sid, timeout=TIMEOUT):
+        """(status, body) of stream sid, read until its END_STREAM."""
+        status, body = None, b""
+        while True:
+            f = self.until(lambda f: getattr(f, "stream_id", 0) == sid, timeout)
+            if f is None:
+                return status, None
+            if isinstance(f, hyperframe.frame.HeadersFrame):
+                status = int(f.decoded[":status"]) if ":status" in f.decoded else status
+            if isinstance(f, hyperframe.frame.DataFrame):
+                body += f.data
+                if f.data:
+                    self.send(hyperframe.frame.WindowUpdateFrame(0, len(f.data)))
+            if isinstance(f, hyperframe.frame.RstStreamFrame):
+                return status, None
+            if "END_STREAM" in f.flags and status and status >= 200:
+                return status, body
+
+    def error_for(self, sid):
+        """Reads until a GOAWAY or an RST_STREAM for sid (or the close):
+        returns ("goaway", code), ("rst", code) or (None, None)."""
+        f = self.until(lambda f: isinstance(f, hyperframe.frame.GoAwayFrame) or
+                       (isinstance(f, hyperframe.frame.RstStreamFrame) and f.stream_id == sid))
+        if isinstance(f, hyperframe.frame.GoAwayFrame):
+            return "goaway", f.error_code
+        if isinstance(f, hyperframe.frame.RstStreamFrame):
+            return "rst", f.error_code
+        return None, None
+
+    def close(self):
+        self.sock.close()
+
+
+STREAM_CLOSED = h2.errors.ErrorCodes.STREAM_CLOSED
+PROTOCOL_ERROR = h2.errors.ErrorCodes.PROTOCOL_ERROR
+
+
+@pytest.fixture(scope="module")
+def plain(module_server_factory):
+    """A server without the 1 GiB file, for the raw-frame tests."""
+    return start_h2(module_server_factory)
+
+
+@pytest.mark.parametrize("frame", ["data", "headers", "continuation"])
+def test_frame_after_end_stream_is_stream_closed(plain, frame):
+    """RFC 9113 5.1: after the client's END_STREAM (and the response), a
+    DATA, HEADERS or CONTINUATION frame on that stream is a STREAM_CLOSED
+    error (stream or connection), never silently taken."""
+    c = RawH2(plain.port)
+    try:
+        c.send(c.headers(1, "/hello"))
+        assert c.response(1) == (200, b"Hello, world!")
+        if frame == "data":
+            c.send(c.data(1, b"late", end_stream=True))
+        elif frame == "headers":
+            c.send(c.headers(1, "/hello?again=1"))
+        else:
+            h = hyperframe.frame.HeadersFrame(1, b"")
+            f = hyperframe.frame.ContinuationFrame(1, c.block("/hello?cont=1"))
+            f.flags.add("END_HEADERS")
+            c.send(h, f)
+        kind, code = c.error_for(1)
+        assert code == STREAM_CLOSED, (kind, code, c.frames[-5:])
+    finally:
+        c.close()
+    assert not any("again=1" in ln or "cont=1" in ln for ln in plain.calls())
+
+
+def test_frame_after_rst_stream_is_stream_closed(plain):
+    """RFC 9113 5.1: DATA on a stream the client itself reset."""
+    c = RawH2(plain.port)
+    try:
+        c.send(c.headers(1, "/body", method="POST", end_stream=False),
+               hyperframe.frame.RstStreamFrame(1, error_code=8))
+        c.send(c.data(1, b"after reset", end_stream=True))
+        kind, code = c.error_for(1)
+        assert code == STREAM_CLOSED, (kind, code, c.frames[-5:])
+    finally:
+        c.close()
+
+
+def test_lower_stream_id_is_protocol_error(plain):
+    """RFC 9113 5.1.1: a new stream's id must be greater than every id the
+    client opened: HEADERS on 3 after 5 is a connection PROTOCOL_ERROR."""
+    c = RawH2(plain.port)
+    try:
+        c.send(c.headers(5, "/hello"))
+        assert c.response(5) == (200, b"Hello, world!")
+        c.send(c.headers(3, "/hello?backwards=1"))
+        kind, code = c.error_for(3)
+        assert (kind, code) == ("goaway", PROTOCOL_ERROR), c.frames[-5:]
+    finally:
+        c.close()
+    assert not any("backwards=1" in ln for ln in plain.calls())
+
+
+# ------------------------------------------------- aborted responses logged
+
+
+def test_aborted_streams_are_logged(server_factory):
+    """A stream the client resets still gets its access-log line: 499 with 0
+    bytes when no response headers were sent yet (as nginx logs), else the
+    real status and the body bytes sent so far."""
+    s = start_h2(server_factory, "--access-log", "-")
+    c = H2Conn(s.port)
+    try:
+        sid = c.request("/sleep?s=1&started=ab1")
+        assert s.wait_marker("ab1")
+        c.conn.reset_stream(sid)
+        c.flush()
+        # the stream's window stays at the initial 65,535 bytes: exactly
+        # that much of the body goes out before the client resets it
+        big = c.request("/gen?total=5000000&chunk=65536&tag=ab2")
+        c.hold.add(big)
+        assert c.pump(lambda: c.streams[big]["count"] >= 65535)
+        c.conn.reset_stream(big)
+        c.flush()
+        assert c.get("/hello")[0] == 200
+    finally:
+        c.close()
+    assert s.wait_log(r'"GET /sleep\?s=1&started=ab1 HTTP/2" 499 0 ')
+    assert s.wait_log(r'"GET /gen\?total=5000000&chunk=65536&tag=ab2 HTTP/2" 200 65535 ')
+
+
+def test_lower_stream_id_after_priority_is_protocol_error(plain):
+    """A PRIORITY frame may name an idle stream (nghttp2 then keeps a
+    placeholder for it); opening that stream after a higher one is still a
+    PROTOCOL_ERROR (RFC 9113 5.1.1)."""
+    c = RawH2(plain.port)
+    try:
+        c.send(hyperframe.frame.PriorityFrame(3, depends_on=0, stream_weight=15))
+        c.send(c.headers(5, "/hello"))
+        assert c.response(5) == (200, b"Hello, world!")
+        c.send(c.headers(3, "/hello?backwards=2"))
+        kind, code = c.error_for(3)
+        assert (kind, code) == ("goaway", PROTOCOL_ERROR), c.frames[-5:]
+    finally:
+        c.close()
+    assert not any("backwards=2" in ln for ln in plain.calls())

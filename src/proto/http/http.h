@@ -51,18 +51,39 @@ int zf_http1_start(struct zf_http_endpoint *ep, struct bufferevent *bev,
 void zf_http_accept(struct zf_listener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
                     void *arg);
 
-#ifdef ZF_WITH_HTTP2
-/* Starts HTTP/2 on a connection. Takes ownership of bev. The preface and
- * any frames already received are in bev's input. When upgrade_settings is
- * not NULL this is an h2c upgrade: the 101 was sent already, the decoded
- * HTTP2-Settings payload is given, and `upgrade_request` (the HTTP/1.1
- * request, body complete) becomes stream 1 (ownership passes). Returns
- * ZF_OK or ZF_ERROR (bev and upgrade_request freed). */
+/* ------------------------------------------------------ the h2c hand-off
+ *
+ * A plain HTTP/1.1 connection becomes HTTP/2 in two cases: its first bytes
+ * are the HTTP/2 client preface (prior knowledge), or a complete request
+ * asks for "Upgrade: h2c" (RFC 7540 3.2). These three operations are the
+ * whole interface between http1.c and h2/ for that: http1.c knows nothing
+ * else of HTTP/2, h2/ nothing of HTTP/1.1 parsing. (TLS connections are
+ * handed over by ALPN inside the h2 module, before HTTP/1.1 starts.)
+ *
+ * zf_h2c is NULL when HTTP/2 is not built or not enabled (h2.enable); the
+ * h2 module sets it in its configure hook. Loop thread only. */
 struct zf_exchange;
-int zf_h2_start(struct zf_http_endpoint *ep, struct bufferevent *bev, const struct zf_conn *conn,
-                const uint8_t *upgrade_settings, size_t settings_len,
-                struct zf_exchange *upgrade_request);
-#endif
+struct zf_h2c_ops {
+    /* The first bytes of a plain connection, before any request: 1 when
+     * they start with the whole 24-byte client preface (call start), 0 when
+     * they are a proper prefix of it (wait for more bytes), -1 when the
+     * connection is not HTTP/2. */
+    int (*preface)(const void *buf, size_t len);
+    /* A complete HTTP/1.1 request (its body read): 1 when it asks for a
+     * valid h2c upgrade (Upgrade token h2c, Connection naming Upgrade and
+     * HTTP2-Settings, exactly one base64url HTTP2-Settings), so the caller
+     * must call start with it; 0 when it is to be served as HTTP/1.1. */
+    int (*upgrade_wanted)(const struct zf_exchange *ex);
+    /* Takes the connection over: bev (its callbacks are replaced; its input
+     * holds what the client sent after the preface or the request) and, for
+     * an upgrade, the request (upgrade_request, body complete), which
+     * becomes stream 1 after zfront wrote "101 Switching Protocols". `conn`
+     * is copied. Ownership of bev and upgrade_request passes in every case;
+     * a failure is logged and frees both. */
+    void (*start)(struct zf_http_endpoint *ep, struct bufferevent *bev, const struct zf_conn *conn,
+                  struct zf_exchange *upgrade_request);
+};
+extern const struct zf_h2c_ops *zf_h2c;
 
 /* The HTTP/1.1 connections (http1.c), for the module hooks (module.c).
  * zf__http1_stop: graceful closes idle connections now and lets busy ones

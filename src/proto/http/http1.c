@@ -30,9 +30,6 @@
 #include "../../core/exchange.h"
 #include "../../core/spool.h"
 #include "http.h"
-#ifdef ZF_WITH_HTTP2
-#include "h2/h2.h"
-#endif
 
 enum {
     H1_OUT_HIGH = 256 * 1024, /* pull body segments while the output holds less */
@@ -1168,12 +1165,10 @@ static const struct zf_exchange_ops h1_ops = {on_output};
 
 /* ------------------------------------------------------------ the input side */
 
-#ifdef ZF_WITH_HTTP2
-/* Gives the connection to HTTP/2 (h2/h2.h): the bufferevent with what its
- * input still holds and, for an h2c upgrade, the complete request, which
- * becomes stream 1. This h1conn is reaped without touching either. */
-static void hand_to_h2(struct h1conn *c, const uint8_t *settings, size_t len,
-                       struct zf_exchange *ex)
+/* Gives the connection to HTTP/2 (zf_h2c in http.h): the bufferevent with
+ * what its input still holds and, for an h2c upgrade, the complete request,
+ * which becomes stream 1. This h1conn is reaped without touching either. */
+static void hand_to_h2(struct h1conn *c, struct zf_exchange *ex)
 {
     struct bufferevent *bev = c->bev;
     struct zf_conn conn = c->conn;
@@ -1182,37 +1177,30 @@ static void hand_to_h2(struct h1conn *c, const uint8_t *settings, size_t len,
     c->state = H1_DEAD;
     evtimer_del(c->timer);
     event_active(c->reaper, EV_TIMEOUT, 0);
-    zf_h2_start(c->ep, bev, &conn, settings, len, ex);
+    zf_h2c->start(c->ep, bev, &conn, ex);
 }
 
 /* Upgrade: h2c on a plain connection (RFC 7540 3.2): 101, then HTTP/2 with
  * this request as stream 1. Returns 1 when the connection was handed over. */
 static int try_h2c_upgrade(struct h1conn *c)
 {
-    uint8_t *settings;
-    size_t len;
-    if (!c->ep || c->ep->tls || c->http10 || !zf_h2c_upgrade_wanted(c->ex, &settings, &len))
+    if (!zf_h2c || !c->ep || c->ep->tls || c->http10 || !zf_h2c->upgrade_wanted(c->ex))
         return 0;
     struct zf_exchange *ex = c->ex;
     zf_spool_take(&c->spool, &ex->body);
-    evbuffer_add(bufferevent_get_output(c->bev), zf_h2c_switching, strlen(zf_h2c_switching));
     zf_log(ZF_LOG_DEBUG, &c->conn, "%s %s %s: upgrading to h2c", ex->method, ex->target,
            ex->protocol);
-    hand_to_h2(c, settings, len, ex);
-    free(settings);
+    hand_to_h2(c, ex);
     return 1;
 }
-#endif
 
 /* The request is complete: hand the body to the exchange and the exchange
  * to the worker pool. Parsing stays paused until its response is queued. */
 static void dispatch(struct h1conn *c)
 {
     struct zf_exchange *ex = c->ex;
-#ifdef ZF_WITH_HTTP2
     if (try_h2c_upgrade(c))
         return;
-#endif
     zf_spool_take(&c->spool, &ex->body);
     ex->start_us = now_us();
     touch(c);
@@ -1352,19 +1340,17 @@ static void process_input_once(struct h1conn *c)
         if (!c->in_msg) {
             len = avail < H1_PRESCAN ? avail : H1_PRESCAN;
             data = (const char *)evbuffer_pullup(in, (ev_ssize_t)len);
-#ifdef ZF_WITH_HTTP2
             /* h2c prior knowledge: the client preface as the first bytes of
              * a plain connection (http-parser would reject "PRI") */
-            if (c->requests == 0 && c->ep && !c->ep->tls && zf_h2_enabled()) {
-                int m = zf_h2_preface_match(data, len);
+            if (c->requests == 0 && zf_h2c && c->ep && !c->ep->tls) {
+                int m = zf_h2c->preface(data, len);
                 if (m == 1) {
-                    hand_to_h2(c, NULL, 0, NULL);
+                    hand_to_h2(c, NULL);
                     return;
                 }
                 if (m == 0)
                     break; /* a prefix of the preface: wait for the rest */
             }
-#endif
         } else {
             struct evbuffer_iovec v;
             if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)

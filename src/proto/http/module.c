@@ -7,6 +7,7 @@
 #include "http.h"
 
 struct zf_http_config zf_http_cfg;
+const struct zf_h2c_ops *zf_h2c; /* set by the h2 module when HTTP/2 is on (http.h) */
 
 static const struct zf_cfg_key http_keys[] = {
     {"http.listen", ZF_CFG_LIST, &zf_http_cfg.listen, NULL, "--http",

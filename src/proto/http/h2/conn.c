@@ -11,8 +11,9 @@
  * queue without bound.
  * Timers: an idle timer (no open stream for h2.idle_timeout: GOAWAY and
  * close), the bufferevent's write timeout (http.send_timeout: a client that
- * stopped reading), and a 1 s tick while uploads are in progress
- * (http.body_timeout). */
+ * stopped reading), and a 1 s tick while streams are open: uploads that
+ * stalled (http.body_timeout) and responses whose flow-control window stayed
+ * shut while output waits (http.send_timeout). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
@@ -36,7 +37,7 @@ static nghttp2_option *option;
 
 static const char preface[] = NGHTTP2_CLIENT_MAGIC; /* 24 bytes */
 
-int zf_h2_preface_match(const void *buf, size_t len)
+int zf__h2_preface_match(const void *buf, size_t len)
 {
     size_t n = len < NGHTTP2_CLIENT_MAGIC_LEN ? len : NGHTTP2_CLIENT_MAGIC_LEN;
     if (memcmp(buf, preface, n) != 0)
@@ -93,6 +94,69 @@ static int error_cb(nghttp2_session *session, int lib_error_code, const char *ms
     return 0;
 }
 
+/* Drops the connection with GOAWAY(code), from inside an nghttp2 callback
+ * or outside: no more input is processed. */
+static void conn_error(struct zf_h2_conn *c, uint32_t code)
+{
+    if (c->closing)
+        return;
+    nghttp2_session_terminate_session(c->session, code);
+    c->closing = 1;
+}
+
+/* Every frame header, before nghttp2 looks at the frame.
+ *
+ * RFC 9113 5.1.1: a client's new stream id must be greater than every id
+ * it used before. nghttp2 1.52 ignores a HEADERS frame on a lower id that
+ * it does not know (it cannot tell "never opened" from "closed and
+ * forgotten"), or knows only as a PRIORITY placeholder; we know the highest
+ * id the client opened, and that no stream of ours is behind it, so that is
+ * a connection PROTOCOL_ERROR.
+ * (Trailers on an open stream, and frames on streams nghttp2 still keeps
+ * as closed, go on to nghttp2, which answers STREAM_CLOSED where due.)
+ *
+ * Header blocks: the raw bytes of one block (HEADERS + CONTINUATION) are
+ * counted; a block larger than twice h2.max_header_list_size (HPACK never
+ * needs that much for a list we would accept) drops the connection with
+ * ENHANCE_YOUR_CALM. Empty CONTINUATION frames count as control frames. */
+static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, void *user_data)
+{
+    struct zf_h2_conn *c = user_data;
+    if (c->closing)
+        return 0;
+    if (hd->type == NGHTTP2_HEADERS) {
+        int32_t id = hd->stream_id;
+        nghttp2_stream *known = nghttp2_session_find_stream(session, id);
+        if (id > 0 && (id & 1) && id <= c->max_client_stream &&
+            !nghttp2_session_get_stream_user_data(session, id) &&
+            (!known || nghttp2_stream_get_state(known) == NGHTTP2_STREAM_STATE_IDLE)) {
+            zf_log(ZF_LOG_INFO, &c->conn,
+                   "http2: HEADERS opening stream %d after stream %d: PROTOCOL_ERROR", id,
+                   c->max_client_stream);
+            conn_error(c, NGHTTP2_PROTOCOL_ERROR);
+            return 0;
+        }
+        if (id > c->max_client_stream && (id & 1))
+            c->max_client_stream = id;
+        c->block_bytes = 0;
+    }
+    if (hd->type == NGHTTP2_HEADERS || hd->type == NGHTTP2_CONTINUATION) {
+        c->block_bytes += hd->length;
+        if (c->block_bytes > 2 * zf_h2_cfg.max_header_list_size) {
+            zf_log(ZF_LOG_WARN, &c->conn,
+                   "http2: stream %d: header block over %llu bytes: dropping the connection",
+                   hd->stream_id, (unsigned long long)(2 * zf_h2_cfg.max_header_list_size));
+            zf__h2_abusive++;
+            conn_error(c, NGHTTP2_ENHANCE_YOUR_CALM);
+            return 0;
+        }
+        if (hd->type == NGHTTP2_CONTINUATION && hd->length == 0 &&
+            !(hd->flags & NGHTTP2_FLAG_END_HEADERS))
+            zf__h2_count_abuse(c, ZF_H2_CONTROL, 1);
+    }
+    return 0;
+}
+
 /* Builds the callback table and the session options once. Returns ZF_OK or
  * ZF_ERROR (out of memory). */
 static int setup_library(void)
@@ -104,6 +168,7 @@ static int setup_library(void)
     nghttp2_session_callbacks_set_send_callback(callbacks, send_cb);
     nghttp2_session_callbacks_set_data_source_read_length_callback(callbacks, read_length_cb);
     nghttp2_session_callbacks_set_error_callback2(callbacks, error_cb);
+    nghttp2_session_callbacks_set_on_begin_frame_callback(callbacks, on_begin_frame);
     zf__h2_stream_callbacks(callbacks);
 
     /* Our own per-window reset count closes abusers first (with a log line);
@@ -114,40 +179,60 @@ static int setup_library(void)
     nghttp2_option_set_stream_reset_rate_limit(option, burst, rate ? rate : 1);
     nghttp2_option_set_max_outbound_ack(option, 1000); /* SETTINGS/PING ACKs queued */
     nghttp2_option_set_max_settings(option, 32);
-    nghttp2_option_set_no_closed_streams(option, 1);
-    nghttp2_option_set_max_continuations(option, 8);
+    /* No nghttp2_option_set_no_closed_streams: closed streams stay known to
+     * nghttp2 (about max_concurrent_streams of them), so a frame on a stream
+     * the client closed is answered with STREAM_CLOSED (RFC 9113 5.1)
+     * instead of being dropped unseen.
+     * Header blocks are bounded by their bytes (on_begin_frame), not by
+     * their number of frames: a legitimate 37 KB block in 1 KiB frames is
+     * 37 CONTINUATIONs. nghttp2's own cap stays as a backstop far above. */
+    nghttp2_option_set_max_continuations(option, 4096);
     return ZF_OK;
 }
 
 /* ------------------------------------------------------------ abuse limits */
 
-int zf__h2_count_abuse(struct zf_h2_conn *c, int reset)
+int zf__h2_count_abuse(struct zf_h2_conn *c, enum zf_h2_abuse kind, uint64_t n)
 {
     uint64_t now = zf_now_ms();
     if (now - c->window_start >= zf_h2_cfg.limit_window_ms) {
         c->window_start = now;
-        c->resets = c->control_frames = 0;
+        c->resets = c->control_frames = c->refused_headers = 0;
+        c->header_bytes = 0;
     }
     const char *what = NULL;
-    long n = 0;
-    if (reset) {
-        if (++c->resets > zf_h2_cfg.max_resets && zf_h2_cfg.max_resets > 0) {
+    uint64_t count = 0;
+    switch (kind) {
+    case ZF_H2_RESET:
+        if (++c->resets > zf_h2_cfg.max_resets && zf_h2_cfg.max_resets > 0)
             what = "stream resets (rapid reset)";
-            n = c->resets;
-        }
-    } else if (++c->control_frames > zf_h2_cfg.max_control_frames &&
-               zf_h2_cfg.max_control_frames > 0) {
-        what = "control frames (PING/SETTINGS/PRIORITY/empty DATA flood)";
-        n = c->control_frames;
+        count = (uint64_t)c->resets;
+        break;
+    case ZF_H2_CONTROL:
+        if (++c->control_frames > zf_h2_cfg.max_control_frames && zf_h2_cfg.max_control_frames > 0)
+            what = "control frames (PING/SETTINGS/PRIORITY/empty DATA flood)";
+        count = (uint64_t)c->control_frames;
+        break;
+    case ZF_H2_REFUSED:
+        if (++c->refused_headers > zf_h2_cfg.max_refused_headers &&
+            zf_h2_cfg.max_refused_headers > 0)
+            what = "refused header blocks (431)";
+        count = (uint64_t)c->refused_headers;
+        break;
+    case ZF_H2_HEADER_BYTES:
+        c->header_bytes += n;
+        if (c->header_bytes > zf_h2_cfg.max_header_bytes && zf_h2_cfg.max_header_bytes > 0)
+            what = "decoded header bytes (HPACK bomb?)";
+        count = c->header_bytes;
+        break;
     }
     if (!what)
-        return ZF_OK;
+        return c->closing ? ZF_ERROR : ZF_OK;
     if (!c->closing) {
-        zf_log(ZF_LOG_WARN, &c->conn, "http2: %ld %s within %llu ms: dropping the connection", n,
-               what, (unsigned long long)zf_h2_cfg.limit_window_ms);
+        zf_log(ZF_LOG_WARN, &c->conn, "http2: %llu %s within %llu ms: dropping the connection",
+               (unsigned long long)count, what, (unsigned long long)zf_h2_cfg.limit_window_ms);
         zf__h2_abusive++;
-        nghttp2_session_terminate_session(c->session, NGHTTP2_ENHANCE_YOUR_CALM);
-        c->closing = 1;
+        conn_error(c, NGHTTP2_ENHANCE_YOUR_CALM);
     }
     return ZF_ERROR;
 }
@@ -295,6 +380,11 @@ static void on_read(struct bufferevent *bev, void *arg)
                 if (rv == NGHTTP2_ERR_FLOODED)
                     zf__h2_abusive++;
                 zf_log(lvl, &c->conn, "http2: closing: %s", nghttp2_strerror((int)rv));
+                /* tell the client why rather than close silently (not to a
+                 * client that does not speak HTTP/2 at all) */
+                if (rv != NGHTTP2_ERR_BAD_CLIENT_MAGIC)
+                    conn_error(c, rv == NGHTTP2_ERR_FLOODED ? NGHTTP2_ENHANCE_YOUR_CALM
+                                                            : NGHTTP2_PROTOCOL_ERROR);
                 c->closing = 1;
                 break;
             }
@@ -373,7 +463,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     struct zf_h2_conn *c = arg;
     if (c->dead)
         return;
-    if (zf__h2_check_stalled(c, zf_now_ms()) > 0) {
+    uint64_t now = zf_now_ms();
+    size_t watched = zf__h2_check_stalled(c, now) + zf__h2_check_output(c, now);
+    if (watched > 0) {
         struct timeval tv = {1, 0};
         evtimer_add(c->tick, &tv);
     }
@@ -415,9 +507,9 @@ static void local_addr(struct zf_h2_conn *c, struct zf_http_endpoint *ep)
     }
 }
 
-int zf_h2_start(struct zf_http_endpoint *ep, struct bufferevent *bev, const struct zf_conn *conn,
-                const uint8_t *upgrade_settings, size_t settings_len,
-                struct zf_exchange *upgrade_request)
+int zf__h2_start(struct zf_http_endpoint *ep, struct bufferevent *bev, const struct zf_conn *conn,
+                 const uint8_t *upgrade_settings, size_t settings_len,
+                 struct zf_exchange *upgrade_request)
 {
     struct zf_h2_conn *c = calloc(1, sizeof *c);
     if (!c || setup_library() != ZF_OK)

@@ -10,9 +10,8 @@
  *             providers (NO_COPY frames), zfront's own error pages
  *   upgrade.c h2c: the Upgrade request check and HTTP2-Settings decoding
  *
- * The public entry point for HTTP/1.1 (prior knowledge, Upgrade: h2c, ALPN)
- * is zf_h2_start in ../http.h; the helpers below let http1.c detect both
- * hand-offs without knowing HTTP/2. */
+ * HTTP/1.1 reaches HTTP/2 only through zf_h2c (../http.h), set by the
+ * module when HTTP/2 is enabled; everything below is internal to h2/. */
 #ifndef ZF_H2_H
 #define ZF_H2_H
 
@@ -23,28 +22,6 @@
 #include "../../../core/exchange.h"
 #include "../../../core/spool.h"
 #include "../http.h"
-
-/* ------------------------------------------------------- for http1.c */
-
-/* True when the h2 module is active and HTTP/2 is enabled (h2.enable): only
- * then may HTTP/1.1 hand a connection over (preface, Upgrade: h2c). */
-int zf_h2_enabled(void);
-
-/* Compares the first bytes a client sent with the 24-byte HTTP/2 client
- * preface. Returns 1 when buf starts with the whole preface, 0 when buf is a
- * proper prefix of it (wait for more bytes), -1 when it is not HTTP/2. */
-int zf_h2_preface_match(const void *buf, size_t len);
-
-/* Checks an HTTP/1.1 request for a valid h2c upgrade (RFC 7540 3.2): an
- * "Upgrade" token h2c, "Connection" naming Upgrade and HTTP2-Settings, and
- * exactly one base64url HTTP2-Settings header. Returns 1 and the decoded
- * payload in *settings (malloc'ed, caller frees) / *len, or 0 (serve the
- * request as HTTP/1.1). */
-int zf_h2c_upgrade_wanted(const struct zf_exchange *ex, uint8_t **settings, size_t *len);
-
-/* The complete "101 Switching Protocols" response to write before calling
- * zf_h2_start for an upgrade. */
-extern const char zf_h2c_switching[];
 
 /* ------------------------------------------------------------ internal */
 
@@ -57,6 +34,8 @@ struct zf_h2_config {
     uint64_t idle_timeout_ms;        /* no open stream: GOAWAY + close */
     long max_resets;                 /* client RST_STREAMs per limit_window */
     long max_control_frames;         /* PING/SETTINGS/PRIORITY/empty DATA per window */
+    long max_refused_headers;        /* header blocks answered 431 per window */
+    uint64_t max_header_bytes;       /* decoded header bytes per window */
     uint64_t limit_window_ms;
     struct zf_strlist https; /* http.https listen addresses */
 };
@@ -82,13 +61,19 @@ struct zf_h2_conn {
     char server_host[64];
     int server_port;
     int tls;
-    int closing;     /* no more reading; freed once the output is flushed */
-    int dead;        /* freed at the next loop turn */
-    int goaway;      /* graceful GOAWAY sent */
-    int lingering;   /* everything sent; draining input before the close */
-    size_t body_mem; /* request body bytes held in memory by its streams */
+    int closing;               /* no more reading; freed once the output is flushed */
+    int dead;                  /* freed at the next loop turn */
+    int goaway;                /* graceful GOAWAY sent */
+    int lingering;             /* everything sent; draining input before the close */
+    size_t body_mem;           /* request body bytes held in memory by its streams */
+    int32_t max_client_stream; /* highest stream id the client opened */
+    uint64_t block_bytes;      /* raw bytes of the header block arriving */
+    uint64_t stall_since;      /* ms: connection window shut while output waits */
+    uint64_t data_sent;        /* DATA payload bytes sent on all streams */
+    uint64_t stall_sent;       /* data_sent when stall_since was last checked */
     uint64_t window_start;
-    long resets, control_frames;
+    long resets, control_frames, refused_headers;
+    uint64_t header_bytes; /* decoded, name + value + 32 per field */
     struct zf_h2_conn *prev, *next;
 };
 
@@ -120,8 +105,12 @@ struct zf_h2_stream {
     /* response */
     int submitted;
     int deferred;
-    int finished, failed; /* from zf_exchange_take */
-    struct zf_segment *seg, *next_seg;
+    int finished, failed;   /* from zf_exchange_take */
+    int complete;           /* our END_STREAM went out: the response is whole */
+    uint64_t stall_since;   /* ms: window shut while output waits; 0 = not */
+    uint64_t stall_sent;    /* `sent` when stall_since was last checked */
+    int stall_reset;        /* reset for that (http.send_timeout) */
+    struct zf_segment *seg; /* taken from the exchange, being sent */
     size_t seg_off;
     const char *errbody; /* our own error page (static) */
     size_t errlen, erroff;
@@ -131,7 +120,24 @@ struct zf_h2_stream {
     struct zf_h2_stream *prev, *next;
 };
 
+/* upgrade.c: the operations behind zf_h2c (prior knowledge, Upgrade: h2c). */
+extern const struct zf_h2c_ops zf__h2c_ops;
+
+/* module.c: true when the module is active and h2.enable is set. */
+int zf__h2_enabled(void);
+
 /* conn.c */
+/* Starts HTTP/2 on a connection. Takes ownership of bev. The preface and
+ * any frames already received are in bev's input. When upgrade_settings is
+ * not NULL this is an h2c upgrade: the 101 was sent already, the decoded
+ * HTTP2-Settings payload is given, and `upgrade_request` (the HTTP/1.1
+ * request, body complete) becomes stream 1 (ownership passes). Returns
+ * ZF_OK or ZF_ERROR (bev and upgrade_request freed). */
+int zf__h2_start(struct zf_http_endpoint *ep, struct bufferevent *bev, const struct zf_conn *conn,
+                 const uint8_t *upgrade_settings, size_t settings_len,
+                 struct zf_exchange *upgrade_request);
+/* 1 / 0 / -1: see zf_h2c_ops.preface in ../http.h. */
+int zf__h2_preface_match(const void *buf, size_t len);
 extern struct zf_h2_conn *zf__h2_conns;
 extern size_t zf__h2_nconns;
 extern uint64_t zf__h2_abusive;
@@ -141,10 +147,19 @@ extern uint64_t zf__h2_abusive;
 void zf__h2_flush(struct zf_h2_conn *c);
 /* Frees the connection at the next loop turn (aborting its exchanges). */
 void zf__h2_close(struct zf_h2_conn *c);
-/* Counts a control frame / a client reset; on too many within the window,
- * terminates the session with ENHANCE_YOUR_CALM. Returns ZF_OK or ZF_ERROR
- * (connection being dropped). Safe inside nghttp2 callbacks. */
-int zf__h2_count_abuse(struct zf_h2_conn *c, int reset);
+/* What zf__h2_count_abuse counts, each against its limit per
+ * h2.limit_window. */
+enum zf_h2_abuse {
+    ZF_H2_CONTROL,      /* PING, SETTINGS, PRIORITY, empty DATA/CONTINUATION */
+    ZF_H2_RESET,        /* client RST_STREAM */
+    ZF_H2_REFUSED,      /* a header block answered 431 */
+    ZF_H2_HEADER_BYTES, /* n decoded header bytes */
+};
+/* Counts n of `what`; on too many within the window, terminates the
+ * session with ENHANCE_YOUR_CALM (logged once). Returns ZF_OK or ZF_ERROR
+ * (connection being dropped: process no more input). Safe inside nghttp2
+ * callbacks. */
+int zf__h2_count_abuse(struct zf_h2_conn *c, enum zf_h2_abuse what, uint64_t n);
 /* Re-arms the idle timer / the upload tick after streams came or went. */
 void zf__h2_streams_changed(struct zf_h2_conn *c);
 /* Graceful: GOAWAY, let open streams finish. Otherwise close now. */
@@ -188,6 +203,10 @@ extern const struct zf_exchange_ops zf__h2_exchange_ops;
  * 408, 413, 431, 500, 501); the rest of the request is ignored. Safe inside
  * nghttp2 callbacks. */
 void zf__h2_respond_error(struct zf_h2_stream *st, int status);
+/* Resets streams (and closes the connection) whose flow-control window
+ * stayed shut for http.send_timeout while output waits. Returns the number
+ * of streams with a response in progress. Not inside nghttp2 callbacks. */
+size_t zf__h2_check_output(struct zf_h2_conn *c, uint64_t now);
 /* nghttp2 send_data_callback for NO_COPY DATA frames. */
 int zf__h2_send_body(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd,
                      size_t length, nghttp2_data_source *source, void *user_data);

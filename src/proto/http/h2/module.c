@@ -1,11 +1,11 @@
 /* The "h2" module: HTTPS listeners, TLS handshakes with the ALPN hand-off
- * (h2 -> zf_h2_start, http/1.1 -> zf_http1_start), HTTP/2 settings and
+ * (h2 -> zf__h2_start, http/1.1 -> zf_http1_start), HTTP/2 settings and
  * limits, stop/reload hooks for every HTTP/2 connection (TLS or h2c).
  *
  * It is a module of its own rather than more keys in the HTTP/1.1 module so
  * that TLS and HTTP/2 stay in files that build only with nghttp2, with their
- * own stop/active/reload hooks; HTTP/1.1 only calls zf_h2_enabled(),
- * zf_h2_preface_match(), zf_h2c_upgrade_wanted() and zf_h2_start(). */
+ * own stop/active/reload hooks; HTTP/1.1 reaches it only through zf_h2c
+ * (../http.h), which configure sets when HTTP/2 is enabled. */
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
@@ -65,8 +65,16 @@ static const struct zf_cfg_key keys[] = {
     {"h2.max_control_frames", ZF_CFG_INT, &zf_h2_cfg.max_control_frames, "1000", NULL,
      "PING, SETTINGS, PRIORITY and empty DATA frames a client may send per h2.limit_window "
      "before the connection is dropped (flood protection)."},
+    {"h2.max_refused_headers", ZF_CFG_INT, &zf_h2_cfg.max_refused_headers, "20", NULL,
+     "Request header blocks a client may have refused with 431 per h2.limit_window; one more "
+     "and the connection is dropped with ENHANCE_YOUR_CALM. 0 is unlimited."},
+    {"h2.max_header_bytes", ZF_CFG_SIZE, &zf_h2_cfg.max_header_bytes, "128m", NULL,
+     "Decoded request header bytes (name + value + 32 per field, refused blocks included) a "
+     "client may send per h2.limit_window; beyond, GOAWAY(ENHANCE_YOUR_CALM) and close at once "
+     "(HPACK bomb: tiny references to a big table entry). 0 is unlimited."},
     {"h2.limit_window", ZF_CFG_MSEC, &zf_h2_cfg.limit_window_ms, "10s", NULL,
-     "The window over which h2.max_resets and h2.max_control_frames are counted."},
+     "The window over which h2.max_resets, h2.max_control_frames, h2.max_refused_headers and "
+     "h2.max_header_bytes are counted."},
     {NULL},
 };
 
@@ -86,7 +94,7 @@ static struct {
     uint64_t tls_ok, tls_failed, tls_resumed, alpn_h2;
 } m;
 
-int zf_h2_enabled(void)
+int zf__h2_enabled(void)
 {
     return m.active && zf_h2_cfg.enable;
 }
@@ -157,7 +165,7 @@ static void on_hs_event(struct bufferevent *bev, short what, void *arg)
     free(hs);
     if (h2) {
         m.alpn_h2++;
-        zf_h2_start(ep, bev, &conn, NULL, 0, NULL);
+        zf__h2_start(ep, bev, &conn, NULL, 0, NULL);
     } else {
         conn.proto = "https";
         zf_http1_start(ep, bev, &conn);
@@ -232,6 +240,7 @@ static int configure(struct zf_server *srv)
     if (!https && !(zf_h2_cfg.enable && zf_http_cfg.listen.n > 0))
         return ZF_DECLINED;
     m.active = 1;
+    zf_h2c = zf_h2_cfg.enable ? &zf__h2c_ops : NULL;
     return ZF_OK;
 }
 

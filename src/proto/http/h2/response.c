@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,17 +89,17 @@ void zf__h2_respond_error(struct zf_h2_stream *st, int status)
 /* ---------------------------------------------------------------- response */
 
 /* Makes st->seg the segment to send next, taking it from the exchange.
- * Returns 1 when there is one; 0 with st->finished/failed up to date. */
+ * Returns 1 when there is one; 0 with st->finished/failed up to date.
+ *
+ * Only one segment is ever taken ahead of the flow-control window (nghttp2
+ * calls read_body only while the window is open): what the client has not
+ * made room for stays queued in the exchange, where it counts, so the
+ * exchange's own suspension holds the application back over HTTP/2 as it
+ * does over HTTP/1.1. */
 static int fill(struct zf_h2_stream *st)
 {
     if (st->seg)
         return 1;
-    if (st->next_seg) {
-        st->seg = st->next_seg;
-        st->next_seg = NULL;
-        st->seg_off = 0;
-        return 1;
-    }
     if (st->finished)
         return 0;
     struct zf_segment *s;
@@ -107,17 +108,6 @@ static int fill(struct zf_h2_stream *st)
     st->seg = s;
     st->seg_off = 0;
     return s != NULL;
-}
-
-/* Looks one segment ahead so the last DATA frame can carry END_STREAM. */
-static void peek_next(struct zf_h2_stream *st)
-{
-    if (st->next_seg || st->finished)
-        return;
-    struct zf_segment *s;
-    while ((s = zf_exchange_take(st->ex, &st->finished, &st->failed)) && s->len == 0)
-        zf_segment_free(s);
-    st->next_seg = s;
 }
 
 static ssize_t read_body(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length,
@@ -145,11 +135,10 @@ static ssize_t read_body(nghttp2_session *session, int32_t id, uint8_t *buf, siz
     size_t left = st->seg->len - st->seg_off;
     size_t n = left < length ? left : length;
     *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-    if (n == left) {
-        peek_next(st);
-        if (!st->next_seg && st->finished && !st->failed)
-            *flags |= NGHTTP2_DATA_FLAG_EOF;
-    }
+    /* zf_exchange_take told whether this segment was the last one; when
+     * the worker finishes later, an empty DATA frame ends the stream */
+    if (n == left && st->finished && !st->failed)
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
     return (ssize_t)n;
 }
 
@@ -236,6 +225,7 @@ int zf__h2_send_body(nghttp2_session *session, nghttp2_frame *frame, const uint8
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
     st->sent += length;
+    c->data_sent += length;
     c->conn.action = "sending a response body";
     st->seg_off += length;
     if (st->seg_off == s->len) {
@@ -359,6 +349,81 @@ static int submit_response(struct zf_h2_stream *st)
         return ZF_ERROR;
     }
     return ZF_OK;
+}
+
+/* ---------------------------------------------------- flow-control stalls */
+
+/* True when the stream has response output that only the client's window
+ * keeps from going out: headers sent, body not ended, and a segment in hand
+ * or queued in the exchange (or the worker done). */
+static int output_waiting(struct zf_h2_stream *st)
+{
+    if (st->state != ZF_H2_APP || !st->submitted || st->complete || st->deferred)
+        return 0;
+    if (st->seg || st->finished)
+        return 1;
+    struct zf_exchange *ex = st->ex;
+    pthread_mutex_lock(&ex->lock);
+    int waiting = ex->seg_head != NULL || ex->done;
+    pthread_mutex_unlock(&ex->lock);
+    return waiting;
+}
+
+/* Called once a second: a stream whose send window stays shut while its
+ * output waits holds the exchange (queued bytes, a spool file, the
+ * application's suspended iterator) for as long as the client likes; after
+ * http.send_timeout (no byte sent, window shut at every tick) it is reset
+ * (CANCEL) and its exchange aborted. A shut
+ * connection window does that to every stream: the connection is closed
+ * with GOAWAY(ENHANCE_YOUR_CALM). Returns the number of streams with a
+ * response still going (the tick keeps running for them). */
+size_t zf__h2_check_output(struct zf_h2_conn *c, uint64_t now)
+{
+    uint64_t limit = zf_http_cfg.send_timeout_ms;
+    int conn_shut = nghttp2_session_get_remote_window_size(c->session) <= 0;
+    int conn_waiting = 0;
+    size_t n = 0;
+    for (struct zf_h2_stream *st = c->streams, *next; st; st = next) {
+        next = st->next;
+        if (st->state != ZF_H2_APP || st->complete)
+            continue;
+        n++;
+        int waiting = output_waiting(st);
+        conn_waiting |= waiting;
+        /* a busy stream's window is shut most of the time (the client's
+         * WINDOW_UPDATE is used up at once): only a window that stayed shut
+         * with no byte sent since the last tick is a stall */
+        if (!waiting || nghttp2_session_get_stream_remote_window_size(c->session, st->id) > 0 ||
+            st->sent != st->stall_sent) {
+            st->stall_since = 0;
+            st->stall_sent = st->sent;
+            continue;
+        }
+        if (!st->stall_since) {
+            st->stall_since = now;
+        } else if (limit && now - st->stall_since >= limit && !st->stall_reset) {
+            zf_log(ZF_LOG_INFO, &c->conn,
+                   "http2: stream %d: flow-control window shut for %llu ms with output "
+                   "waiting (http.send_timeout): resetting the stream",
+                   st->id, (unsigned long long)(now - st->stall_since));
+            st->stall_reset = 1;
+            nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+        }
+    }
+    if (!conn_shut || !conn_waiting || c->data_sent != c->stall_sent) {
+        c->stall_since = 0;
+        c->stall_sent = c->data_sent;
+    } else if (!c->stall_since) {
+        c->stall_since = now;
+    } else if (limit && now - c->stall_since >= limit && !c->closing) {
+        zf_log(ZF_LOG_INFO, &c->conn,
+               "http2: connection flow-control window shut for %llu ms with output waiting "
+               "(http.send_timeout): closing",
+               (unsigned long long)(now - c->stall_since));
+        nghttp2_session_terminate_session(c->session, NGHTTP2_ENHANCE_YOUR_CALM);
+        c->closing = 1;
+    }
+    return n;
 }
 
 /* The worker produced something for this stream (loop thread). */

@@ -72,17 +72,27 @@ static struct zf_h2_stream *stream_new(struct zf_h2_conn *c, int32_t id)
     return st;
 }
 
+/* One combined-format line per stream that was answered or reached the
+ * application. A response the client aborted (RST_STREAM, connection gone)
+ * before its END_STREAM went out is logged too, as nginx does: status 499
+ * when no response headers were sent yet, else the real status, with the
+ * body bytes sent so far. */
 static void access_log(struct zf_h2_stream *st)
 {
     struct zf_exchange *ex = st->ex;
-    if (!ex || !st->status || !zf_access_log_enabled())
+    if (!ex || !zf_access_log_enabled())
+        return;
+    int status = st->status;
+    if (!st->complete && st->state == ZF_H2_APP && !st->submitted)
+        status = 499;
+    if (!status)
         return;
     struct zf_access_entry e = {
         .remote_addr = ex->remote_addr,
         .method = ex->method,
         .target = ex->target,
         .protocol = ex->protocol,
-        .status = st->status,
+        .status = status,
         .bytes_sent = st->sent,
         .referer = zf_headers_get(&ex->req_headers, "referer"),
         .user_agent = zf_headers_get(&ex->req_headers, "user-agent"),
@@ -105,7 +115,6 @@ static void stream_free(struct zf_h2_stream *st)
             zf_exchange_release(st->ex);
     }
     zf_segment_free(st->seg);
-    zf_segment_free(st->next_seg);
     zf__h2_body_mem_drop(st);
     zf_spool_free(&st->body);
     free(st->method);
@@ -162,6 +171,11 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     (void)session;
     (void)flags;
     struct zf_h2_conn *c = user_data;
+    /* Every decoded field counts, refused or not: nghttp2 expands and
+     * checks each one, so a block of tiny references to a big table entry
+     * costs CPU however it ends. Past the limit, stop decoding now. */
+    if (zf__h2_count_abuse(c, ZF_H2_HEADER_BYTES, namelen + valuelen + 32) != ZF_OK)
+        return NGHTTP2_ERR_PAUSE;
     struct zf_h2_stream *st = zf__h2_get_stream(c, frame->hd.stream_id);
     if (!st || st->state != ZF_H2_HEADERS)
         return 0; /* trailers: ignored */
@@ -225,6 +239,7 @@ static void headers_complete(struct zf_h2_stream *st, int end_stream)
     struct zf_exchange *ex = st->ex;
     if (st->reject) {
         zf__h2_respond_error(st, st->reject);
+        zf__h2_count_abuse(c, ZF_H2_REFUSED, 1);
         return;
     }
     if (!st->method || !st->path) {
@@ -377,7 +392,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     switch (frame->hd.type) {
     case NGHTTP2_DATA:
         if (frame->hd.length == 0 && !end)
-            zf__h2_count_abuse(c, 0);
+            zf__h2_count_abuse(c, ZF_H2_CONTROL, 1);
         if (end && (st = zf__h2_get_stream(c, frame->hd.stream_id)))
             request_complete(st);
         break;
@@ -393,13 +408,13 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     case NGHTTP2_PING:
     case NGHTTP2_SETTINGS:
         if (!(frame->hd.flags & NGHTTP2_FLAG_ACK))
-            zf__h2_count_abuse(c, 0);
+            zf__h2_count_abuse(c, ZF_H2_CONTROL, 1);
         break;
     case NGHTTP2_PRIORITY:
-        zf__h2_count_abuse(c, 0);
+        zf__h2_count_abuse(c, ZF_H2_CONTROL, 1);
         break;
     case NGHTTP2_RST_STREAM:
-        zf__h2_count_abuse(c, 1);
+        zf__h2_count_abuse(c, ZF_H2_RESET, 1);
         break;
     default:
         break;
@@ -416,6 +431,8 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
         (frame->hd.type != NGHTTP2_DATA && frame->hd.type != NGHTTP2_HEADERS))
         return 0;
     struct zf_h2_stream *st = zf__h2_get_stream(c, frame->hd.stream_id);
+    if (st)
+        st->complete = 1; /* the whole response is out */
     if (st && st->state == ZF_H2_REJECTED &&
         nghttp2_session_get_stream_remote_close(session, st->id) == 0)
         nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
@@ -451,6 +468,7 @@ int zf__h2_upgrade_stream(struct zf_h2_conn *c, struct zf_exchange *ex)
     ex->conn = &c->conn;
     ex->conn_id = c->conn.id;
     nghttp2_session_set_stream_user_data(c->session, 1, st);
+    c->max_client_stream = 1;
     st->state = ZF_H2_APP;
     st->start_us = zf__h2_now_us();
     ex->start_us = st->start_us;

@@ -1,7 +1,9 @@
-/* h2c: the HTTP/1.1 "Upgrade: h2c" request check (RFC 7540 3.2) and the
- * HTTP2-Settings decoding. The connection switch itself is zf_h2_start with
- * the decoded payload; nghttp2_session_upgrade2 applies the settings and
- * opens stream 1 for the upgrading request. */
+/* h2c: the HTTP/1.1 "Upgrade: h2c" request check (RFC 7540 3.2), the
+ * HTTP2-Settings decoding, and zf__h2c_ops, the operations behind zf_h2c
+ * that HTTP/1.1 calls (preface check, upgrade check, take-over). The switch
+ * itself is zf__h2_start with the decoded payload; nghttp2_session_upgrade2
+ * applies the settings and opens stream 1 for the upgrading request. */
+#include <event2/buffer.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +11,7 @@
 
 #include "h2.h"
 
-const char zf_h2c_switching[] = "HTTP/1.1 101 Switching Protocols\r\n"
+static const char switching[] = "HTTP/1.1 101 Switching Protocols\r\n"
                                 "Connection: Upgrade\r\n"
                                 "Upgrade: h2c\r\n"
                                 "\r\n";
@@ -76,10 +78,13 @@ static long b64url_decode(const char *in, size_t n, uint8_t *out)
     return len < 0 ? -1 : len - (long)pad;
 }
 
-int zf_h2c_upgrade_wanted(const struct zf_exchange *ex, uint8_t **settings, size_t *len)
+/* Checks an HTTP/1.1 request for a valid h2c upgrade. Returns 1 and the
+ * decoded HTTP2-Settings payload in *settings (malloc'ed, caller frees) /
+ * *len, or 0 (serve the request as HTTP/1.1). */
+static int upgrade_settings(const struct zf_exchange *ex, uint8_t **settings, size_t *len)
 {
     const struct zf_headers *h = &ex->req_headers;
-    if (!zf_h2_enabled() || !any_has_token(h, "upgrade", "h2c") ||
+    if (!zf__h2_enabled() || !any_has_token(h, "upgrade", "h2c") ||
         !any_has_token(h, "connection", "upgrade") ||
         !any_has_token(h, "connection", "http2-settings"))
         return 0;
@@ -106,3 +111,42 @@ int zf_h2c_upgrade_wanted(const struct zf_exchange *ex, uint8_t **settings, size
     *len = (size_t)n;
     return 1;
 }
+
+/* ---------------------------------------------------- zf_h2c (../http.h) */
+
+static int upgrade_wanted(const struct zf_exchange *ex)
+{
+    uint8_t *settings;
+    size_t len;
+    if (!upgrade_settings(ex, &settings, &len))
+        return 0;
+    free(settings);
+    return 1;
+}
+
+static void start(struct zf_http_endpoint *ep, struct bufferevent *bev, const struct zf_conn *conn,
+                  struct zf_exchange *upgrade_request)
+{
+    if (!upgrade_request) {
+        zf__h2_start(ep, bev, conn, NULL, 0, NULL);
+        return;
+    }
+    uint8_t *settings = NULL;
+    size_t len = 0;
+    if (!upgrade_settings(upgrade_request, &settings, &len)) {
+        /* upgrade_wanted said yes a moment ago: only out of memory */
+        zf_log(ZF_LOG_ERROR, conn, "http2: cannot take the h2c upgrade (out of memory?)");
+        bufferevent_free(bev);
+        zf_exchange_release(upgrade_request);
+        return;
+    }
+    evbuffer_add(bufferevent_get_output(bev), switching, sizeof switching - 1);
+    zf__h2_start(ep, bev, conn, settings, len, upgrade_request);
+    free(settings);
+}
+
+const struct zf_h2c_ops zf__h2c_ops = {
+    .preface = zf__h2_preface_match,
+    .upgrade_wanted = upgrade_wanted,
+    .start = start,
+};
