@@ -237,7 +237,8 @@ static int configure(struct zf_server *srv)
 
 static int start(struct zf_server *srv)
 {
-    return zf__http_listen_all(srv, &zf_h2_cfg.https, "https", 1, tls_accept, &m.endpoints);
+    return zf__http_listen_all(srv, &zf_h2_cfg.https, "https", 1, "http", tls_accept,
+                               &m.endpoints);
 }
 
 static void stop(struct zf_server *srv, int graceful)
