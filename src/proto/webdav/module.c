@@ -26,6 +26,9 @@ static const struct zf_cfg_key webdav_keys[] = {
      "WebDAV, when the app did not set them."},
     {"webdav.options_star", ZF_CFG_BOOL, &zf_webdav_cfg.options_star, "true", NULL,
      "Answer \"OPTIONS *\" (the server's own capabilities) without the app."},
+    {"webdav.answer_root", ZF_CFG_BOOL, &zf_webdav_cfg.answer_root, "false", NULL,
+     "For an app that serves WebDAV only below /: answer Microsoft clients' OPTIONS / and "
+     "PROPFIND / (Depth 0) with an empty collection, so Windows goes on to the real folder."},
     {"webdav.trailing_dot", ZF_CFG_BOOL, &zf_webdav_cfg.trailing_dot, "true", NULL,
      "Strip trailing dots of the last path segment (and of Destination) for Microsoft "
      "clients: index_html. is index_html."},

@@ -6,7 +6,8 @@
  *    is also the browsers' CORS preflight);
  *  - the source server's requests: WEBDAV_SOURCE_PORT=1 and the GET suffix
  *    for apps that are not Zope;
- *  - "OPTIONS *" answered here (it asks about the server, not the app);
+ *  - "OPTIONS *" answered here (it asks about the server, not the app),
+ *    and, when configured, the mini-redirector's OPTIONS/PROPFIND on "/";
  *  - Microsoft clients' trailing dots stripped (index_html. -> index_html);
  *  - Destination URLs of this site under another scheme/host rewritten to
  *    what the app sees, so Zope's "same server" check passes;
@@ -217,26 +218,61 @@ static int fix_destination(struct zf_exchange *ex, int microsoft)
     return rc;
 }
 
-/* "OPTIONS *" asks what the server can do, not what a resource allows
- * (RFC 9110 9.3.7): the Windows mini-redirector and Office send it before
- * they look at the real path, and an app that serves only a sub-tree
- * would answer it 404. Answered here with the methods zfront passes on.
- * Returns ZF_DONE, or ZF_OK (out of memory: the app answers instead). */
-static int answer_options_star(struct zf_exchange *ex)
+/* Queues a complete answer of zfront's own (no worker runs): status, the
+ * WebDAV headers (Allow, DAV: 1,2, MS-Author-Via: DAV), and an XML body
+ * when body is not NULL. Returns ZF_DONE, or ZF_OK when out of memory (the
+ * app answers instead). */
+static int answer(struct zf_exchange *ex, int status, const char *line, const char *body)
 {
     struct zf_headers h = {0};
-    char *line = strdup("200 OK");
-    if (!line || zf_headers_add(&h, "Allow", 5, star_allow, sizeof star_allow - 1) != ZF_OK ||
+    static const char xml[] = "application/xml; charset=\"utf-8\"";
+    size_t blen = body ? strlen(body) : 0;
+    char *sl = strdup(line);
+    if (!sl || zf_headers_add(&h, "Allow", 5, star_allow, sizeof star_allow - 1) != ZF_OK ||
         zf_headers_add(&h, "DAV", 3, "1,2", 3) != ZF_OK ||
-        zf_headers_add(&h, "MS-Author-Via", 13, "DAV", 3) != ZF_OK) {
-        free(line);
+        zf_headers_add(&h, "MS-Author-Via", 13, "DAV", 3) != ZF_OK ||
+        (body && zf_headers_add(&h, "Content-Type", 12, xml, sizeof xml - 1) != ZF_OK)) {
+        free(sl);
         zf_headers_free(&h);
         return ZF_OK;
     }
-    zf_log(ZF_LOG_DEBUG, ex->conn, "webdav: OPTIONS * answered by zfront");
-    zf_exchange_send_headers(ex, 200, line, &h, 0);
-    zf_exchange_finish(ex, 1);
+    zf_log(ZF_LOG_DEBUG, ex->conn, "webdav: %s %s answered by zfront", ex->method, ex->target);
+    int ok = zf_exchange_send_headers(ex, status, sl, &h, (int64_t)blen) == ZF_OK &&
+             (!body || ex->is_head || zf_exchange_send_data(ex, body, blen) == ZF_OK);
+    zf_exchange_finish(ex, ok);
     return ZF_DONE;
+}
+
+/* "OPTIONS *" asks what the server can do, not what a resource allows
+ * (RFC 9110 9.3.7): Office and the Windows mini-redirector send it before
+ * they look at the real path, and an app that serves only a sub-tree
+ * answers it 404. Answered here with the methods zfront passes on. */
+static int answer_options_star(struct zf_exchange *ex)
+{
+    return answer(ex, 200, "200 OK", NULL);
+}
+
+/* webdav.answer_root: the mini-redirector's first look at "/" (OPTIONS,
+ * and PROPFIND with Depth 0) before the folder it was given, answered for
+ * an app that serves WebDAV only below the root (it would say 404 and
+ * Windows would give up). "/" is presented as an empty collection; its
+ * listing (Depth 1) still goes to the app. Returns ZF_DONE, or ZF_OK when
+ * the request is not such a probe. */
+static int answer_root(struct zf_exchange *ex)
+{
+    static const char propfind[] =
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
+        "<D:multistatus xmlns:D=\"DAV:\"><D:response><D:href>/</D:href><D:propstat><D:prop>"
+        "<D:resourcetype><D:collection/></D:resourcetype></D:prop>"
+        "<D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response></D:multistatus>\n";
+    if (strcmp(ex->path, "/") != 0)
+        return ZF_OK;
+    if (strcmp(ex->method, "OPTIONS") == 0)
+        return answer(ex, 200, "200 OK", NULL);
+    const char *depth = zf_headers_get(&ex->req_headers, "Depth");
+    if (strcmp(ex->method, "PROPFIND") == 0 && depth && strcmp(depth, "0") == 0)
+        return answer(ex, 207, "207 Multi-Status", propfind);
+    return ZF_OK;
 }
 
 /* The source server: for an app that is not Zope (or a port Zope was not
@@ -270,6 +306,8 @@ static int webdav_on_request(struct zf_exchange *ex)
     if (c->options_star && strcmp(ex->method, "OPTIONS") == 0 && strcmp(ex->target, "*") == 0)
         return answer_options_star(ex);
     int microsoft = is_microsoft(ex);
+    if (c->answer_root && microsoft && answer_root(ex) == ZF_DONE)
+        return ZF_DONE;
     int ok = 1;
     if (c->trailing_dot && microsoft) {
         size_t n = strlen(ex->path), keep = strip_dots(ex->path, n);

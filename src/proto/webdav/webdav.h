@@ -17,6 +17,7 @@ struct zf_webdav_config {
     int dav_channel;                 /* zfront.channel "webdav" for DAV methods */
     int options_headers;             /* DAV / MS-Author-Via on OPTIONS answers */
     int options_star;                /* answer "OPTIONS *" ourselves */
+    int answer_root;                 /* answer Microsoft's OPTIONS/PROPFIND-0 on "/" */
     int trailing_dot;                /* strip Microsoft clients' trailing dots */
     int quiet_probes;                /* macOS ._* / .DS_Store: wsgi.errors at debug */
     int fix_destination;             /* Destination of another scheme/host -> ours */

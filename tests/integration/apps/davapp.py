@@ -15,8 +15,8 @@ Special paths:
                       then echoes
   /big/SIZE           GET: SIZE bytes of $ZF_TEST_DATA/big-SIZE (made on
                       first use) through wsgi.file_wrapper
-Any PATH_INFO that does not start with "/" ("*") gets 404: the app serves
-only its tree. Every request body is read in 1 MiB pieces (never whole)
+Any PATH_INFO that does not start with "/" ("*"), and "/" itself, get
+404: the app serves only its tree below the root. Every request body is read in 1 MiB pieces (never whole)
 and a line "METHOD PATH LENGTH SHA256" appended to
 $ZF_TEST_MARKERS/calls.log.
 """
@@ -71,7 +71,7 @@ def application(environ, start_response):
         open(os.path.join(markers, "slow-started"), "w").close()
         time.sleep(1.0)
     last = path.rstrip("/").rsplit("/", 1)[-1]
-    if not path.startswith("/") or path.startswith("/gone/") or last.startswith("._") \
+    if not path.startswith("/") or path == "/" or path.startswith("/gone/") or last.startswith("._") \
             or last in PROBES:
         environ["wsgi.errors"].write("NotFound: %s\n" % path)
         return respond(start_response, "404 Not Found", b"not found\n")
