@@ -326,12 +326,18 @@ def test_source_server_alone(server_factory):
     assert srv.wait() == 0
 
 
-def test_source_server_tells_zope_the_port(server_factory, tmp_path):
-    """A Zope app (here a fake ZPublisher behind --paste) is told the source
-    port and marks/rewrites itself: the suffix is applied once, by Zope."""
-    ini = tmp_path / "zope.ini"
-    ini.write_text("[app:main]\nuse = call:davapp:make_zope_app\n")
-    srv = dav_server(server_factory, "--paste", str(ini), "--webdav-source", "127.0.0.1:0",
+@pytest.mark.parametrize("how", ["paste", "zope-conf"])
+def test_source_server_tells_zope_the_port(server_factory, tmp_path, how):
+    """A Zope app (here a fake Zope: ZPublisher and Zope2.Startup, loaded with
+    --paste or --zope-conf) is told the source port and marks/rewrites
+    itself: the suffix is applied once, by Zope."""
+    if how == "paste":
+        conf = tmp_path / "zope.ini"
+        conf.write_text("[app:main]\nuse = call:davapp:make_zope_app\n")
+    else:
+        conf = tmp_path / "zope.conf"
+        conf.write_text("# read by the fake Zope2.Startup.run only\n")
+    srv = dav_server(server_factory, "--" + how, str(conf), "--webdav-source", "127.0.0.1:0",
                      "--webdav-source-suffix", "/manage_DAVget", app=None,
                      extra_python_path=[os.path.join(APPS, "fakezope")])
     sport = source_port(srv)
@@ -343,6 +349,16 @@ def test_source_server_tells_zope_the_port(server_factory, tmp_path):
     info = echo(srv.port, "GET", "/doc")
     assert info["path"] == "/doc" and info["source"] is None
     assert re.search(r"source port %d handled by Zope" % sport, srv.log())
+
+
+def test_plain_app_with_zope_installed_is_not_told(server_factory):
+    """--app is never Zope's publisher: even where ZPublisher can be imported,
+    zfront marks the source requests itself and does not call Zope."""
+    srv = dav_server(server_factory, "--webdav-source", "127.0.0.1:0",
+                     extra_python_path=[os.path.join(APPS, "fakezope")])
+    info = echo(source_port(srv), "GET", "/doc")
+    assert info["source"] == "1" and info["path"] == "/doc"
+    assert not os.path.exists(srv.marker("zope-source-port"))
 
 
 # ---------------------------------------------------------------- big bodies
