@@ -359,23 +359,25 @@ void zf_service_register(const struct zf_service *s)
     services[nservices++].s = s;
 }
 
+/* The first provider of `name` that opens listeners, or nservices. */
 static size_t find_service(const char *name)
 {
     for (size_t i = 0; i < nservices; i++)
-        if (strcmp(services[i].s->name, name) == 0)
+        if (strcmp(services[i].s->name, name) == 0 && services[i].s->listen)
             return i;
     return nservices;
 }
 
 int zf_service_need(const char *name, const char *who)
 {
-    size_t i = find_service(name);
-    if (i == nservices) {
+    if (find_service(name) == nservices) {
         zf_log(ZF_LOG_ERROR, NULL, "%s: needs the %s service, which this build does not have", who,
                name);
         return ZF_ERROR;
     }
-    services[i].needed = 1;
+    for (size_t i = 0; i < nservices; i++)
+        if (strcmp(services[i].s->name, name) == 0)
+            services[i].needed = 1;
     return ZF_OK;
 }
 

@@ -111,7 +111,9 @@ struct zf_service {
     const struct zf_module *module; /* the provider: kept active when needed */
     /* Loop thread, from a module's start(): opens a listener on addr whose
      * requests carry `channel` (static string). *port gets the bound port.
-     * Returns ZF_OK or ZF_ERROR (logged). */
+     * Returns ZF_OK or ZF_ERROR (logged). NULL for a module that only
+     * serves on such listeners once they exist (h2c on plain HTTP
+     * endpoints): it registers under the same name to be kept active too. */
     int (*listen)(struct zf_server *srv, const char *addr, const char *channel, int *port);
 };
 /* From the provider's configure() (called even when it declines: it may

@@ -309,13 +309,16 @@ def test_source_server_without_suffix(server_factory):
 
 
 def test_source_server_alone(server_factory):
-    """No --http at all: the HTTP module still runs for the source port, and
-    so a graceful stop lets a request in flight there finish."""
+    """No --http at all: the HTTP module (and HTTP/2, for h2c) still run for
+    the source port, and so a graceful stop lets a request in flight there
+    finish."""
     srv = dav_server(server_factory, "--webdav-source", "127.0.0.1:0", http=None,
                      wait_listen=False)
     sport = source_port(srv)
     info = echo(sport, "GET", "/doc")
     assert info["channel"] == "webdav-source"
+    status, data, _ = curl_h2(sport, "GET", "/doc")  # h2c: HTTP/2 is kept active too
+    assert status == 200 and json.loads(data)["channel"] == "webdav-source"
     c = http.client.HTTPConnection("127.0.0.1", sport, timeout=TIMEOUT)
     c.request("GET", "/slow")
     assert srv.wait_marker("slow-started")
