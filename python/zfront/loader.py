@@ -183,3 +183,21 @@ def load_demo(state_dir):
     from zfront import demo
 
     return demo.make_app(state_dir)
+
+
+def zope_webdav_source_port(kind, port):
+    """Called by the webdav module at start-up with the WebDAV source
+    server's bound port. For an app loaded with --zope-conf or --paste whose
+    Python has Zope's publisher, tells Zope the port
+    (``ZPublisher.WSGIPublisher.set_webdav_source_port``): Zope then marks
+    requests on it ``WEBDAV_SOURCE_PORT=1`` and serves a GET's source
+    (``manage_DAVget``) itself. Returns True when Zope took it, False when
+    zfront must mark the requests (any other app)."""
+    if kind not in ("paste", "zope"):
+        return False
+    try:
+        from ZPublisher.WSGIPublisher import set_webdav_source_port
+    except ImportError:
+        return False
+    set_webdav_source_port(port)
+    return True

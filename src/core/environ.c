@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "config.h"
+#include "filter.h"
 #include "pyint.h"
 
 /* ======================================================== trusted proxies */
@@ -83,6 +84,11 @@ static int is_trusted(const char *s, size_t n)
         if (mask_match(&proxies[i], family, a))
             return 1;
     return 0;
+}
+
+int zf_proxy_trusted(const char *addr)
+{
+    return nproxies > 0 && is_trusted(addr, strlen(addr));
 }
 
 int zf__wsgi_setup(void)
@@ -442,6 +448,18 @@ static int apply_proxy_headers(PyObject *d, const struct zf_exchange *ex, const 
     return 0;
 }
 
+/* The variables request filters added (ex->env_extra), last: they may
+ * override what zfront derived. */
+static int set_extra(PyObject *d, const struct zf_exchange *ex)
+{
+    for (size_t i = 0; i < ex->env_extra.n; i++) {
+        const struct zf_header *h = &ex->env_extra.v[i];
+        if (set_latin1(d, h->name, h->value, h->value_len) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* Builds the environ for ex. Returns a new reference or NULL. */
 PyObject *zf__wsgi_environ(struct zf_exchange *ex, const struct zf_conn *c, PyObject *input,
                            PyObject *errors)
@@ -477,7 +495,7 @@ PyObject *zf__wsgi_environ(struct zf_exchange *ex, const struct zf_conn *c, PyOb
         PyDict_SetItemString(d, "wsgi.input_terminated", Py_True) < 0 ||
         PyDict_SetItemString(d, "wsgi.file_wrapper", (PyObject *)&zf__FileWrapperType) < 0 ||
         set_str(d, "zfront.channel", ex->channel ? ex->channel : "http") < 0 ||
-        apply_proxy_headers(d, ex, c) < 0) {
+        apply_proxy_headers(d, ex, c) < 0 || set_extra(d, ex) < 0) {
         Py_DECREF(d);
         return NULL;
     }

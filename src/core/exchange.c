@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "exchange.h"
+#include "filter.h"
 #include "python.h"
 
 /* Spooled response bytes are handed to the loop in segments of this size, so
@@ -110,6 +111,7 @@ struct zf_exchange *zf_exchange_new(const struct zf_exchange_ops *ops, void *pro
     ex->channel = "http";
     ex->content_length = -1;
     ex->spool_fd = -1;
+    ex->errors_level = ZF_LOG_ERROR;
     ex->refs = 1;
     zf_body_init(&ex->body);
     if (conn) {
@@ -164,6 +166,7 @@ static void exchange_free(struct zf_exchange *ex)
     free_segments(ex->seg_head);
     zf_headers_free(&ex->req_headers);
     zf_headers_free(&ex->resp_headers);
+    zf_headers_free(&ex->env_extra);
     zf_body_free(&ex->body);
     free(ex->method);
     free(ex->target);
@@ -211,10 +214,24 @@ static void on_cancel(struct zf_job *job, enum zf_job_cancel why, uint64_t waite
     }
 }
 
+int zf_exchange_set_path(struct zf_exchange *ex, const char *path, size_t len)
+{
+    char *p = dup_n(path, len);
+    if (!p)
+        return ZF_ERROR;
+    free(ex->path);
+    ex->path = p;
+    return ZF_OK;
+}
+
 void zf_exchange_dispatch(struct zf_exchange *ex)
 {
     ex->refs++;
     ex->worker_holds = 1;
+    /* A filter that answers calls zf_exchange_finish, whose final post drops
+     * the reference taken above, as a worker's would. */
+    if (zf__filters_request(ex) == ZF_DONE)
+        return;
     ex->job.run = zf_py_run_exchange;
     ex->job.cancel = on_cancel;
     int rc = zf_pool_admit(&ex->job);
@@ -373,6 +390,7 @@ int zf_exchange_send_headers(struct zf_exchange *ex, int status, char *status_li
         zf_headers_free(headers);
         return ZF_ERROR;
     }
+    zf__filters_response(ex, status, headers);
     pthread_mutex_lock(&ex->lock);
     ex->status = status;
     ex->status_line = status_line;

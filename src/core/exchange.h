@@ -96,6 +96,12 @@ struct zf_exchange {
     int remote_port;
     struct zf_body body; /* the complete request body */
     int is_head;
+    /* Set by request filters (filter.h) on the loop before dispatch: extra
+     * environ variables (name = value, both latin-1 strings) the WSGI
+     * environ builder adds last, and the level of the lines the app writes
+     * to wsgi.errors (ZF_LOG_ERROR unless a filter lowered it). */
+    struct zf_headers env_extra;
+    int errors_level;
 
     /* ---- response: written by the worker, read by the loop ---- */
     pthread_mutex_t lock;
@@ -145,12 +151,18 @@ struct zf_exchange *zf_exchange_new(const struct zf_exchange_ops *ops, void *pro
  * Returns ZF_OK or ZF_ERROR. */
 int zf_exchange_set_target(struct zf_exchange *ex, const char *method, size_t mlen,
                            const char *target, size_t tlen);
-/* Hands the exchange to the worker pool. The worker takes a reference.
- * When the queue is full (server.max_queued) or the server stops, the core
- * answers 503 at once instead (zf_exchange_respond); a request that waits
- * past server.queue_timeout, or is still queued when a graceful stop drains
- * the queue, is answered 503 the same way. Either way the protocol sees an
- * ordinary response through ops->on_output, on a later loop turn. */
+/* Replaces the path the app sees (PATH_INFO), keeping target (REQUEST_URI
+ * and the access log show what the client sent). Copies. Returns ZF_OK or
+ * ZF_ERROR (out of memory; the old path stays). For request filters. */
+int zf_exchange_set_path(struct zf_exchange *ex, const char *path, size_t len);
+/* Runs the request filters (filter.h), then hands the exchange to the
+ * worker pool; the worker takes a reference. When a filter answered
+ * itself, no worker runs. When the queue is full (server.max_queued) or
+ * the server stops, the core answers 503 at once instead
+ * (zf_exchange_respond); a request that waits past server.queue_timeout,
+ * or is still queued when a graceful stop drains the queue, is answered
+ * 503 the same way. Either way the protocol sees an ordinary response
+ * through ops->on_output, on a later loop turn. */
 void zf_exchange_dispatch(struct zf_exchange *ex);
 /* True once the worker produced the headers; status/status_line/resp_headers
  * /content_length are then stable and readable without the lock. */
@@ -176,7 +188,8 @@ const char *zf_exchange_remote_user(struct zf_exchange *ex);
 /* ---- worker thread, bridge side ---- */
 
 /* Publishes status and headers (the exchange takes ownership of
- * status_line and of the header list's contents). Returns ZF_OK, or
+ * status_line and of the header list's contents), after the response
+ * filters (filter.h) added theirs. Returns ZF_OK, or
  * ZF_ERROR when the client is gone. */
 int zf_exchange_send_headers(struct zf_exchange *ex, int status, char *status_line,
                              struct zf_headers *headers, int64_t content_length);

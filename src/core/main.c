@@ -173,6 +173,7 @@ static int configure_modules(void)
         if (rc == ZF_OK && zf_srv->nactive < ZF_ARRAY_LEN(zf_srv->active))
             zf_srv->active[zf_srv->nactive++] = m;
     }
+    zf__services_activate(zf_srv);
     if (zf_srv->nactive == 0) {
         zf_log(ZF_LOG_ERROR, NULL, "nothing to serve: give at least one listener "
                "(for example --http 127.0.0.1:8080)");

@@ -9,6 +9,9 @@ extern const struct zf_module zf_h2_module; /* https listeners, TLS, HTTP/2 */
 #ifdef ZF_WITH_SSH
 extern const struct zf_module zf_ssh_module;
 #endif
+#ifdef ZF_WITH_WEBDAV
+extern const struct zf_module zf_webdav_module; /* DAV policy (a request filter), source port */
+#endif
 
 const struct zf_module *const zf_modules[] = {
     &zf_http_module,
@@ -17,6 +20,9 @@ const struct zf_module *const zf_modules[] = {
 #endif
 #ifdef ZF_WITH_SSH
     &zf_ssh_module,
+#endif
+#ifdef ZF_WITH_WEBDAV
+    &zf_webdav_module,
 #endif
 };
 

@@ -56,6 +56,9 @@ void zf__input_detach(PyObject *input);
  * every line about `conn` (copied: the object may outlive the request).
  * Returns a new reference or NULL with an exception set. */
 PyObject *zf__errors_new(const struct zf_conn *conn);
+/* The level of the lines an errors stream logs (a request filter may lower
+ * it for a request: ex->errors_level). */
+void zf__errors_set_level(PyObject *errors, int level);
 
 /* Bridge types that live in wsgi.c; pymod.c readies them at import.
  * Returns 0 or -1 with an exception set. */

@@ -529,6 +529,7 @@ static PyTypeObject InputType = {
 struct errors {
     PyObject ob_base;    /* PyObject_HEAD */
     struct zf_conn conn; /* copy: the stream may outlive the request */
+    int level;           /* of the lines logged (ZF_LOG_ERROR by default) */
     char *pending;       /* partial last line */
     size_t len, cap;
 };
@@ -542,15 +543,21 @@ PyObject *zf__errors_new(const struct zf_conn *conn)
         return NULL;
     self->conn = *conn;
     self->conn.action = NULL;
+    self->level = ZF_LOG_ERROR;
     self->pending = NULL;
     self->len = self->cap = 0;
     return (PyObject *)self;
 }
 
+void zf__errors_set_level(PyObject *errors, int level)
+{
+    ((struct errors *)errors)->level = level;
+}
+
 static void errors_emit(struct errors *self)
 {
-    if (self->len)
-        zf_log_text(ZF_LOG_ERROR, &self->conn, self->pending, self->len);
+    if (self->len && self->level <= zf_log_level)
+        zf_log_text(self->level, &self->conn, self->pending, self->len);
     self->len = 0;
 }
 

@@ -293,6 +293,38 @@ int zf_py_load_app(void)
     return ZF_OK;
 }
 
+/* The way the app was loaded, for loader hooks: "demo", "module", "paste",
+ * "zope" or "". */
+static const char *app_kind(void)
+{
+    if (zf_cfg.demo)
+        return "demo";
+    if (zf_cfg.app && *zf_cfg.app)
+        return "module";
+    if (zf_cfg.paste && *zf_cfg.paste)
+        return "paste";
+    if (zf_cfg.zope_conf && *zf_cfg.zope_conf)
+        return "zope";
+    return "";
+}
+
+int zf_py_startup_call(const char *func, long arg)
+{
+    if (!main_ts)
+        return -1;
+    PyEval_RestoreThread(main_ts);
+    PyObject *r = call_zfront("zfront.loader", func, Py_BuildValue("(sl)", app_kind(), arg));
+    int rc = r ? PyObject_IsTrue(r) : -1;
+    if (rc < 0) {
+        char what[128];
+        snprintf(what, sizeof what, "zfront.loader.%s failed", func);
+        zf__py_log_exception(ZF_LOG_ERROR, NULL, what);
+    }
+    Py_XDECREF(r);
+    main_ts = PyEval_SaveThread();
+    return rc;
+}
+
 void zf_py_release_main(void)
 {
     main_ts = PyEval_SaveThread();

@@ -23,6 +23,12 @@ int zf_py_read_config(const char *path);
 int zf_py_load_app(void);
 /* Main thread gives up the GIL after start-up. */
 void zf_py_release_main(void);
+/* Main thread, from a module's start() (after the app is loaded, before
+ * the loop runs: no request is being served, so taking the GIL here stalls
+ * nothing): calls zfront.loader.<func>(app_kind, arg), where app_kind says
+ * how the app was loaded ("module", "paste", "zope", "demo"). Returns the
+ * truth value of its result (1/0), or -1 when it raised (logged). */
+int zf_py_startup_call(const char *func, long arg);
 /* Main thread takes the GIL back, runs the Python shutdown hooks
  * (zfront.on_shutdown; Py_FinalizeEx then runs the atexit ones) and
  * finalizes. Call it only after the

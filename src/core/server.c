@@ -619,3 +619,72 @@ void zf_server_shutdown(int graceful)
         evtimer_add(drain_timer, &tv);
     zf_server_check_idle();
 }
+
+/* --------------------------------------------------------------- services */
+
+#define MAX_SERVICES 8
+
+static struct {
+    const struct zf_service *s;
+    int needed;
+} services[MAX_SERVICES];
+static size_t nservices;
+
+void zf_service_register(const struct zf_service *s)
+{
+    for (size_t i = 0; i < nservices; i++)
+        if (services[i].s == s)
+            return;
+    if (nservices == MAX_SERVICES) {
+        fprintf(stderr, "zfront: too many services (at most %d)\n", MAX_SERVICES);
+        abort(); /* a build with more providers than slots: a programming error */
+    }
+    services[nservices++].s = s;
+}
+
+/* The first provider of `name` that opens listeners, or nservices. */
+static size_t find_service(const char *name)
+{
+    for (size_t i = 0; i < nservices; i++)
+        if (strcmp(services[i].s->name, name) == 0 && services[i].s->listen)
+            return i;
+    return nservices;
+}
+
+int zf_service_need(const char *name, const char *who)
+{
+    if (find_service(name) == nservices) {
+        zf_log(ZF_LOG_ERROR, NULL, "%s: needs the %s service, which this build does not have", who,
+               name);
+        return ZF_ERROR;
+    }
+    for (size_t i = 0; i < nservices; i++)
+        if (strcmp(services[i].s->name, name) == 0)
+            services[i].needed = 1;
+    return ZF_OK;
+}
+
+int zf_service_listen(struct zf_server *srv, const char *name, const char *addr,
+                      const char *channel, int *port)
+{
+    size_t i = find_service(name);
+    if (i == nservices) {
+        zf_log(ZF_LOG_ERROR, NULL, "no %s service to listen on %s", name, addr);
+        return ZF_ERROR;
+    }
+    return services[i].s->listen(srv, addr, channel, port);
+}
+
+void zf__services_activate(struct zf_server *srv)
+{
+    for (size_t i = 0; i < nservices; i++) {
+        const struct zf_module *m = services[i].s->module;
+        if (!services[i].needed || !m)
+            continue;
+        int found = 0;
+        for (size_t k = 0; k < srv->nactive; k++)
+            found |= srv->active[k] == m;
+        if (!found && srv->nactive < ZF_ARRAY_LEN(srv->active))
+            srv->active[srv->nactive++] = m;
+    }
+}

@@ -132,6 +132,37 @@ typedef void (*zf_loop_fn)(void *arg);
  * or ZF_ERROR (out of memory). */
 int zf_loop_call(zf_loop_fn fn, void *arg);
 
+/* Services: a module that can serve a protocol on an address registers it
+ * under a name ("http"), so another module can open a listener of that
+ * protocol for requests of its own channel without knowing the module
+ * (the WebDAV source port is HTTP with zfront.channel "webdav-source").
+ * The provider owns the listeners it opens and closes them in its own
+ * stop(). */
+struct zf_service {
+    const char *name;
+    const struct zf_module *module; /* the provider: kept active when needed */
+    /* Loop thread, from a module's start(): opens a listener on addr whose
+     * requests carry `channel` (static string). *port gets the bound port.
+     * Returns ZF_OK or ZF_ERROR (logged). NULL for a module that only
+     * serves on such listeners once they exist (h2c on plain HTTP
+     * endpoints): it registers under the same name to be kept active too. */
+    int (*listen)(struct zf_server *srv, const char *addr, const char *channel, int *port);
+};
+/* From the provider's configure() (called even when it declines: it may
+ * serve another module's listeners only). Kept by pointer. */
+void zf_service_register(const struct zf_service *s);
+/* From a user module's configure(): it will ask for listeners of `name` in
+ * its start(), so the provider must run even if it has no listener of its
+ * own. Returns ZF_OK, or ZF_ERROR when no module provides `name` (logged). */
+int zf_service_need(const char *name, const char *who);
+/* From a module's start(): opens a listener of service `name`. Returns
+ * ZF_OK or ZF_ERROR (logged). */
+int zf_service_listen(struct zf_server *srv, const char *name, const char *addr,
+                      const char *channel, int *port);
+/* main.c, after every module's configure(): adds the providers of needed
+ * services to srv->active. */
+void zf__services_activate(struct zf_server *srv);
+
 /* main.c only: set up and tear down the reactor's own loop events. */
 int zf__server_init_loop(struct zf_server *srv);
 void zf__server_free_loop(void);

@@ -737,6 +737,8 @@ static void wsgi_handle(struct zf_exchange *ex, struct zf_worker *w)
     make_conn(&r->conn, ex);
     r->input = zf__input_new(&ex->body);
     r->errors = r->input ? zf__errors_new(&r->conn) : NULL;
+    if (r->errors)
+        zf__errors_set_level(r->errors, ex->errors_level);
     r->environ = r->errors ? zf__wsgi_environ(ex, &r->conn, r->input, r->errors) : NULL;
     r->responder = r->environ ? (PyObject *)PyObject_New(struct responder, &ResponderType) : NULL;
     if (r->responder) {

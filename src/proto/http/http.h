@@ -103,11 +103,13 @@ void zf__http1_stats(struct evbuffer *out);
 size_t zf__http1_shed(size_t n);
 
 /* (module.c) Opens one endpoint per address of `addrs` (scheme, tls,
- * channel "http"), each accepting with cb, and pushes them on *list.
+ * channel: zfront.channel of its requests, static), each accepting with
+ * cb, and pushes them on *list. The module also offers plain endpoints to
+ * other modules as the "http" service (server.h).
  * Returns ZF_OK or ZF_ERROR (logged; the endpoints opened so far stay on
  * *list for the module's stop to close). */
 int zf__http_listen_all(struct zf_server *srv, const struct zf_strlist *addrs,
-                        const char *scheme, int tls, zf_accept_cb cb,
+                        const char *scheme, int tls, const char *channel, zf_accept_cb cb,
                         struct zf_http_endpoint **list);
 
 /* Shared HTTP helpers (http_util.c). */

@@ -3,6 +3,7 @@
 #include <event2/buffer.h>
 #include <http_parser.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "http.h"
 
@@ -36,6 +37,8 @@ static const struct zf_cfg_key http_keys[] = {
 };
 
 static struct zf_http_endpoint *endpoints;
+static const struct zf_service http_service;
+extern const struct zf_module zf_http_module;
 
 /* Checks the settings and sets http-parser's process-wide header limit just
  * above ours, so that our own checks (414/431 with a precise message) fire
@@ -66,38 +69,69 @@ static int http_configure(struct zf_server *srv)
         return ZF_ERROR;
     }
     http_parser_set_max_header_size((uint32_t)(c->max_request_line + c->max_header_size + 4096));
+    zf_service_register(&http_service);
     if (c->listen.n == 0)
         return ZF_DECLINED;
     return ZF_OK;
 }
 
-/* Shared by the plain (here) and https (h2/module.c) listeners: see http.h. */
-int zf__http_listen_all(struct zf_server *srv, const struct zf_strlist *addrs,
-                        const char *scheme, int tls, zf_accept_cb cb,
-                        struct zf_http_endpoint **list)
+/* Opens one endpoint on addr and pushes it on *list. Its listener logs
+ * under the channel's name when that is not plain "http", so the source
+ * port's "webdav-source: listening on ..." line is told apart. */
+static int listen_one(struct zf_server *srv, const char *addr, const char *scheme, int tls,
+                      const char *channel, zf_accept_cb cb, struct zf_http_endpoint **list)
 {
-    for (size_t i = 0; i < addrs->n; i++) {
-        struct zf_http_endpoint *ep = zf_xcalloc(1, sizeof *ep);
-        ep->scheme = scheme;
-        ep->channel = "http";
-        ep->tls = tls;
-        ep->listener = zf_listen(srv, addrs->v[i], scheme, cb, ep);
-        if (!ep->listener) {
-            free(ep);
-            return ZF_ERROR;
-        }
-        ep->listener->admit = 1; /* server.max_connections */
-        ep->next = *list;
-        *list = ep;
+    struct zf_http_endpoint *ep = zf_xcalloc(1, sizeof *ep);
+    ep->scheme = scheme;
+    ep->channel = channel;
+    ep->tls = tls;
+    ep->listener =
+        zf_listen(srv, addr, strcmp(channel, "http") == 0 ? scheme : channel, cb, ep);
+    if (!ep->listener) {
+        free(ep);
+        return ZF_ERROR;
     }
+    ep->listener->admit = 1; /* server.max_connections */
+    ep->next = *list;
+    *list = ep;
     return ZF_OK;
 }
+
+/* Shared by the plain (here) and https (h2/module.c) listeners: see http.h. */
+int zf__http_listen_all(struct zf_server *srv, const struct zf_strlist *addrs,
+                        const char *scheme, int tls, const char *channel, zf_accept_cb cb,
+                        struct zf_http_endpoint **list)
+{
+    for (size_t i = 0; i < addrs->n; i++)
+        if (listen_one(srv, addrs->v[i], scheme, tls, channel, cb, list) != ZF_OK)
+            return ZF_ERROR;
+    return ZF_OK;
+}
+
+/* The "http" service (server.h): a plain HTTP listener (HTTP/1.1 and h2c)
+ * for another module's channel. Its endpoint joins this module's list, so
+ * http_stop closes it with the others. */
+static int http_service_listen(struct zf_server *srv, const char *addr, const char *channel,
+                               int *port)
+{
+    if (listen_one(srv, addr, "http", 0, channel, zf_http_accept, &endpoints) != ZF_OK)
+        return ZF_ERROR;
+    *port = endpoints->listener->port;
+    return ZF_OK;
+}
+
+static const struct zf_service http_service = {
+    .name = "http",
+    .module = &zf_http_module,
+    .listen = http_service_listen,
+};
 
 /* Opens one listener per http.listen address. Returns ZF_OK or ZF_ERROR
  * (listeners opened so far are closed by stop()). */
 static int http_start(struct zf_server *srv)
 {
-    return zf__http_listen_all(srv, &zf_http_cfg.listen, "http", 0, zf_http_accept, &endpoints);
+    return zf__http_listen_all(srv, &zf_http_cfg.listen, "http", 0, "http", zf_http_accept,
+                               &endpoints);
 }
 
 /* Closes the listeners first (no new connection), then the connections:

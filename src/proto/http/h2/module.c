@@ -214,6 +214,8 @@ static void tls_accept(struct zf_listener *l, evutil_socket_t fd, struct sockadd
 
 /* --------------------------------------------------------------- hooks */
 
+extern const struct zf_module zf_h2_module;
+
 static int configure(struct zf_server *srv)
 {
     (void)srv;
@@ -234,19 +236,24 @@ static int configure(struct zf_server *srv)
             return ZF_ERROR;
         }
     }
+    /* h2c also runs on plain endpoints another module asks for (server.h) */
+    static const struct zf_service h2c_service = {.name = "http", .module = &zf_h2_module};
+    zf_service_register(&h2c_service);
     int https = zf_h2_cfg.https.n > 0;
     if (https && zf_tls_init(zf_h2_cfg.enable) != ZF_OK)
         return ZF_ERROR;
     if (!https && !(zf_h2_cfg.enable && zf_http_cfg.listen.n > 0))
         return ZF_DECLINED;
     m.active = 1;
-    zf_h2c = zf_h2_cfg.enable ? &zf__h2c_ops : NULL;
     return ZF_OK;
 }
 
 static int start(struct zf_server *srv)
 {
-    return zf__http_listen_all(srv, &zf_h2_cfg.https, "https", 1, tls_accept, &m.endpoints);
+    m.active = 1; /* also when only kept active for another module's endpoints */
+    zf_h2c = zf_h2_cfg.enable ? &zf__h2c_ops : NULL;
+    return zf__http_listen_all(srv, &zf_h2_cfg.https, "https", 1, "http", tls_accept,
+                               &m.endpoints);
 }
 
 static void stop(struct zf_server *srv, int graceful)

@@ -1,5 +1,6 @@
 """Stand-in for ZPublisher.WSGIPublisher (see ../README.md)."""
 import base64
+import os
 import threading
 from urllib.parse import parse_qs
 
@@ -7,6 +8,21 @@ from zExceptions import BadRequest, NotFound
 
 _lock = threading.Lock()
 _folders = set()
+_WEBDAV_SOURCE_PORT = 0
+# A test's own WSGI app behind the publisher (test_webdav: davapp's echo),
+# set by `delegate MODULE:ATTR` in the fake zope.conf or by a Paste factory.
+delegate = None
+
+
+def set_webdav_source_port(port):
+    """As Zope 5.8's: requests whose SERVER_PORT is `port` are WebDAV source
+    requests. Records the port in $ZF_TEST_MARKERS/zope-source-port."""
+    global _WEBDAV_SOURCE_PORT
+    _WEBDAV_SOURCE_PORT = port
+    markers = os.environ.get("ZF_TEST_MARKERS")
+    if markers:
+        with open(os.path.join(markers, "zope-source-port"), "a") as f:
+            f.write("%s\n" % port)
 
 
 def _user(environ):
@@ -33,6 +49,17 @@ def publish_module(environ, start_response):
     leave as zExceptions exceptions (only the httpexceptions filter turns
     them into responses), and an authenticated user ends up in
     environ["REMOTE_USER"]."""
+    try:
+        server_port = int(environ["SERVER_PORT"])
+    except (KeyError, ValueError):
+        server_port = 0
+    if _WEBDAV_SOURCE_PORT and _WEBDAV_SOURCE_PORT == server_port:
+        # Zope's own source-port handling: mark, and GET -> manage_DAVget
+        environ["WEBDAV_SOURCE_PORT"] = 1
+        if environ["REQUEST_METHOD"].upper() == "GET":
+            environ["PATH_INFO"] = "%s/manage_DAVget" % environ["PATH_INFO"]
+    if delegate is not None:
+        return delegate(environ, start_response)
     path = environ.get("PATH_INFO", "/")
     user = _user(environ)
     if user is not None:
