@@ -31,6 +31,7 @@
 #include "http.h"
 #ifdef ZF_WITH_HTTP2
 #include "h2/h2.h"
+#include "tls.h"
 #endif
 
 enum {
@@ -1278,6 +1279,10 @@ static void conn_free(struct h1conn *c)
     if (c->next)
         c->next->prev = c->prev;
     h1.open--;
+#ifdef ZF_WITH_HTTP2
+    if (c->bev)
+        zf_tls_close_notify(c->bev); /* TLS only: keeps the session resumable */
+#endif
     if (c->bev)
         bufferevent_free(c->bev);
     if (c->timer)
@@ -1343,6 +1348,9 @@ static void start_linger(struct h1conn *c)
     }
     c->state = H1_LINGER;
     c->conn.action = "closing";
+#ifdef ZF_WITH_HTTP2
+    zf_tls_close_notify(c->bev); /* TLS only: before our FIN */
+#endif
     shutdown(bufferevent_getfd(c->bev), SHUT_WR);
     struct evbuffer *in = bufferevent_get_input(c->bev);
     evbuffer_drain(in, evbuffer_get_length(in));
