@@ -12,6 +12,17 @@
 
 struct zf_ssh_config zf_ssh_cfg;
 
+/* The modern set (what ssh-audit passes without a warning). libssh 0.10.6
+ * has no post-quantum hybrid (sntrup761x25519 came with 0.11). */
+#define DEFAULT_KEX                                                                            \
+    "curve25519-sha256,curve25519-sha256@libssh.org,diffie-hellman-group18-sha512,"            \
+    "diffie-hellman-group16-sha512"
+#define DEFAULT_CIPHERS                                                                        \
+    "chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes128-gcm@openssh.com,aes256-ctr,"  \
+    "aes192-ctr,aes128-ctr"
+#define DEFAULT_MACS "hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com"
+#define DEFAULT_HOSTKEY_ALGOS "ssh-ed25519,rsa-sha2-512,rsa-sha2-256"
+
 static const struct zf_cfg_key ssh_keys[] = {
     {"ssh.listen", ZF_CFG_STR, &zf_ssh_cfg.listen, "", "--ssh",
      "SSH console listen address; a bare port (\"8022\") means 127.0.0.1 only. "
@@ -36,6 +47,18 @@ static const struct zf_cfg_key ssh_keys[] = {
      "Console sessions (each one a thread) at once, over all connections."},
     {"ssh.max_startups", ZF_CFG_INT, &zf_ssh_cfg.max_startups, "10", NULL,
      "Connections not yet logged in at once; more are closed when accepted."},
+    {"ssh.kex", ZF_CFG_STR, &zf_ssh_cfg.kex, DEFAULT_KEX, NULL,
+     "Key exchange algorithms offered, in order (libssh names). The default is the modern "
+     "set: no NIST-curve ECDH, no 2048-bit groups."},
+    {"ssh.ciphers", ZF_CFG_STR, &zf_ssh_cfg.ciphers, DEFAULT_CIPHERS, NULL,
+     "Ciphers offered (both directions): AEAD and CTR modes only by default."},
+    {"ssh.macs", ZF_CFG_STR, &zf_ssh_cfg.macs, DEFAULT_MACS, NULL,
+     "MACs offered (both directions): encrypt-then-MAC SHA-2 only by default (the AEAD "
+     "ciphers need none)."},
+    {"ssh.hostkey_algorithms", ZF_CFG_STR, &zf_ssh_cfg.hostkey_algorithms, DEFAULT_HOSTKEY_ALGOS,
+     NULL,
+     "Host key signature algorithms offered; must allow the host key's type (ssh-rsa with "
+     "SHA-1 and ECDSA are off by default)."},
     {NULL, 0, NULL, NULL, NULL, NULL},
 };
 
@@ -94,6 +117,64 @@ out:
     free(key_path);
     free(auth_path);
     return rc;
+}
+
+/* True when the comma-separated list has an entry starting with prefix
+ * (the whole entry unless prefix ends with '-'). */
+static int list_has(const char *list, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    int whole = n == 0 || prefix[n - 1] != '-';
+    for (const char *p = list; p && *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len >= n && strncmp(p, prefix, n) == 0 && (!whole || len == n))
+            return 1;
+        p = end ? end + 1 : NULL;
+    }
+    return 0;
+}
+
+/* Sets the algorithm lists on the bind (each session copies them). libssh
+ * drops the names it does not know and refuses a list with none left.
+ * key_type: the host key's algorithm name ("rsa-sha2-" for RSA), which
+ * ssh.hostkey_algorithms must allow. Returns ZF_OK or ZF_ERROR (logged). */
+static int set_algorithms(const char *key_type)
+{
+    const struct {
+        const char *key;
+        const char *value;
+        enum ssh_bind_options_e opt[2];
+    } sets[] = {
+        {"ssh.kex", zf_ssh_cfg.kex, {SSH_BIND_OPTIONS_KEY_EXCHANGE, SSH_BIND_OPTIONS_KEY_EXCHANGE}},
+        {"ssh.ciphers",
+         zf_ssh_cfg.ciphers,
+         {SSH_BIND_OPTIONS_CIPHERS_C_S, SSH_BIND_OPTIONS_CIPHERS_S_C}},
+        {"ssh.macs", zf_ssh_cfg.macs, {SSH_BIND_OPTIONS_HMAC_C_S, SSH_BIND_OPTIONS_HMAC_S_C}},
+        {"ssh.hostkey_algorithms",
+         zf_ssh_cfg.hostkey_algorithms,
+         {SSH_BIND_OPTIONS_HOSTKEY_ALGORITHMS, SSH_BIND_OPTIONS_HOSTKEY_ALGORITHMS}},
+    };
+    for (size_t i = 0; i < ZF_ARRAY_LEN(sets); i++) {
+        const char *v = sets[i].value;
+        if (!v || !*v || ssh_bind_options_set(bind_, sets[i].opt[0], v) != SSH_OK ||
+            ssh_bind_options_set(bind_, sets[i].opt[1], v) != SSH_OK) {
+            zf_log(ZF_LOG_ERROR, NULL, "ssh: %s = \"%s\": no algorithm libssh %s supports",
+                   sets[i].key, v ? v : "", ssh_version(0));
+            return ZF_ERROR;
+        }
+    }
+    if (!list_has(zf_ssh_cfg.hostkey_algorithms, key_type)) {
+        zf_log(ZF_LOG_ERROR, NULL,
+               "ssh: the host key is %s%s but ssh.hostkey_algorithms (\"%s\") does not allow it",
+               key_type, strcmp(key_type, "rsa-sha2-") == 0 ? "256/512" : "",
+               zf_ssh_cfg.hostkey_algorithms);
+        return ZF_ERROR;
+    }
+    /* the software version names zfront, not the library */
+    if (ssh_bind_options_set(bind_, SSH_BIND_OPTIONS_BANNER, "zfront_" ZF_VERSION) != SSH_OK)
+        return ZF_ERROR;
+    return ZF_OK;
 }
 
 /* Checks the settings, reads authorized_keys and the host key, and makes
@@ -157,6 +238,14 @@ static int ssh_configure(struct zf_server *srv)
     if (rc != ZF_OK)
         return ZF_ERROR;
 
+    char key_type[64];
+    snprintf(key_type, sizeof key_type, "%s",
+             ssh_key_type(key) == SSH_KEYTYPE_ECDSA_P256 ||
+                     ssh_key_type(key) == SSH_KEYTYPE_ECDSA_P384 ||
+                     ssh_key_type(key) == SSH_KEYTYPE_ECDSA_P521
+                 ? ssh_pki_key_ecdsa_name(key)
+             : ssh_key_type(key) == SSH_KEYTYPE_RSA ? "rsa-sha2-"
+                                                    : ssh_key_type_to_char(ssh_key_type(key)));
     bind_ = ssh_bind_new();
     if (!bind_) {
         ssh_key_free(key);
@@ -169,6 +258,11 @@ static int ssh_configure(struct zf_server *srv)
         ssh_bind_options_set(bind_, SSH_BIND_OPTIONS_LOG_VERBOSITY, &verbosity) != SSH_OK ||
         ssh_bind_options_set(bind_, SSH_BIND_OPTIONS_IMPORT_KEY, key) != SSH_OK) {
         zf_log(ZF_LOG_ERROR, NULL, "ssh: cannot set up the server: %s", ssh_get_error(bind_));
+        ssh_bind_free(bind_);
+        bind_ = NULL;
+        return ZF_ERROR;
+    }
+    if (set_algorithms(key_type) != ZF_OK) {
         ssh_bind_free(bind_);
         bind_ = NULL;
         return ZF_ERROR;

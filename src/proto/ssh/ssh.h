@@ -40,6 +40,10 @@ struct zf_ssh_config {
     long max_auth_tries;
     long max_sessions; /* console sessions at once (all connections) */
     long max_startups; /* connections not yet authenticated at once */
+    char *kex;         /* key exchange algorithms, comma-separated */
+    char *ciphers;     /* ciphers, both directions */
+    char *macs;        /* MACs, both directions */
+    char *hostkey_algorithms;
 };
 extern struct zf_ssh_config zf_ssh_cfg;
 
