@@ -539,3 +539,29 @@ def test_unusable_algorithm_settings_refused_at_start(server_factory, keys, sett
     s.spawn()
     assert s.wait(30) not in (None, 0)
     assert s.wait_log(message), s.log()
+
+
+# ------------------------------------------------------------------ --demo
+
+
+def test_demo_flags_override_its_defaults_even_when_empty(server_factory, tmp_path):
+    """--help says an empty --ssh means no SSH: that holds under --demo too
+    (and an empty --https turns the demo's https listener off)."""
+    state = tmp_path / "state"
+    s = server_factory("--demo", "--state-dir", str(state), "--ssh", "", "--https", "", app=None)
+    assert s.wait_log(r"ready \(pid"), s.log()
+    log = s.log()
+    assert "ssh: listening" not in log and "https: listening" not in log, log
+    assert not (state / "ssh").exists()  # no demo key made either
+
+
+def test_demo_key_is_called_a_client_key(server_factory, tmp_path):
+    state = tmp_path / "state"
+    s = server_factory("--demo", "--state-dir", str(state), "--ssh", "127.0.0.1:0",
+                       "--https", "127.0.0.1:0", app=None)
+    assert s.wait_log(r"ssh: demo console: ssh -i "), s.log()
+    log = s.log()
+    key = os.path.join(str(state), "ssh", "demo_client_key")
+    assert "ssh: generated demo client key %s (ED25519 SHA256:" % key in log, log
+    assert "host key %s" % key not in log
+    assert "generated host key %s" % os.path.join(str(state), "ssh_host_ed25519_key") in log

@@ -96,7 +96,7 @@ static int demo_client_key(void)
         abort();
     /* the same safe load-or-generate as the host key (0600, refused when
      * others can read it) */
-    if (zf__ssh_host_key(key_path, &key) != ZF_OK)
+    if (zf__ssh_host_key(key_path, "demo client key", &key) != ZF_OK)
         goto out;
     if (ssh_pki_export_pubkey_base64(key, &b64) != SSH_OK) {
         zf_log(ZF_LOG_ERROR, NULL, "ssh: demo: cannot encode the demo public key");
@@ -233,7 +233,7 @@ static int ssh_configure(struct zf_server *srv)
             abort();
     }
     ssh_key key = NULL;
-    int rc = zf__ssh_host_key(keypath, &key);
+    int rc = zf__ssh_host_key(keypath, "host key", &key);
     free(keypath);
     if (rc != ZF_OK)
         return ZF_ERROR;

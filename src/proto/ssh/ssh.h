@@ -49,11 +49,12 @@ extern struct zf_ssh_config zf_ssh_cfg;
 
 /* ---- keys.c ---- */
 
-/* Loads the host key from `path`, or generates an ed25519 key there (0600)
- * when the file does not exist. Refuses (ZF_ERROR, logged) a key file that
- * is readable or writable by group/others or not owned by us. On ZF_OK
+/* Loads the private key from `path`, or generates an ed25519 key there
+ * (0600) when the file does not exist. Refuses (ZF_ERROR, logged) a key file
+ * that is readable or writable by group/others or not owned by us. `what`
+ * names the key in log lines ("host key", "demo client key"). On ZF_OK
  * *key is a private key owned by the caller. */
-int zf__ssh_host_key(const char *path, ssh_key *key);
+int zf__ssh_host_key(const char *path, const char *what, ssh_key *key);
 
 struct zf_ssh_authkeys;
 /* Reads an authorized_keys file. Lines with options, unsupported key types
