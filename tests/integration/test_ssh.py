@@ -5,6 +5,8 @@ import os
 import socket
 import stat
 import subprocess
+import threading
+import time
 
 import paramiko
 import pytest
@@ -565,3 +567,129 @@ def test_demo_key_is_called_a_client_key(server_factory, tmp_path):
     assert "ssh: generated demo client key %s (ED25519 SHA256:" % key in log, log
     assert "host key %s" % key not in log
     assert "generated host key %s" % os.path.join(str(state), "ssh_host_ed25519_key") in log
+
+
+# ------------------------------------------------- pre-authentication limits
+
+
+def _from(port, source="127.0.0.2"):
+    """A TCP connection to the server from another loopback address (any
+    127.x address is local on Linux)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(TIMEOUT)
+    try:
+        s.bind((source, 0))
+        s.connect(("127.0.0.1", port))
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def _read_to_eof(sock):
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+HOSTILE_ARGS = ("--set", "ssh.kex_timeout=2s")
+
+
+def test_hostile_source_cannot_lock_the_admin_out(server_factory, keys):
+    """30 silent connections and 20 failing authenticators from 127.0.0.2,
+    with the default limits: every key login from 127.0.0.1 still gets in
+    (per-source limit; before, 10 silent connections held every
+    pre-authentication slot for the whole login grace)."""
+    # a short key exchange deadline, so that the silent ones make room for
+    # the authenticators within the test
+    s = start_ssh_server(server_factory, keys, *HOSTILE_ARGS)
+    silent, stop = [], threading.Event()
+    other = paramiko.Ed25519Key.from_private_key_file(keys.other)
+
+    def authenticator():
+        while not stop.is_set():
+            try:
+                t = paramiko.Transport(_from(s.ssh_port))
+            except OSError:
+                time.sleep(0.05)
+                continue
+            try:
+                t.start_client(timeout=TIMEOUT)
+                while not stop.is_set():
+                    with pytest.raises(paramiko.AuthenticationException):
+                        t.auth_publickey("admin", other)
+            except Exception:  # refused at accept, or max_auth_tries reached
+                time.sleep(0.05)
+            finally:
+                t.close()
+
+    threads = [threading.Thread(target=authenticator, daemon=True) for _ in range(20)]
+    try:
+        for _ in range(30):
+            silent.append(_from(s.ssh_port))
+        for th in threads:
+            th.start()
+        assert s.wait_log(r"closing a new connection from 127\.0\.0\.2: too many connections "
+                          r"not logged in from this source")
+        failed = 'authentication failed for user "admin" from 127.0.0.2'
+        assert wait_until(lambda: s.log().count(failed) >= 5, 30), s.log()[-3000:]
+        results = [ssh(s, keys, "print('admin in')") for _ in range(5)]
+        assert [(r.returncode, r.stdout) for r in results] == [(0, b"admin in\n")] * 5, \
+            [r.stderr for r in results]
+        before = s.log().count(failed)
+        assert wait_until(lambda: s.log().count(failed) > before, 30)  # still attacking
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(60)
+        for sock in silent:
+            sock.close()
+
+
+def test_silent_connection_closed_at_the_kex_deadline(server_factory, keys):
+    # login_timeout stays 30 s: only the key exchange deadline can close it
+    s = start_ssh_server(server_factory, keys, "--set", "ssh.kex_timeout=1s")
+    sock = _from(s.ssh_port, "127.0.0.1")
+    try:
+        sock.settimeout(20)
+        data = _read_to_eof(sock)  # our banner, then the close
+        assert data.startswith(b"SSH-2.0-zfront_")
+    finally:
+        sock.close()
+    assert s.wait_log(r"ssh: no key exchange from 127\.0\.0\.1 within 1000 ms "
+                      r"\(ssh\.kex_timeout\), closing")
+
+
+def test_max_startups_start_rate_full(server_factory, keys):
+    """start:rate:full with rate 100: from `start` connections not logged in
+    on, every new one is closed at once."""
+    s = start_ssh_server(server_factory, keys, "--set", "ssh.max_startups=2:100:5",
+                         "--set", "ssh.per_source_max_startups=0")
+    held = [_from(s.ssh_port, "127.0.0.1") for _ in range(2)]
+    try:
+        for h in held:
+            assert h.recv(100).startswith(b"SSH-2.0-")
+        extra = _from(s.ssh_port, "127.0.0.3")
+        try:
+            assert _read_to_eof(extra) == b""  # closed without a banner
+        finally:
+            extra.close()
+        assert s.wait_log(r"closing a new connection from 127\.0\.0\.3: too many connections "
+                          r"not logged in \(ssh\.max_startups\)")
+    finally:
+        for h in held:
+            h.close()
+    # once they are gone, logins work again
+    assert wait_until(lambda: ssh(s, keys, "print(1)").returncode == 0)
+
+
+def test_bad_max_startups_refused_at_start(server_factory, keys):
+    s = server_factory("--ssh", "127.0.0.1:0", "--ssh-authorized-keys", keys.authorized_keys,
+                       "--ssh-host-key", keys.host_key, "--set", "ssh.max_startups=10:30:5",
+                       start=False, wait_listen=False)
+    s.spawn()
+    assert s.wait(30) not in (None, 0)
+    assert s.wait_log(r'ssh: max_startups = "10:30:5": expected "start:rate:full"'), s.log()

@@ -41,12 +41,20 @@ static const struct zf_cfg_key ssh_keys[] = {
      "(zfront.zopeconsole:namespace for Zope). Empty: app and zfront."},
     {"ssh.login_timeout", ZF_CFG_MSEC, &zf_ssh_cfg.login_timeout_ms, "30s", NULL,
      "Time a client has to finish key exchange and authentication."},
+    {"ssh.kex_timeout", ZF_CFG_MSEC, &zf_ssh_cfg.kex_timeout_ms, "10s", NULL,
+     "Time a client has to send its version banner and finish the key exchange (a silent "
+     "connection holds a pre-authentication slot this long, not the whole login_timeout)."},
     {"ssh.max_auth_tries", ZF_CFG_INT, &zf_ssh_cfg.max_auth_tries, "6", NULL,
      "Failed authentication attempts on one connection before it is closed."},
     {"ssh.max_sessions", ZF_CFG_INT, &zf_ssh_cfg.max_sessions, "8", NULL,
      "Console sessions (each one a thread) at once, over all connections."},
-    {"ssh.max_startups", ZF_CFG_INT, &zf_ssh_cfg.max_startups, "10", NULL,
-     "Connections not yet logged in at once; more are closed when accepted."},
+    {"ssh.max_startups", ZF_CFG_STR, &zf_ssh_cfg.max_startups, "10:30:100", NULL,
+     "Connections not yet logged in at once, as OpenSSH's MaxStartups \"start:rate:full\": "
+     "from `start` on a new one is closed with probability `rate` %, rising to 100 % at "
+     "`full`. A single number N is a hard limit."},
+    {"ssh.per_source_max_startups", ZF_CFG_INT, &zf_ssh_cfg.per_source_startups, "4", NULL,
+     "Connections not yet logged in at once from one source (IPv4 address, IPv6 /64); "
+     "more are closed when accepted. 0: no limit."},
     {"ssh.kex", ZF_CFG_STR, &zf_ssh_cfg.kex, DEFAULT_KEX, NULL,
      "Key exchange algorithms offered, in order (libssh names). The default is the modern "
      "set: no NIST-curve ECDH, no 2048-bit groups."},
@@ -117,6 +125,35 @@ out:
     free(key_path);
     free(auth_path);
     return rc;
+}
+
+/* Parses ssh.max_startups ("N" or "start:rate:full") into zf_ssh_cfg.
+ * Returns ZF_OK or ZF_ERROR. */
+static int parse_startups(const char *text)
+{
+    long v[3];
+    int n = 0;
+    const char *p = text;
+    while (p && n < 3) {
+        char *end;
+        errno = 0;
+        v[n++] = strtol(p, &end, 10);
+        if (errno || end == p || (*end && *end != ':'))
+            return ZF_ERROR;
+        p = *end == ':' ? end + 1 : NULL;
+    }
+    if (p || (n != 1 && n != 3))
+        return ZF_ERROR;
+    if (n == 1) {
+        v[2] = v[0];
+        v[1] = 100;
+    }
+    if (v[0] < 1 || v[2] < v[0] || v[1] < 0 || v[1] > 100)
+        return ZF_ERROR;
+    zf_ssh_cfg.startups_begin = v[0];
+    zf_ssh_cfg.startups_rate = v[1];
+    zf_ssh_cfg.startups_full = v[2];
+    return ZF_OK;
 }
 
 /* True when the comma-separated list has an entry starting with prefix
@@ -200,9 +237,21 @@ static int ssh_configure(struct zf_server *srv)
                "(--ssh-authorized-keys FILE)");
         return ZF_ERROR;
     }
-    if (c->max_auth_tries < 1 || c->max_sessions < 1 || c->max_startups < 1) {
+    if (c->max_auth_tries < 1 || c->max_sessions < 1 || c->per_source_startups < 0) {
         zf_log(ZF_LOG_ERROR, NULL,
-               "ssh: max_auth_tries, max_sessions and max_startups must be at least 1");
+               "ssh: max_auth_tries and max_sessions must be at least 1, "
+               "per_source_max_startups at least 0");
+        return ZF_ERROR;
+    }
+    if (parse_startups(c->max_startups) != ZF_OK) {
+        zf_log(ZF_LOG_ERROR, NULL,
+               "ssh: max_startups = \"%s\": expected \"start:rate:full\" (1 <= start <= full, "
+               "0 <= rate <= 100) or a number >= 1",
+               c->max_startups ? c->max_startups : "");
+        return ZF_ERROR;
+    }
+    if (c->kex_timeout_ms == 0 || c->login_timeout_ms == 0) {
+        zf_log(ZF_LOG_ERROR, NULL, "ssh: kex_timeout and login_timeout must be more than 0");
         return ZF_ERROR;
     }
     if (have_pw && !zf__ssh_hash_valid(c->password_hash)) {
