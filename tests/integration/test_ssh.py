@@ -383,6 +383,39 @@ def test_shutdown_interrupts_running_consoles(server_factory, keys):
     assert result["r"].returncode != 0
 
 
+def test_hard_stop_lets_console_code_leave_python_before_finalizing(server_factory, keys):
+    """Past the shutdown timeout the interpreter is finalized: a console
+    thread still in Python must get out first (its finally blocks run),
+    not be cut off by the finalization."""
+    import signal
+    s = start_ssh_server(server_factory, keys, "--shutdown-timeout", "1s")
+    marker = os.path.join(s.markers, "console-cleanup")
+    started = os.path.join(s.markers, "console-started")
+    code = ("import time\n"
+            "n = 0\n"
+            "try:\n"
+            "    open(%r, 'w').close()\n"
+            "    while True:\n"
+            "        try:\n"
+            "            time.sleep(0.01)\n"
+            "        except KeyboardInterrupt:\n"  # ignores the first interrupts
+            "            n += 1\n"
+            "            if n >= 8:\n"
+            "                raise\n"
+            "finally:\n"
+            "    open(%r, 'w').write('cleaned up after %%d interrupts' %% n)\n"
+            % (started, marker))
+    t = threading.Thread(target=ssh, args=(s, keys, code), daemon=True)
+    t.start()
+    assert wait_until(lambda: os.path.exists(started))  # inside its try block
+    s.signal(signal.SIGTERM)
+    assert s.wait(30) == 0, s.log()[-2000:]
+    t.join(60)
+    with open(marker) as f:
+        assert f.read() == "cleaned up after 8 interrupts"
+    assert "ssh: 1 console thread(s) left Python" in s.log()
+
+
 FAKE_ZOPE = {
     "Zope2/__init__.py": '''
 import os

@@ -44,6 +44,9 @@ static const struct zf_cfg_key ssh_keys[] = {
     {"ssh.kex_timeout", ZF_CFG_MSEC, &zf_ssh_cfg.kex_timeout_ms, "10s", NULL,
      "Time a client has to send its version banner and finish the key exchange (a silent "
      "connection holds a pre-authentication slot this long, not the whole login_timeout)."},
+    {"ssh.console_stop_timeout", ZF_CFG_MSEC, &zf_ssh_cfg.console_stop_timeout_ms, "3s", NULL,
+     "When the shutdown timeout passes (or a second signal comes), time console threads get to "
+     "leave Python (interrupted every 100 ms) before the interpreter is finalized."},
     {"ssh.max_auth_tries", ZF_CFG_INT, &zf_ssh_cfg.max_auth_tries, "6", NULL,
      "Failed authentication attempts on one connection before it is closed."},
     {"ssh.max_sessions", ZF_CFG_INT, &zf_ssh_cfg.max_sessions, "8", NULL,
@@ -354,8 +357,23 @@ static void ssh_stop(struct zf_server *srv, int graceful)
     }
     zf__ssh_conn_close_all("zfront is shutting down");
     zf__ssh_interrupter_stop();
-    if (!graceful)
-        zf__ssh_console_hard_stop();
+    if (graceful)
+        return;
+    /* The shutdown timeout passed (or a second signal came): the loop ends
+     * and main finalizes Python next. Console code must not run on under a
+     * finalizing interpreter, so give it a bounded moment to leave. */
+    zf__ssh_console_hard_stop();
+    size_t n = zf__ssh_console_in_python();
+    if (n == 0)
+        return;
+    if (zf__ssh_console_join(zf_ssh_cfg.console_stop_timeout_ms) == ZF_OK) {
+        zf_log(ZF_LOG_INFO, NULL, "ssh: %zu console thread(s) left Python", n);
+        return;
+    }
+    zf_log(ZF_LOG_WARN, NULL,
+           "ssh: %zu console thread(s) still in Python %llu ms after the stop "
+           "(ssh.console_stop_timeout): Python ends without them",
+           zf__ssh_console_in_python(), (unsigned long long)zf_ssh_cfg.console_stop_timeout_ms);
 }
 
 static size_t ssh_active(struct zf_server *srv)

@@ -38,6 +38,7 @@ struct zf_ssh_config {
     char *namespace_hook;  /* "module:function" building a session's namespace */
     uint64_t login_timeout_ms;
     uint64_t kex_timeout_ms; /* client banner + key exchange deadline */
+    uint64_t console_stop_timeout_ms; /* hard stop: wait for consoles to leave Python */
     long max_auth_tries;
     long max_sessions;      /* console sessions at once (all connections) */
     char *max_startups;     /* "start:rate:full" or "N" (OpenSSH MaxStartups) */
@@ -159,8 +160,18 @@ void zf__ssh_channel_finished(struct zf_ssh_channel *ch);
 /* Console threads alive (shutdown waits for them) and sessions open. */
 size_t zf__ssh_console_threads(void);
 /* The server stops without waiting for the consoles: from now on they
- * post nothing to the loop (it may be freed). */
+ * post nothing to the loop (it may be freed), and the interrupter
+ * re-interrupts consoles still running every 100 ms instead of 500 ms. */
 void zf__ssh_console_hard_stop(void);
+int zf__ssh_console_hard_stopped(void);
+/* Console threads that have not left Python for good yet. */
+size_t zf__ssh_console_in_python(void);
+/* Loop thread, after zf__ssh_console_hard_stop and the consoles were
+ * detached (interrupted): waits up to timeout_ms until every console
+ * thread and the interrupter left Python, so that the interpreter is not
+ * finalized under them. Returns ZF_OK, or ZF_AGAIN when some are still in
+ * Python (stuck in a C call, or catching every KeyboardInterrupt). */
+int zf__ssh_console_join(uint64_t timeout_ms);
 /* Starts/stops the interrupter thread. Start returns ZF_OK or ZF_ERROR. */
 int zf__ssh_interrupter_start(void);
 void zf__ssh_interrupter_stop(void);
