@@ -271,6 +271,23 @@ def test_script_mode_without_pty_via_paramiko(srv, keys):
         client.close()
 
 
+def test_client_gone_before_its_script_runs_still_stops_it(server_factory, keys):
+    """The client leaves while its script is still being read (no EOF yet):
+    the console reads EOF, then runs the script. That code must still be
+    interrupted (it was not running when the channel went away)."""
+    from sshtest import connect_paramiko
+    s = start_ssh_server(server_factory, keys)
+    client = connect_paramiko(s, keys)
+    try:
+        chan = client.get_transport().open_session(timeout=TIMEOUT)
+        chan.invoke_shell()  # no pty: stdin is a script, run at EOF
+        chan.sendall(b"import time\nwhile True: time.sleep(0.05)\n")
+        assert wait_until(lambda: console_threads(s.pid) == 1)
+    finally:
+        client.close()  # no EOF: the script starts only once the channel is gone
+    assert wait_until(lambda: console_threads(s.pid) == 0, 20), "the script runs on"
+
+
 TSAN_BIN = os.environ.get("ZFRONT_TSAN_BIN")
 
 

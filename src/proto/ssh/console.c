@@ -333,6 +333,14 @@ void zf__ssh_console_detach(struct zf_ssh_console *cs, const char *why)
         zf_log(ZF_LOG_DEBUG, NULL, "ssh: console of connection %llu detached: %s",
                (unsigned long long)cs->conn_id, why);
     zf__ssh_console_interrupt(cs);
+    /* Also when its code is not running yet (a script still being read):
+     * the interrupter keeps a closed console and interrupts it once its
+     * code runs, until the thread finished. */
+    pthread_mutex_lock(&cs->mu);
+    int finished = cs->finished;
+    pthread_mutex_unlock(&cs->mu);
+    if (!finished)
+        zf__ssh_interrupter_post(cs);
     zf__ssh_console_unref(cs);
 }
 
