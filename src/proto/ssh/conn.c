@@ -539,8 +539,8 @@ static int early_drop(void)
         return 1;
     if (n < begin)
         return 0;
-    long p = (100 - zf_ssh_cfg.startups_rate) * (n - begin) / (full - begin) +
-             zf_ssh_cfg.startups_rate;
+    long p =
+        (100 - zf_ssh_cfg.startups_rate) * (n - begin) / (full - begin) + zf_ssh_cfg.startups_rate;
     return (long)arc4random_uniform(100) < p;
 }
 
@@ -556,8 +556,10 @@ static void log_refused(const struct sockaddr *sa, socklen_t salen, const char *
         return;
     struct zf_conn tmp;
     zf_conn_init(&tmp, "ssh", sa, salen);
-    zf_log(ZF_LOG_WARN, &tmp, "ssh: closing a new connection from %s: %s (%lu refused since the "
-           "last such line; %zu connections not logged in)", tmp.peer_addr, why, since, nunauth);
+    zf_log(ZF_LOG_WARN, &tmp,
+           "ssh: closing a new connection from %s: %s (%lu refused since the "
+           "last such line; %zu connections not logged in)",
+           tmp.peer_addr, why, since, nunauth);
     last = now;
     since = 0;
 }
@@ -568,8 +570,7 @@ void zf__ssh_conn_accept(ssh_bind bind, evutil_socket_t fd, const struct sockadd
     unsigned char source[17];
     source_of(sa, source);
     const char *refuse = NULL;
-    if (zf_ssh_cfg.per_source_startups > 0 &&
-        unauth_from(source) >= zf_ssh_cfg.per_source_startups)
+    if (zf_ssh_cfg.per_source_startups > 0 && unauth_from(source) >= zf_ssh_cfg.per_source_startups)
         refuse = "too many connections not logged in from this source "
                  "(ssh.per_source_max_startups)";
     else if (early_drop())

@@ -48,8 +48,7 @@ size_t zf__ssh_console_in_python(void)
 int zf__ssh_console_join(uint64_t timeout_ms)
 {
     uint64_t deadline = zf_now_ms() + timeout_ms;
-    while ((atomic_load(&in_python) > 0 || zf__ssh_interrupter_running()) &&
-           zf_now_ms() < deadline)
+    while ((atomic_load(&in_python) > 0 || zf__ssh_interrupter_running()) && zf_now_ms() < deadline)
         usleep(10 * 1000);
     return atomic_load(&in_python) == 0 && !zf__ssh_interrupter_running() ? ZF_OK : ZF_AGAIN;
 }

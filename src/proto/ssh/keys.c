@@ -203,8 +203,7 @@ int zf__ssh_host_key(const char *path, const char *what, ssh_key *key)
     free(text);
     if (rc != SSH_OK || !*key) {
         zf_log(ZF_LOG_ERROR, NULL,
-               "ssh: %s %s is not a private key libssh can read (or has a passphrase)", what,
-               path);
+               "ssh: %s %s is not a private key libssh can read (or has a passphrase)", what, path);
         return ZF_ERROR;
     }
     char *fp = zf__ssh_fingerprint(*key);

@@ -14,11 +14,11 @@ struct zf_ssh_config zf_ssh_cfg;
 
 /* The modern set (what ssh-audit passes without a warning). libssh 0.10.6
  * has no post-quantum hybrid (sntrup761x25519 came with 0.11). */
-#define DEFAULT_KEX                                                                            \
-    "curve25519-sha256,curve25519-sha256@libssh.org,diffie-hellman-group18-sha512,"            \
+#define DEFAULT_KEX                                                                                \
+    "curve25519-sha256,curve25519-sha256@libssh.org,diffie-hellman-group18-sha512,"                \
     "diffie-hellman-group16-sha512"
-#define DEFAULT_CIPHERS                                                                        \
-    "chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes128-gcm@openssh.com,aes256-ctr,"  \
+#define DEFAULT_CIPHERS                                                                            \
+    "chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes128-gcm@openssh.com,aes256-ctr,"      \
     "aes192-ctr,aes128-ctr"
 #define DEFAULT_MACS "hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com"
 #define DEFAULT_HOSTKEY_ALGOS "ssh-ed25519,rsa-sha2-512,rsa-sha2-256"

@@ -37,19 +37,19 @@ struct zf_ssh_config {
     char *password_hash;   /* crypt(3) hash; empty: password auth off */
     char *namespace_hook;  /* "module:function" building a session's namespace */
     uint64_t login_timeout_ms;
-    uint64_t kex_timeout_ms; /* client banner + key exchange deadline */
+    uint64_t kex_timeout_ms;          /* client banner + key exchange deadline */
     uint64_t console_stop_timeout_ms; /* hard stop: wait for consoles to leave Python */
     long max_auth_tries;
-    long max_sessions;      /* console sessions at once (all connections) */
-    char *max_startups;     /* "start:rate:full" or "N" (OpenSSH MaxStartups) */
+    long max_sessions;        /* console sessions at once (all connections) */
+    char *max_startups;       /* "start:rate:full" or "N" (OpenSSH MaxStartups) */
     long per_source_startups; /* unauthenticated connections per source; 0: no limit */
     /* max_startups parsed by configure: from `startups_begin` unauthenticated
      * connections on, a new one is dropped with probability `startups_rate`
      * percent, rising linearly to 100 % at `startups_full`. */
     long startups_begin, startups_rate, startups_full;
-    char *kex;         /* key exchange algorithms, comma-separated */
-    char *ciphers;     /* ciphers, both directions */
-    char *macs;        /* MACs, both directions */
+    char *kex;     /* key exchange algorithms, comma-separated */
+    char *ciphers; /* ciphers, both directions */
+    char *macs;    /* MACs, both directions */
     char *hostkey_algorithms;
 };
 extern struct zf_ssh_config zf_ssh_cfg;
