@@ -563,7 +563,10 @@ def test_algorithm_lists_are_configurable(server_factory, keys):
 
 
 @pytest.mark.parametrize("setting,message", [
-    ("ssh.kex=no-such-kex", r'ssh\.kex = "no-such-kex": no algorithm libssh'),
+    ("ssh.kex=no-such-kex", r'ssh\.kex: "no-such-kex" is not an algorithm libssh'),
+    ("ssh.macs=hmac-sha2-256-etm@openssh.com,hmac-sha2-265",
+     r'ssh\.macs: "hmac-sha2-265" is not an algorithm libssh'),
+    ("ssh.ciphers=", r'ssh\.ciphers = "": no algorithm libssh'),
     ("ssh.hostkey_algorithms=rsa-sha2-512",
      r"the host key is ssh-ed25519 but ssh\.hostkey_algorithms"),
 ])

@@ -175,8 +175,35 @@ static int list_has(const char *list, const char *prefix)
     return 0;
 }
 
-/* Sets the algorithm lists on the bind (each session copies them). libssh
- * drops the names it does not know and refuses a list with none left.
+/* libssh silently drops the names it does not know from a list: a typo
+ * would go unnoticed. Tries each name of `list` alone (on the bind, whose
+ * value is set for real afterwards). Returns ZF_OK or ZF_ERROR (logged,
+ * naming the first unknown one). */
+static int check_names(const char *key, const char *list, enum ssh_bind_options_e opt)
+{
+    char name[128];
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ",");
+        if (len == 0 || len >= sizeof name) {
+            zf_log(ZF_LOG_ERROR, NULL, "ssh: %s = \"%s\": empty or overlong name", key, list);
+            return ZF_ERROR;
+        }
+        memcpy(name, p, len);
+        name[len] = '\0';
+        if (ssh_bind_options_set(bind_, opt, name) != SSH_OK) {
+            zf_log(ZF_LOG_ERROR, NULL, "ssh: %s: \"%s\" is not an algorithm libssh %s supports",
+                   key, name, ssh_version(0));
+            return ZF_ERROR;
+        }
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return ZF_OK;
+}
+
+/* Sets the algorithm lists on the bind (each session copies them); every
+ * name must be one libssh supports.
  * key_type: the host key's algorithm name ("rsa-sha2-" for RSA), which
  * ssh.hostkey_algorithms must allow. Returns ZF_OK or ZF_ERROR (logged). */
 static int set_algorithms(const char *key_type)
@@ -197,6 +224,8 @@ static int set_algorithms(const char *key_type)
     };
     for (size_t i = 0; i < ZF_ARRAY_LEN(sets); i++) {
         const char *v = sets[i].value;
+        if (v && check_names(sets[i].key, v, sets[i].opt[0]) != ZF_OK)
+            return ZF_ERROR;
         if (!v || !*v || ssh_bind_options_set(bind_, sets[i].opt[0], v) != SSH_OK ||
             ssh_bind_options_set(bind_, sets[i].opt[1], v) != SSH_OK) {
             zf_log(ZF_LOG_ERROR, NULL, "ssh: %s = \"%s\": no algorithm libssh %s supports",
