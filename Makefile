@@ -2,7 +2,7 @@
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 
-.PHONY: all deps build run test bench asan test-asan fuzz fuzz-regress format clean
+.PHONY: all deps build run test bench asan test-asan test-tsan fuzz fuzz-regress format clean
 
 all: build
 
@@ -39,6 +39,16 @@ test-asan: asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
 	    BUILD=$(ASAN_BUILD) ./scripts/run-tests.sh
+
+# ThreadSanitizer build; runs the tests that need it (cross-thread hand-offs).
+TSAN_BUILD ?= build-tsan
+$(TSAN_BUILD)/build.ninja:
+	meson setup $(TSAN_BUILD) -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug
+
+test-tsan: deps $(TSAN_BUILD)/build.ninja
+	ninja -C $(TSAN_BUILD) zfront
+	ZFRONT_TSAN_BIN=$(CURDIR)/$(TSAN_BUILD)/zfront ZFRONT_BIN=$(CURDIR)/$(BUILD)/zfront \
+	    /usr/bin/python3 -m pytest tests/integration/test_ssh_console.py -q -k data_race
 
 # libFuzzer targets (docs/fuzzing.md), FUZZ_SECONDS per target; not part of `make test`.
 FUZZ_BUILD ?= build-fuzz

@@ -525,6 +525,9 @@ def run(session, mode, command=None, user="", term="", peer="", namespace=None, 
     editor = LineEditor(session) if pty else None
     info = SessionInfo(user, peer, mode, app, conn_id)
     ident = threading.get_ident()
+    # Named, so that code (and tracebacks, logging) can tell a console
+    # thread from the app's workers; the OS thread is "zf-ssh-console".
+    threading.current_thread().name = "zf-ssh-console-%d" % conn_id
     streams = _Streams(session, pty, editor, {})
     _sessions[ident] = streams
     cleanup = None
@@ -560,3 +563,7 @@ def run(session, mode, command=None, user="", term="", peer="", namespace=None, 
                 sys.stderr.write(traceback.format_exc())
         finally:
             _sessions.pop(ident, None)
+            # the _DummyThread made above would stay in threading's table
+            # after this thread is gone (its ident may be reused)
+            with threading._active_limbo_lock:
+                threading._active.pop(ident, None)

@@ -123,7 +123,28 @@ static int apply_args(int argc, char **argv, int pass)
     return ZF_OK;
 }
 
-/* Gives --demo's default listeners to the modules that have none. */
+/* --demo's values are defaults: any source that sets a key, even to empty
+ * (`--ssh ''` means no SSH), wins. To tell "set to empty" from "not set",
+ * each demo key is put in an unset state no source leaves behind (string:
+ * NULL; list: an empty array of our own, which any set replaces) before
+ * the file and the flags are read. */
+static void unset_demo_keys(void)
+{
+    for (size_t i = 0; i < ZF_ARRAY_LEN(demo_defaults); i++) {
+        const struct zf_cfg_key *k = zf_config_find(demo_defaults[i].key);
+        if (k && k->type == ZF_CFG_STR) {
+            free(*(char **)k->ptr);
+            *(char **)k->ptr = NULL;
+        } else if (k && k->type == ZF_CFG_LIST) {
+            struct zf_strlist *l = k->ptr;
+            zf_strlist_clear(l);
+            l->v = zf_xmalloc(sizeof *l->v);
+        }
+    }
+}
+
+/* After every source: a demo key no source set gets the demo's value with
+ * --demo, else its ordinary default back. */
 static void apply_demo_defaults(void)
 {
     zf_config_begin_source();
@@ -131,11 +152,19 @@ static void apply_demo_defaults(void)
         const struct zf_cfg_key *k = zf_config_find(demo_defaults[i].key);
         if (!k)
             continue;
-        if (k->type == ZF_CFG_LIST && ((struct zf_strlist *)k->ptr)->n > 0)
+        if (k->type == ZF_CFG_STR && *(char **)k->ptr)
             continue;
-        if (k->type == ZF_CFG_STR && *(char **)k->ptr && **(char **)k->ptr)
-            continue;
-        zf_config_set(k->name, demo_defaults[i].value, "--demo");
+        if (k->type == ZF_CFG_LIST) {
+            struct zf_strlist *l = k->ptr;
+            if (!l->v || l->n > 0)
+                continue; /* a source set it (emptied: v is NULL) */
+            free(l->v);
+            l->v = NULL;
+        }
+        if (zf_cfg.demo)
+            zf_config_set(k->name, demo_defaults[i].value, "--demo");
+        else if (k->def)
+            zf_config_set(k->name, k->def, "default");
     }
 }
 
@@ -240,6 +269,7 @@ static int run(int argc, char **argv)
     int rc = apply_args(argc, argv, 0);
     if (rc != ZF_OK)
         return rc == ZF_DECLINED ? 0 : 2;
+    unset_demo_keys();
     if (apply_args(argc, argv, 1) != ZF_OK)
         return 2;
     if (zf_py_init(argv[0]) != ZF_OK)
@@ -250,8 +280,7 @@ static int run(int argc, char **argv)
         if (apply_args(argc, argv, 1) != ZF_OK) /* flags override the file */
             return 2;
     }
-    if (zf_cfg.demo)
-        apply_demo_defaults();
+    apply_demo_defaults();
     if (zf_log_open(zf_cfg.error_log, zf_cfg.log_level) != ZF_OK)
         return 2;
     if (zf_access_log_open(zf_cfg.access_log) != ZF_OK)

@@ -5,6 +5,8 @@ import os
 import socket
 import stat
 import subprocess
+import threading
+import time
 
 import paramiko
 import pytest
@@ -381,6 +383,39 @@ def test_shutdown_interrupts_running_consoles(server_factory, keys):
     assert result["r"].returncode != 0
 
 
+def test_hard_stop_lets_console_code_leave_python_before_finalizing(server_factory, keys):
+    """Past the shutdown timeout the interpreter is finalized: a console
+    thread still in Python must get out first (its finally blocks run),
+    not be cut off by the finalization."""
+    import signal
+    s = start_ssh_server(server_factory, keys, "--shutdown-timeout", "1s")
+    marker = os.path.join(s.markers, "console-cleanup")
+    started = os.path.join(s.markers, "console-started")
+    code = ("import time\n"
+            "n = 0\n"
+            "try:\n"
+            "    open(%r, 'w').close()\n"
+            "    while True:\n"
+            "        try:\n"
+            "            time.sleep(0.01)\n"
+            "        except KeyboardInterrupt:\n"  # ignores the first interrupts
+            "            n += 1\n"
+            "            if n >= 8:\n"
+            "                raise\n"
+            "finally:\n"
+            "    open(%r, 'w').write('cleaned up after %%d interrupts' %% n)\n"
+            % (started, marker))
+    t = threading.Thread(target=ssh, args=(s, keys, code), daemon=True)
+    t.start()
+    assert wait_until(lambda: os.path.exists(started))  # inside its try block
+    s.signal(signal.SIGTERM)
+    assert s.wait(30) == 0, s.log()[-2000:]
+    t.join(60)
+    with open(marker) as f:
+        assert f.read() == "cleaned up after 8 interrupts"
+    assert "ssh: 1 console thread(s) left Python" in s.log()
+
+
 FAKE_ZOPE = {
     "Zope2/__init__.py": '''
 import os
@@ -485,3 +520,212 @@ def test_demo_namespace_has_the_content_root(server_factory, keys, tmp_path):
                      "print(site['files']['big.bin'].size)")
     assert r.returncode == 0, r.stderr
     assert r.stdout == b"<Folder /docs (3 items)> ['index', 'routes', 'ssh'] DemoApp\n65536\n"
+
+
+# ------------------------------------------------------- algorithms (ssh-audit)
+
+# The Terrapin countermeasure's pseudo-algorithm (strict key exchange), newer
+# than Debian 12's ssh-audit 2.5.0, which calls it unknown: not a weakness.
+_AUDIT_UNKNOWN_OK = "kex-strict-s-v00@openssh.com"
+
+
+def _audit(port):
+    p = subprocess.run(["ssh-audit", "-n", "-p", str(port), "127.0.0.1"], capture_output=True,
+                       timeout=120)
+    return p.stdout.decode("utf-8", "replace")
+
+
+def test_ssh_audit_finds_nothing_to_fail_or_warn(srv):
+    out = _audit(srv.ssh_port)
+    assert "(kex) curve25519-sha256 " in out, out  # it did audit
+    bad = [line for line in out.splitlines()
+           if ("[fail]" in line or "[warn]" in line or line.startswith("(cve)"))
+           and _AUDIT_UNKNOWN_OK not in line]
+    assert bad == [], out
+    assert "(gen) banner: SSH-2.0-zfront_" in out
+
+
+def test_algorithm_lists_are_configurable(server_factory, keys):
+    s = start_ssh_server(server_factory, keys, "--set", "ssh.kex=curve25519-sha256",
+                         "--set", "ssh.ciphers=aes256-gcm@openssh.com",
+                         "--set", "ssh.macs=hmac-sha2-512-etm@openssh.com")
+    out = _audit(s.ssh_port)
+    kex = [line.split()[1] for line in out.splitlines() if line.startswith("(kex)")]
+    enc = [line.split()[1] for line in out.splitlines() if line.startswith("(enc)")]
+    mac = [line.split()[1] for line in out.splitlines() if line.startswith("(mac)")]
+    assert kex == ["curve25519-sha256", _AUDIT_UNKNOWN_OK], out
+    assert enc == ["aes256-gcm@openssh.com"] and mac == ["hmac-sha2-512-etm@openssh.com"], out
+    r = ssh(s, keys, "print('ok')")
+    assert (r.returncode, r.stdout) == (0, b"ok\n"), r.stderr
+    # a client that offers only what the server no longer has is refused
+    r = ssh(s, keys, "print('ok')", options=("-o", "KexAlgorithms=ecdh-sha2-nistp256"))
+    assert r.returncode == 255 and b"no matching key exchange" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("ssh.kex=no-such-kex", r'ssh\.kex: "no-such-kex" is not an algorithm libssh'),
+    ("ssh.macs=hmac-sha2-256-etm@openssh.com,hmac-sha2-265",
+     r'ssh\.macs: "hmac-sha2-265" is not an algorithm libssh'),
+    ("ssh.ciphers=", r'ssh\.ciphers = "": no algorithm libssh'),
+    ("ssh.hostkey_algorithms=rsa-sha2-512",
+     r"the host key is ssh-ed25519 but ssh\.hostkey_algorithms"),
+])
+def test_unusable_algorithm_settings_refused_at_start(server_factory, keys, setting, message):
+    s = server_factory("--ssh", "127.0.0.1:0", "--ssh-authorized-keys", keys.authorized_keys,
+                       "--ssh-host-key", keys.host_key, "--set", setting, start=False,
+                       wait_listen=False)
+    s.spawn()
+    assert s.wait(30) not in (None, 0)
+    assert s.wait_log(message), s.log()
+
+
+# ------------------------------------------------------------------ --demo
+
+
+def test_demo_flags_override_its_defaults_even_when_empty(server_factory, tmp_path):
+    """--help says an empty --ssh means no SSH: that holds under --demo too
+    (and an empty --https turns the demo's https listener off)."""
+    state = tmp_path / "state"
+    s = server_factory("--demo", "--state-dir", str(state), "--ssh", "", "--https", "", app=None)
+    assert s.wait_log(r"ready \(pid"), s.log()
+    log = s.log()
+    assert "ssh: listening" not in log and "https: listening" not in log, log
+    assert not (state / "ssh").exists()  # no demo key made either
+
+
+def test_demo_key_is_called_a_client_key(server_factory, tmp_path):
+    state = tmp_path / "state"
+    s = server_factory("--demo", "--state-dir", str(state), "--ssh", "127.0.0.1:0",
+                       "--https", "127.0.0.1:0", app=None)
+    assert s.wait_log(r"ssh: demo console: ssh -i "), s.log()
+    log = s.log()
+    key = os.path.join(str(state), "ssh", "demo_client_key")
+    assert "ssh: generated demo client key %s (ED25519 SHA256:" % key in log, log
+    assert "host key %s" % key not in log
+    assert "generated host key %s" % os.path.join(str(state), "ssh_host_ed25519_key") in log
+
+
+# ------------------------------------------------- pre-authentication limits
+
+
+def _from(port, source="127.0.0.2"):
+    """A TCP connection to the server from another loopback address (any
+    127.x address is local on Linux)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(TIMEOUT)
+    try:
+        s.bind((source, 0))
+        s.connect(("127.0.0.1", port))
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def _read_to_eof(sock):
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+HOSTILE_ARGS = ("--set", "ssh.kex_timeout=2s")
+
+
+def test_hostile_source_cannot_lock_the_admin_out(server_factory, keys):
+    """30 silent connections and 20 failing authenticators from 127.0.0.2,
+    with the default limits: every key login from 127.0.0.1 still gets in
+    (per-source limit; before, 10 silent connections held every
+    pre-authentication slot for the whole login grace)."""
+    # a short key exchange deadline, so that the silent ones make room for
+    # the authenticators within the test
+    s = start_ssh_server(server_factory, keys, *HOSTILE_ARGS)
+    silent, stop = [], threading.Event()
+    other = paramiko.Ed25519Key.from_private_key_file(keys.other)
+
+    def authenticator():
+        while not stop.is_set():
+            try:
+                t = paramiko.Transport(_from(s.ssh_port))
+            except OSError:
+                time.sleep(0.05)
+                continue
+            try:
+                t.start_client(timeout=TIMEOUT)
+                while not stop.is_set():
+                    with pytest.raises(paramiko.AuthenticationException):
+                        t.auth_publickey("admin", other)
+            except Exception:  # refused at accept, or max_auth_tries reached
+                time.sleep(0.05)
+            finally:
+                t.close()
+
+    threads = [threading.Thread(target=authenticator, daemon=True) for _ in range(20)]
+    try:
+        for _ in range(30):
+            silent.append(_from(s.ssh_port))
+        for th in threads:
+            th.start()
+        assert s.wait_log(r"closing a new connection from 127\.0\.0\.2: too many connections "
+                          r"not logged in from this source")
+        failed = 'authentication failed for user "admin" from 127.0.0.2'
+        assert wait_until(lambda: s.log().count(failed) >= 5, 30), s.log()[-3000:]
+        results = [ssh(s, keys, "print('admin in')") for _ in range(5)]
+        assert [(r.returncode, r.stdout) for r in results] == [(0, b"admin in\n")] * 5, \
+            [r.stderr for r in results]
+        before = s.log().count(failed)
+        assert wait_until(lambda: s.log().count(failed) > before, 30)  # still attacking
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(60)
+        for sock in silent:
+            sock.close()
+
+
+def test_silent_connection_closed_at_the_kex_deadline(server_factory, keys):
+    # login_timeout stays 30 s: only the key exchange deadline can close it
+    s = start_ssh_server(server_factory, keys, "--set", "ssh.kex_timeout=1s")
+    sock = _from(s.ssh_port, "127.0.0.1")
+    try:
+        sock.settimeout(20)
+        data = _read_to_eof(sock)  # our banner, then the close
+        assert data.startswith(b"SSH-2.0-zfront_")
+    finally:
+        sock.close()
+    assert s.wait_log(r"ssh: no key exchange from 127\.0\.0\.1 within 1000 ms "
+                      r"\(ssh\.kex_timeout\), closing")
+
+
+def test_max_startups_start_rate_full(server_factory, keys):
+    """start:rate:full with rate 100: from `start` connections not logged in
+    on, every new one is closed at once."""
+    s = start_ssh_server(server_factory, keys, "--set", "ssh.max_startups=2:100:5",
+                         "--set", "ssh.per_source_max_startups=0")
+    held = [_from(s.ssh_port, "127.0.0.1") for _ in range(2)]
+    try:
+        for h in held:
+            assert h.recv(100).startswith(b"SSH-2.0-")
+        extra = _from(s.ssh_port, "127.0.0.3")
+        try:
+            assert _read_to_eof(extra) == b""  # closed without a banner
+        finally:
+            extra.close()
+        assert s.wait_log(r"closing a new connection from 127\.0\.0\.3: too many connections "
+                          r"not logged in \(ssh\.max_startups\)")
+    finally:
+        for h in held:
+            h.close()
+    # once they are gone, logins work again
+    assert wait_until(lambda: ssh(s, keys, "print(1)").returncode == 0)
+
+
+def test_bad_max_startups_refused_at_start(server_factory, keys):
+    s = server_factory("--ssh", "127.0.0.1:0", "--ssh-authorized-keys", keys.authorized_keys,
+                       "--ssh-host-key", keys.host_key, "--set", "ssh.max_startups=10:30:5",
+                       start=False, wait_listen=False)
+    s.spawn()
+    assert s.wait(30) not in (None, 0)
+    assert s.wait_log(r'ssh: max_startups = "10:30:5": expected "start:rate:full"'), s.log()

@@ -1,6 +1,7 @@
 """SSH console: interactive pty sessions driven by paramiko -- prompt,
 multi-line input, history, completion, Ctrl-C, several sessions, a client
 killed mid-command, and HTTP serving on while console code runs."""
+import os
 import subprocess
 
 import pytest
@@ -233,7 +234,11 @@ def test_console_does_not_run_on_the_app_workers(srv, keys):
         c.expect(">>> ")
         out = c.run("import threading; threading.current_thread().name")
         name = out.split(b"\r\n")[1]
-        assert b"Dummy" in name  # a thread zfront made for this console
+        # the console's own thread, never a worker of the app (those are
+        # unnamed "Dummy-N" threads of the "zfront" process)
+        assert name.startswith(b"'zf-ssh-console-"), name
+        comm = c.run("open('/proc/self/task/%d/comm' % threading.get_native_id()).read()")
+        assert comm.split(b"\r\n")[1] == b"'zf-ssh-console\\n'", comm
         ident = c.run("threading.get_ident()").split(b"\r\n")[1]
         c2 = Console(srv, keys)
         try:
@@ -264,3 +269,47 @@ def test_script_mode_without_pty_via_paramiko(srv, keys):
         assert chan.recv_exit_status() == 0
     finally:
         client.close()
+
+
+def test_client_gone_before_its_script_runs_still_stops_it(server_factory, keys):
+    """The client leaves while its script is still being read (no EOF yet):
+    the console reads EOF, then runs the script. That code must still be
+    interrupted (it was not running when the channel went away)."""
+    from sshtest import connect_paramiko
+    s = start_ssh_server(server_factory, keys)
+    client = connect_paramiko(s, keys)
+    try:
+        chan = client.get_transport().open_session(timeout=TIMEOUT)
+        chan.invoke_shell()  # no pty: stdin is a script, run at EOF
+        chan.sendall(b"import time\nwhile True: time.sleep(0.05)\n")
+        assert wait_until(lambda: console_threads(s.pid) == 1)
+    finally:
+        client.close()  # no EOF: the script starts only once the channel is gone
+    assert wait_until(lambda: console_threads(s.pid) == 0, 20), "the script runs on"
+
+
+TSAN_BIN = os.environ.get("ZFRONT_TSAN_BIN")
+
+
+@pytest.mark.skipif(not TSAN_BIN, reason="needs a ThreadSanitizer build of zfront in "
+                    "ZFRONT_TSAN_BIN (make test-tsan)")
+def test_console_output_hand_off_has_no_data_race(server_factory, keys, monkeypatch, tmp_path):
+    """The console thread appends output while the loop sends it: every
+    access to the shared queue must be ordered by the lock. ThreadSanitizer
+    sees the unordered ones even when they happen to do no harm."""
+    from sshtest import ssh
+    monkeypatch.setenv("ZFRONT_BIN", TSAN_BIN)
+    logs = tmp_path / "tsan"
+    s = start_ssh_server(server_factory, keys,
+                         env={"TSAN_OPTIONS": "halt_on_error=0 exitcode=0 log_path=%s" % logs})
+    code = "import sys\nfor i in range(20000): sys.stdout.write('x' * 50 + '\\n')\n"
+    for _ in range(3):
+        r = ssh(s, keys, code, timeout=120)
+        assert (r.returncode, len(r.stdout)) == (0, 20000 * 51), r.stderr
+    assert s.stop() == 0
+    reports = ""
+    for path in tmp_path.glob("tsan*"):
+        reports += path.read_text(errors="replace")
+    ours = [r for r in reports.split("WARNING: ThreadSanitizer")[1:]
+            if "proto/ssh/console" in r]
+    assert ours == [], ours[0][:3000]

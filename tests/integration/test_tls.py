@@ -327,3 +327,81 @@ def test_sighup_reloads_certificate_without_dropping(server_factory, certdir):
     assert s.wait_log(r"tls: reload failed: keeping the previous certificate")
     assert peer_fingerprint(s.https_port) == fp_b
     assert s.alive()
+
+
+def test_self_signed_certificate_is_a_server_leaf(server_factory, certdir):
+    """Browsers (Firefox) refuse a CA certificate as a server certificate:
+    the generated one must be a leaf for serverAuth with the local names."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    state = os.path.join(certdir, "state")
+    start_tls(server_factory, "--state-dir", state, state=False)
+    with open(os.path.join(state, "tls", "selfsigned-cert.pem"), "rb") as f:
+        cert = x509.load_pem_x509_certificate(f.read())
+    ext = cert.extensions
+    bc = ext.get_extension_for_class(x509.BasicConstraints)
+    assert bc.critical and bc.value.ca is False
+    ku = ext.get_extension_for_class(x509.KeyUsage)
+    assert ku.critical and ku.value.digital_signature
+    assert not ku.value.key_cert_sign and not ku.value.crl_sign
+    eku = ext.get_extension_for_class(x509.ExtendedKeyUsage)
+    assert list(eku.value) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    san = ext.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert set(san.get_values_for_type(x509.IPAddress)) == {
+        ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")}
+
+
+def _s_client(port, alpn, sess, request=b"", reuse=False):
+    """openssl s_client, TLS 1.2 without tickets: only the server's session
+    cache can resume. With a request, the server closes (Connection: close);
+    without, the client closes at once. Returns s_client's output."""
+    args = ["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-tls1_2", "-no_ticket",
+            "-alpn", alpn, "-sess_in" if reuse else "-sess_out", sess]
+    if request:
+        args.append("-ign_eof")  # read until the server closes
+    p = subprocess.run(args, input=request, capture_output=True, timeout=TIMEOUT)
+    return p.stdout.decode("latin-1")
+
+
+@pytest.mark.parametrize("alpn,closer", [("http/1.1", "client"), ("http/1.1", "server"),
+                                         ("h2", "client")])
+def test_tls12_session_id_resumption(server_factory, certdir, alpn, closer):
+    s = start_tls(server_factory)
+    req = b""
+    if closer == "server":
+        req = b"GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    sess = os.path.join(certdir, "sess.pem")
+    first = _s_client(s.https_port, alpn, sess, req)
+    assert "New, TLSv1.2" in first, first
+    assert "ALPN protocol: %s" % alpn in first, first
+    if req:
+        assert "Hello, world!" in first
+    again = _s_client(s.https_port, alpn, sess, req, reuse=True)
+    assert "Reused, TLSv1.2" in again, again
+    if req:
+        assert "Hello, world!" in again
+
+
+def test_old_ca_self_signed_certificate_is_replaced(server_factory, certdir):
+    """A CA certificate left in the state dir by an older zfront is replaced
+    by a leaf; the key is not reused."""
+    from cryptography import x509
+
+    tlsdir = os.path.join(certdir, "state", "tls")
+    os.makedirs(tlsdir)
+    cert = os.path.join(tlsdir, "selfsigned-cert.pem")
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "selfsigned-key.pem", "-out", "selfsigned-cert.pem", "-days", "30",
+            "-subj", "/CN=localhost", "-addext", "basicConstraints=critical,CA:TRUE", cwd=tlsdir)
+    s = start_tls(server_factory, "--state-dir", os.path.join(certdir, "state"), state=False)
+    assert s.wait_log(r"tls: .*selfsigned-cert\.pem is a CA certificate .*replacing it")
+    with open(cert, "rb") as f:
+        bc = x509.load_pem_x509_certificate(f.read()).extensions.get_extension_for_class(
+            x509.BasicConstraints)
+    assert bc.value.ca is False
+    with tls_connect(s.https_port, client_ctx(cafile=cert), server_hostname="localhost"):
+        pass

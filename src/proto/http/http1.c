@@ -30,6 +30,9 @@
 #include "../../core/exchange.h"
 #include "../../core/spool.h"
 #include "http.h"
+#ifdef ZF_WITH_HTTP2
+#include "tls.h"
+#endif
 
 enum {
     H1_OUT_HIGH = 256 * 1024, /* pull body segments while the output holds less */
@@ -1418,6 +1421,10 @@ static void conn_free(struct h1conn *c)
     }
     list_unlink(c);
     h1.open--;
+#ifdef ZF_WITH_HTTP2
+    if (c->bev)
+        zf_tls_close_notify(c->bev); /* TLS only: keeps the session resumable */
+#endif
     zf_conn_closed();
     if (c->bev)
         bufferevent_free(c->bev);
@@ -1504,6 +1511,9 @@ static void start_linger(struct h1conn *c)
     }
     c->state = H1_LINGER;
     c->conn.action = "closing";
+#ifdef ZF_WITH_HTTP2
+    zf_tls_close_notify(c->bev); /* TLS only: before our FIN */
+#endif
     shutdown(bufferevent_getfd(c->bev), SHUT_WR);
     struct evbuffer *in = bufferevent_get_input(c->bev);
     evbuffer_drain(in, evbuffer_get_length(in));

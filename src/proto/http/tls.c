@@ -1,6 +1,7 @@
 /* TLS server context: policy, certificate loading, the self-signed
  * certificate for demos and tests, ALPN and the SIGHUP swap. */
 #include <errno.h>
+#include <event2/bufferevent_ssl.h>
 #include <fcntl.h>
 #include <openssl/bn.h>
 #include <openssl/err.h>
@@ -100,8 +101,9 @@ static int make_self_signed(X509 **cert, EVP_PKEY **key)
         int nid;
         const char *value;
     } exts[] = {
-        {NID_basic_constraints, "critical,CA:TRUE"},
-        {NID_key_usage, "critical,digitalSignature,keyCertSign"},
+        /* a leaf, not a CA: browsers refuse a CA certificate as a server's */
+        {NID_basic_constraints, "critical,CA:FALSE"},
+        {NID_key_usage, "critical,digitalSignature"},
         {NID_ext_key_usage, "serverAuth"},
         {NID_subject_key_identifier, "hash"},
         {NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1,IP:::1"},
@@ -171,6 +173,20 @@ static int write_pem(const char *path, X509 *cert, EVP_PKEY *key)
     return ZF_OK;
 }
 
+/* True when the PEM certificate in path is marked as a CA (older zfront
+ * versions generated such a self-signed certificate). */
+static int is_ca_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    X509 *x = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+    if (f)
+        fclose(f);
+    int ca = x && X509_check_ca(x) != 0;
+    X509_free(x);
+    ERR_clear_error();
+    return ca;
+}
+
 /* Finds or creates the self-signed pair. Sets *cert_path and *key_path to the
  * files (static buffers) when kept on disk, or fills mem_cert/mem_key.
  * Returns ZF_OK or ZF_ERROR (logged). */
@@ -189,9 +205,15 @@ static int self_signed(const char **cert_path, const char **key_path)
         snprintf(cpath, sizeof cpath, "%s/" SELF_CERT, dir);
         snprintf(kpath, sizeof kpath, "%s/" SELF_KEY, dir);
         if (access(cpath, R_OK) == 0 && access(kpath, R_OK) == 0) {
-            *cert_path = cpath;
-            *key_path = kpath;
-            return ZF_OK;
+            if (!is_ca_file(cpath)) {
+                *cert_path = cpath;
+                *key_path = kpath;
+                return ZF_OK;
+            }
+            zf_log(ZF_LOG_INFO, NULL,
+                   "tls: %s is a CA certificate (made by an older zfront): "
+                   "browsers refuse it, replacing it",
+                   cpath);
         }
         if (make_dirs(dir) != ZF_OK) {
             zf_log(ZF_LOG_ERROR, NULL, "tls: cannot create %s: %s", dir, strerror(errno));
@@ -417,6 +439,15 @@ void zf_tls_describe(SSL *ssl, char *buf, size_t size)
     SSL_get0_alpn_selected(ssl, &p, &n);
     snprintf(buf, size, "%s %s %.*s%s", SSL_get_version(ssl), SSL_get_cipher_name(ssl), (int)n,
              n ? (const char *)p : "no-alpn", SSL_session_reused(ssl) ? " resumed" : "");
+}
+
+void zf_tls_close_notify(struct bufferevent *bev)
+{
+    SSL *ssl = bev ? bufferevent_openssl_get_ssl(bev) : NULL;
+    if (!ssl || !SSL_is_init_finished(ssl) || (SSL_get_shutdown(ssl) & SSL_SENT_SHUTDOWN))
+        return;
+    SSL_shutdown(ssl); /* sets SSL_SENT_SHUTDOWN even when the write would block */
+    ERR_clear_error();
 }
 
 void zf_tls_free(void)

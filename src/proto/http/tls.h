@@ -52,6 +52,15 @@ int zf_tls_alpn_h2(SSL *ssl);
 /* Writes "TLSv1.3 TLS_AES_128_GCM_SHA256 h2" into buf (for log lines). */
 void zf_tls_describe(SSL *ssl, char *buf, size_t size);
 
+/* Sends close_notify (best effort, written straight to the non-blocking
+ * socket) on a TLS bufferevent whose connection is about to be closed, once
+ * per connection. OpenSSL removes from the server-side session cache the
+ * session of a connection freed without it, so TLS 1.2 session-ID
+ * resumption needs it on every clean close. Does nothing on a plain
+ * bufferevent, before the handshake finished, or when already sent. */
+struct bufferevent;
+void zf_tls_close_notify(struct bufferevent *bev);
+
 /* Frees the context (at exit). */
 void zf_tls_free(void);
 

@@ -10,11 +10,20 @@
  * and drive() acts on them after dopoll returns.
  *
  * Phases (conn->c.action): "key exchange" -> "authenticating" -> "console".
- * A login timer closes connections that do not authenticate in time; no
- * channel is opened before authentication succeeded. */
+ * One timer closes a connection that has not finished the key exchange
+ * within ssh.kex_timeout, or not authenticated within ssh.login_timeout;
+ * no channel is opened before authentication succeeded.
+ *
+ * Pre-authentication admission, as OpenSSH's MaxStartups and
+ * PerSourceMaxStartups: a new connection is closed at accept when its
+ * source already has per_source_max_startups connections not logged in,
+ * or, with random early drop, when many are not logged in overall. So a
+ * few hostile addresses cannot take every slot and lock the admin out. */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -31,6 +40,8 @@ struct zf_ssh_conn {
     evutil_socket_t evfd; /* our dup of the socket: libssh may close its own fd */
     int kex_done;
     int authenticated;
+    uint64_t login_deadline;  /* zf_now_ms() value: authenticate by then */
+    unsigned char source[17]; /* family, then IPv4 address or IPv6 /64 */
     int auth_fails;
     int in_poll;     /* inside libssh: do not free */
     int closing;     /* free at the next chance */
@@ -217,9 +228,22 @@ static int on_auth_password(ssh_session s, const char *user, const char *passwor
 static void login_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct zf_ssh_conn *conn = arg;
+    if (!conn->kex_done && zf_ssh_cfg.kex_timeout_ms < zf_ssh_cfg.login_timeout_ms) {
+        zf_log(ZF_LOG_INFO, &conn->c,
+               "ssh: no key exchange from %s within %llu ms (ssh.kex_timeout), closing",
+               conn->c.peer_addr, (unsigned long long)zf_ssh_cfg.kex_timeout_ms);
+        conn_free(conn, "key exchange timeout");
+        return;
+    }
     zf_log(ZF_LOG_WARN, &conn->c, "ssh: login timeout for %s, closing (while %s)",
            conn->c.peer_addr, conn->c.action);
     conn_free(conn, "login timeout");
+}
+
+static void arm_timer(struct zf_ssh_conn *conn, uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(conn->timer, &tv);
 }
 
 /* ---- channels ---- */
@@ -442,6 +466,8 @@ static void drive(struct zf_ssh_conn *conn)
         if (rc == SSH_OK) {
             conn->kex_done = 1;
             conn->c.action = "authenticating";
+            uint64_t now = zf_now_ms();
+            arm_timer(conn, conn->login_deadline > now ? conn->login_deadline - now : 0);
             conn->sev = ssh_event_new();
             if (!conn->sev || ssh_event_add_session(conn->sev, conn->session) != SSH_OK) {
                 zf_log(ZF_LOG_ERROR, &conn->c, "ssh: out of memory");
@@ -474,15 +500,83 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
     drive(arg);
 }
 
+/* The source a connection is counted under: the IPv4 address (also when
+ * IPv4-mapped), or the IPv6 /64. */
+static void source_of(const struct sockaddr *sa, unsigned char out[17])
+{
+    memset(out, 0, 17);
+    if (sa->sa_family == AF_INET) {
+        out[0] = 4;
+        memcpy(out + 1, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(a)) {
+            out[0] = 4;
+            memcpy(out + 1, a->s6_addr + 12, 4);
+        } else {
+            out[0] = 6;
+            memcpy(out + 1, a->s6_addr, 8);
+        }
+    }
+}
+
+/* Connections not logged in from this source. */
+static long unauth_from(const unsigned char source[17])
+{
+    long n = 0;
+    for (struct zf_ssh_conn *c = conns; c; c = c->next)
+        n += !c->authenticated && memcmp(c->source, source, 17) == 0;
+    return n;
+}
+
+/* OpenSSH's random early drop: never below startups_begin connections not
+ * logged in, always at startups_full, in between with a probability rising
+ * linearly from startups_rate %. */
+static int early_drop(void)
+{
+    long n = (long)nunauth, begin = zf_ssh_cfg.startups_begin, full = zf_ssh_cfg.startups_full;
+    if (n >= full)
+        return 1;
+    if (n < begin)
+        return 0;
+    long p =
+        (100 - zf_ssh_cfg.startups_rate) * (n - begin) / (full - begin) + zf_ssh_cfg.startups_rate;
+    return (long)arc4random_uniform(100) < p;
+}
+
+/* Logs refusals at most every 10 s (an attacker must not flood the log),
+ * with how many were refused since the last line. */
+static void log_refused(const struct sockaddr *sa, socklen_t salen, const char *why)
+{
+    static uint64_t last;
+    static unsigned long since;
+    uint64_t now = zf_now_ms();
+    since++;
+    if (last && now - last < 10000)
+        return;
+    struct zf_conn tmp;
+    zf_conn_init(&tmp, "ssh", sa, salen);
+    zf_log(ZF_LOG_WARN, &tmp,
+           "ssh: closing a new connection from %s: %s (%lu refused since the "
+           "last such line; %zu connections not logged in)",
+           tmp.peer_addr, why, since, nunauth);
+    last = now;
+    since = 0;
+}
+
 void zf__ssh_conn_accept(ssh_bind bind, evutil_socket_t fd, const struct sockaddr *sa,
                          socklen_t salen)
 {
-    if (nunauth >= (size_t)zf_ssh_cfg.max_startups) {
-        struct zf_conn tmp;
-        zf_conn_init(&tmp, "ssh", sa, salen);
-        zf_log(ZF_LOG_WARN, &tmp,
-               "ssh: %zu connections are not logged in yet (max_startups), closing %s", nunauth,
-               tmp.peer_addr);
+    unsigned char source[17];
+    source_of(sa, source);
+    const char *refuse = NULL;
+    if (zf_ssh_cfg.per_source_startups > 0 && unauth_from(source) >= zf_ssh_cfg.per_source_startups)
+        refuse = "too many connections not logged in from this source "
+                 "(ssh.per_source_max_startups)";
+    else if (early_drop())
+        refuse = "too many connections not logged in (ssh.max_startups)";
+    if (refuse) {
+        log_refused(sa, salen, refuse);
         evutil_closesocket(fd);
         return;
     }
@@ -492,6 +586,7 @@ void zf__ssh_conn_accept(ssh_bind bind, evutil_socket_t fd, const struct sockadd
         return;
     }
     zf_conn_init(&conn->c, "ssh", sa, salen);
+    memcpy(conn->source, source, sizeof source);
     conn->c.action = "key exchange";
     conn->session = ssh_new();
     if (!conn->session) {
@@ -543,10 +638,11 @@ void zf__ssh_conn_accept(ssh_bind bind, evutil_socket_t fd, const struct sockadd
         free(conn);
         return;
     }
-    struct timeval tv = {(time_t)(zf_ssh_cfg.login_timeout_ms / 1000),
-                         (suseconds_t)(zf_ssh_cfg.login_timeout_ms % 1000) * 1000};
+    conn->login_deadline = zf_now_ms() + zf_ssh_cfg.login_timeout_ms;
     event_add(conn->rev, NULL);
-    evtimer_add(conn->timer, &tv);
+    arm_timer(conn, zf_ssh_cfg.kex_timeout_ms < zf_ssh_cfg.login_timeout_ms
+                        ? zf_ssh_cfg.kex_timeout_ms
+                        : zf_ssh_cfg.login_timeout_ms);
     conn->next = conns;
     if (conns)
         conns->prev = conn;

@@ -11,11 +11,13 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../../core/python.h"
 #include "console.h"
 
-static atomic_size_t nthreads;
+static atomic_size_t nthreads;  /* counted down on the loop (done_cb) */
+static atomic_size_t in_python; /* counted down by the thread once out of Python */
 static atomic_int hard_stopped;
 
 /* zf_loop_call, unless the server stopped without waiting for us: then the
@@ -30,6 +32,25 @@ int zf__ssh_loop_call(zf_loop_fn fn, void *arg)
 void zf__ssh_console_hard_stop(void)
 {
     atomic_store(&hard_stopped, 1);
+    zf__ssh_interrupter_wake(); /* it interrupts faster from now on */
+}
+
+int zf__ssh_console_hard_stopped(void)
+{
+    return atomic_load(&hard_stopped);
+}
+
+size_t zf__ssh_console_in_python(void)
+{
+    return atomic_load(&in_python);
+}
+
+int zf__ssh_console_join(uint64_t timeout_ms)
+{
+    uint64_t deadline = zf_now_ms() + timeout_ms;
+    while ((atomic_load(&in_python) > 0 || zf__ssh_interrupter_running()) && zf_now_ms() < deadline)
+        usleep(10 * 1000);
+    return atomic_load(&in_python) == 0 && !zf__ssh_interrupter_running() ? ZF_OK : ZF_AGAIN;
 }
 
 size_t zf__ssh_console_threads(void)
@@ -135,6 +156,9 @@ static void *console_main(void *arg)
     } else {
         zf_log(ZF_LOG_ERROR, NULL, "ssh: cannot create a Python thread state for a console");
     }
+    /* Out of Python for good: shutdown may finalize the interpreter. */
+    atomic_fetch_sub(&in_python, 1);
+    zf__ssh_interrupter_wake();
     pthread_mutex_lock(&cs->mu);
     cs->finished = 1;
     cs->busy = 0;
@@ -189,12 +213,14 @@ int zf__ssh_console_start(struct zf_ssh_channel *ch, enum zf_ssh_mode mode, cons
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old); /* the thread takes no process signals */
     atomic_fetch_add(&nthreads, 1);
+    atomic_fetch_add(&in_python, 1);
     pthread_t tid;
     int rc = pthread_create(&tid, &attr, console_main, cs);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);
     if (rc != 0) {
         atomic_fetch_sub(&nthreads, 1);
+        atomic_fetch_sub(&in_python, 1);
         zf_log(ZF_LOG_ERROR, conn, "ssh: cannot start a console thread: %s", strerror(rc));
         zf__ssh_console_unref(cs);
         zf__ssh_console_unref(cs);
@@ -306,6 +332,14 @@ void zf__ssh_console_detach(struct zf_ssh_console *cs, const char *why)
         zf_log(ZF_LOG_DEBUG, NULL, "ssh: console of connection %llu detached: %s",
                (unsigned long long)cs->conn_id, why);
     zf__ssh_console_interrupt(cs);
+    /* Also when its code is not running yet (a script still being read):
+     * the interrupter keeps a closed console and interrupts it once its
+     * code runs, until the thread finished. */
+    pthread_mutex_lock(&cs->mu);
+    int finished = cs->finished;
+    pthread_mutex_unlock(&cs->mu);
+    if (!finished)
+        zf__ssh_interrupter_post(cs);
     zf__ssh_console_unref(cs);
 }
 
@@ -335,25 +369,31 @@ void zf__ssh_console_flush(struct zf_ssh_console *cs)
     zf__ssh_console_ref(cs); /* callbacks inside libssh may detach it */
     struct zf_ssh_conn *conn = cs->ch->conn;
     for (int rounds = 0; rounds < 256 && cs->ch; rounds++) {
+        /* The hand-off: the console thread appends to the tail chunk
+         * (bytes past c->len, then c->len grows) under mu, so the loop
+         * reads off, len and is_stderr under mu too; the bytes before the
+         * len it saw were written before the console released mu and are
+         * never written again. Only the loop consumes or frees chunks, so
+         * c and those bytes stay valid after the unlock. */
         pthread_mutex_lock(&cs->mu);
         struct zf_ssh_chunk *c = cs->out_head;
+        size_t off = c ? c->off : 0, avail = c ? c->len - c->off : 0;
+        int is_stderr = c ? c->is_stderr : 0;
         pthread_mutex_unlock(&cs->mu);
         if (!c)
             break;
-        /* Only the loop consumes or frees chunks, so c stays valid
-         * without the lock; the console only appends. */
         uint32_t win = ssh_channel_window_size(cs->ch->chan);
-        size_t n = c->len - c->off;
+        size_t n = avail;
         if (n > win)
             n = win;
         if (n > 32768)
             n = 32768;
-        if (n == 0 && c->len > c->off)
+        if (n == 0 && avail > 0)
             break; /* window full: the wontblock callback calls us again */
         int w = 0;
         if (n > 0) {
-            w = c->is_stderr ? ssh_channel_write_stderr(cs->ch->chan, c->data + c->off, (uint32_t)n)
-                             : ssh_channel_write(cs->ch->chan, c->data + c->off, (uint32_t)n);
+            w = is_stderr ? ssh_channel_write_stderr(cs->ch->chan, c->data + off, (uint32_t)n)
+                          : ssh_channel_write(cs->ch->chan, c->data + off, (uint32_t)n);
             if (w < 0)
                 break; /* the session failed: drive() notices and closes */
         }

@@ -383,12 +383,12 @@ static void *interrupter_main(void *arg)
     pthread_mutex_lock(&intr.mu);
     for (;;) {
         if (!intr.head) {
-            if (intr.stop && retry.n == 0 && zf__ssh_console_threads() == 0)
+            if (intr.stop && retry.n == 0 && zf__ssh_console_in_python() == 0)
                 break;
             if (retry.n) {
                 struct timespec ts;
                 clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_nsec += 500 * 1000 * 1000;
+                ts.tv_nsec += (zf__ssh_console_hard_stopped() ? 100 : 500) * 1000 * 1000L;
                 if (ts.tv_nsec >= 1000000000L) {
                     ts.tv_sec++;
                     ts.tv_nsec -= 1000000000L;

@@ -106,30 +106,30 @@ static int make_parent_dir(const char *path)
 /* Generates an ed25519 key and writes it to path with mode 0600 (through a
  * temp file and rename, so a crash never leaves half a key). Returns ZF_OK
  * with *key owned by the caller, or ZF_ERROR (logged). */
-static int generate_host_key(const char *path, ssh_key *key)
+static int generate_host_key(const char *path, const char *what, ssh_key *key)
 {
     char *b64 = NULL;
     char tmp[4096];
     if (ssh_pki_generate(SSH_KEYTYPE_ED25519, 0, key) != SSH_OK) {
-        zf_log(ZF_LOG_ERROR, NULL, "ssh: cannot generate an ed25519 host key");
+        zf_log(ZF_LOG_ERROR, NULL, "ssh: cannot generate an ed25519 %s", what);
         return ZF_ERROR;
     }
     if (ssh_pki_export_privkey_base64(*key, NULL, NULL, NULL, &b64) != SSH_OK || !b64) {
-        zf_log(ZF_LOG_ERROR, NULL, "ssh: cannot encode the generated host key");
+        zf_log(ZF_LOG_ERROR, NULL, "ssh: cannot encode the generated %s", what);
         goto fail;
     }
     if (make_parent_dir(path) != ZF_OK) {
-        zf_log(ZF_LOG_ERROR, NULL, "ssh: cannot create the directory for host key %s: %s", path,
+        zf_log(ZF_LOG_ERROR, NULL, "ssh: cannot create the directory for %s %s: %s", what, path,
                strerror(errno));
         goto fail;
     }
     if (snprintf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid()) >= (int)sizeof tmp) {
-        zf_log(ZF_LOG_ERROR, NULL, "ssh: host key path too long: %s", path);
+        zf_log(ZF_LOG_ERROR, NULL, "ssh: %s path too long: %s", what, path);
         goto fail;
     }
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
-        zf_log(ZF_LOG_ERROR, NULL, "ssh: cannot create host key %s: %s", tmp, strerror(errno));
+        zf_log(ZF_LOG_ERROR, NULL, "ssh: cannot create %s %s: %s", what, tmp, strerror(errno));
         goto fail;
     }
     size_t len = strlen(b64), off = 0;
@@ -145,13 +145,13 @@ static int generate_host_key(const char *path, ssh_key *key)
     ok = ok && write(fd, "\n", 1) == 1 && fsync(fd) == 0;
     ok = (close(fd) == 0) && ok;
     if (!ok || rename(tmp, path) != 0) {
-        zf_log(ZF_LOG_ERROR, NULL, "ssh: cannot write host key %s: %s", path, strerror(errno));
+        zf_log(ZF_LOG_ERROR, NULL, "ssh: cannot write %s %s: %s", what, path, strerror(errno));
         unlink(tmp);
         goto fail;
     }
     ssh_string_free_char(b64);
     char *fp = zf__ssh_fingerprint(*key);
-    zf_log(ZF_LOG_INFO, NULL, "ssh: generated host key %s (ED25519 %s)", path, fp ? fp : "?");
+    zf_log(ZF_LOG_INFO, NULL, "ssh: generated %s %s (ED25519 %s)", what, path, fp ? fp : "?");
     free(fp);
     return ZF_OK;
 fail:
@@ -162,32 +162,32 @@ fail:
     return ZF_ERROR;
 }
 
-int zf__ssh_host_key(const char *path, ssh_key *key)
+int zf__ssh_host_key(const char *path, const char *what, ssh_key *key)
 {
     *key = NULL;
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0 && errno == ENOENT)
-        return generate_host_key(path, key);
+        return generate_host_key(path, what, key);
     if (fd < 0) {
-        zf_log(ZF_LOG_ERROR, NULL, "ssh: cannot open host key %s: %s", path, strerror(errno));
+        zf_log(ZF_LOG_ERROR, NULL, "ssh: cannot open %s %s: %s", what, path, strerror(errno));
         return ZF_ERROR;
     }
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        zf_log(ZF_LOG_ERROR, NULL, "ssh: host key %s is not a regular file", path);
+        zf_log(ZF_LOG_ERROR, NULL, "ssh: %s %s is not a regular file", what, path);
         close(fd);
         return ZF_ERROR;
     }
     if ((st.st_mode & 077) != 0) {
         zf_log(ZF_LOG_ERROR, NULL,
-               "ssh: refusing host key %s: it is accessible by group/others (mode %04o); "
+               "ssh: refusing %s %s: it is accessible by group/others (mode %04o); "
                "chmod 600 it",
-               path, (unsigned)(st.st_mode & 07777));
+               what, path, (unsigned)(st.st_mode & 07777));
         close(fd);
         return ZF_ERROR;
     }
     if (st.st_uid != geteuid()) {
-        zf_log(ZF_LOG_ERROR, NULL, "ssh: refusing host key %s: owned by uid %u, not by us", path,
+        zf_log(ZF_LOG_ERROR, NULL, "ssh: refusing %s %s: owned by uid %u, not by us", what, path,
                (unsigned)st.st_uid);
         close(fd);
         return ZF_ERROR;
@@ -195,7 +195,7 @@ int zf__ssh_host_key(const char *path, ssh_key *key)
     char *text = read_all(fd, KEYFILE_MAX);
     close(fd);
     if (!text) {
-        zf_log(ZF_LOG_ERROR, NULL, "ssh: cannot read host key %s: %s", path, strerror(errno));
+        zf_log(ZF_LOG_ERROR, NULL, "ssh: cannot read %s %s: %s", what, path, strerror(errno));
         return ZF_ERROR;
     }
     int rc = ssh_pki_import_privkey_base64(text, NULL, NULL, NULL, key);
@@ -203,11 +203,11 @@ int zf__ssh_host_key(const char *path, ssh_key *key)
     free(text);
     if (rc != SSH_OK || !*key) {
         zf_log(ZF_LOG_ERROR, NULL,
-               "ssh: host key %s is not a private key libssh can read (or has a passphrase)", path);
+               "ssh: %s %s is not a private key libssh can read (or has a passphrase)", what, path);
         return ZF_ERROR;
     }
     char *fp = zf__ssh_fingerprint(*key);
-    zf_log(ZF_LOG_INFO, NULL, "ssh: host key %s (%s %s)", path,
+    zf_log(ZF_LOG_INFO, NULL, "ssh: %s %s (%s %s)", what, path,
            ssh_key_type_to_char(ssh_key_type(*key)), fp ? fp : "?");
     free(fp);
     return ZF_OK;

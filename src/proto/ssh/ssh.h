@@ -37,19 +37,31 @@ struct zf_ssh_config {
     char *password_hash;   /* crypt(3) hash; empty: password auth off */
     char *namespace_hook;  /* "module:function" building a session's namespace */
     uint64_t login_timeout_ms;
+    uint64_t kex_timeout_ms;          /* client banner + key exchange deadline */
+    uint64_t console_stop_timeout_ms; /* hard stop: wait for consoles to leave Python */
     long max_auth_tries;
-    long max_sessions; /* console sessions at once (all connections) */
-    long max_startups; /* connections not yet authenticated at once */
+    long max_sessions;        /* console sessions at once (all connections) */
+    char *max_startups;       /* "start:rate:full" or "N" (OpenSSH MaxStartups) */
+    long per_source_startups; /* unauthenticated connections per source; 0: no limit */
+    /* max_startups parsed by configure: from `startups_begin` unauthenticated
+     * connections on, a new one is dropped with probability `startups_rate`
+     * percent, rising linearly to 100 % at `startups_full`. */
+    long startups_begin, startups_rate, startups_full;
+    char *kex;     /* key exchange algorithms, comma-separated */
+    char *ciphers; /* ciphers, both directions */
+    char *macs;    /* MACs, both directions */
+    char *hostkey_algorithms;
 };
 extern struct zf_ssh_config zf_ssh_cfg;
 
 /* ---- keys.c ---- */
 
-/* Loads the host key from `path`, or generates an ed25519 key there (0600)
- * when the file does not exist. Refuses (ZF_ERROR, logged) a key file that
- * is readable or writable by group/others or not owned by us. On ZF_OK
+/* Loads the private key from `path`, or generates an ed25519 key there
+ * (0600) when the file does not exist. Refuses (ZF_ERROR, logged) a key file
+ * that is readable or writable by group/others or not owned by us. `what`
+ * names the key in log lines ("host key", "demo client key"). On ZF_OK
  * *key is a private key owned by the caller. */
-int zf__ssh_host_key(const char *path, ssh_key *key);
+int zf__ssh_host_key(const char *path, const char *what, ssh_key *key);
 
 struct zf_ssh_authkeys;
 /* Reads an authorized_keys file. Lines with options, unsupported key types
@@ -148,8 +160,18 @@ void zf__ssh_channel_finished(struct zf_ssh_channel *ch);
 /* Console threads alive (shutdown waits for them) and sessions open. */
 size_t zf__ssh_console_threads(void);
 /* The server stops without waiting for the consoles: from now on they
- * post nothing to the loop (it may be freed). */
+ * post nothing to the loop (it may be freed), and the interrupter
+ * re-interrupts consoles still running every 100 ms instead of 500 ms. */
 void zf__ssh_console_hard_stop(void);
+int zf__ssh_console_hard_stopped(void);
+/* Console threads that have not left Python for good yet. */
+size_t zf__ssh_console_in_python(void);
+/* Loop thread, after zf__ssh_console_hard_stop and the consoles were
+ * detached (interrupted): waits up to timeout_ms until every console
+ * thread and the interrupter left Python, so that the interpreter is not
+ * finalized under them. Returns ZF_OK, or ZF_AGAIN when some are still in
+ * Python (stuck in a C call, or catching every KeyboardInterrupt). */
+int zf__ssh_console_join(uint64_t timeout_ms);
 /* Starts/stops the interrupter thread. Start returns ZF_OK or ZF_ERROR. */
 int zf__ssh_interrupter_start(void);
 void zf__ssh_interrupter_stop(void);

@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "../tls.h"
 #include "h2.h"
 
 struct zf_h2_conn *zf__h2_conns;
@@ -245,8 +246,10 @@ static void conn_free(struct zf_h2_conn *c)
     nghttp2_session_del(c->session);
     if (c->linger_ev)
         event_free(c->linger_ev);
-    if (c->bev)
+    if (c->bev) {
+        zf_tls_close_notify(c->bev); /* TLS only: keeps the session resumable */
         bufferevent_free(c->bev);
+    }
     event_free(c->idle_timer);
     event_free(c->tick);
     event_free(c->close_ev);
