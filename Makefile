@@ -48,7 +48,7 @@ $(TSAN_BUILD)/build.ninja:
 test-tsan: deps $(TSAN_BUILD)/build.ninja
 	ninja -C $(TSAN_BUILD) zfront
 	ZFRONT_TSAN_BIN=$(CURDIR)/$(TSAN_BUILD)/zfront ZFRONT_BIN=$(CURDIR)/$(BUILD)/zfront \
-	    /usr/bin/python3 -m pytest tests/integration/test_ssh_console.py -q -k data_race
+	    /usr/bin/python3 -m pytest tests/integration -q -m tsan
 
 # libFuzzer targets (docs/fuzzing.md), FUZZ_SECONDS per target; not part of `make test`.
 FUZZ_BUILD ?= build-fuzz

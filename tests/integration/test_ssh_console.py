@@ -291,12 +291,13 @@ def test_client_gone_before_its_script_runs_still_stops_it(server_factory, keys)
 TSAN_BIN = os.environ.get("ZFRONT_TSAN_BIN")
 
 
-@pytest.mark.skipif(not TSAN_BIN, reason="needs a ThreadSanitizer build of zfront in "
-                    "ZFRONT_TSAN_BIN (make test-tsan)")
+@pytest.mark.tsan
 def test_console_output_hand_off_has_no_data_race(server_factory, keys, monkeypatch, tmp_path):
     """The console thread appends output while the loop sends it: every
     access to the shared queue must be ordered by the lock. ThreadSanitizer
-    sees the unordered ones even when they happen to do no harm."""
+    sees the unordered ones even when they happen to do no harm. Selected
+    only by `make test-tsan` (conftest deselects `tsan` tests elsewhere)."""
+    assert TSAN_BIN, "ZFRONT_TSAN_BIN must name a ThreadSanitizer build of zfront"
     from sshtest import ssh
     monkeypatch.setenv("ZFRONT_BIN", TSAN_BIN)
     logs = tmp_path / "tsan"
