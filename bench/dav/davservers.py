@@ -23,6 +23,7 @@ class DavServer:
     label = ""
     debian = ""  # packages providing it, for the skip line
     big = True  # measured with the 1 GiB PUT/GET
+    upload_tmp = None  # zfront: where the store copies an upload (its PUT timed in 2 phases)
 
     def __init__(self, ctx):
         self.ctx = ctx
@@ -109,6 +110,8 @@ class Zfront(DavServer):
         spool = os.path.join(self.workdir, "spool")
         os.makedirs(spool)
         self.root = os.path.join(state, "content")
+        # the demo store copies a PUT's body (spooled by zfront first) to dav-tmp/put-*
+        self.upload_tmp = os.path.join(state, "dav-tmp")
         # Defaults otherwise (4 worker threads); no access log, like the others here.
         return [self.ctx.zfront, "--demo", "--state-dir", state, "--tmp-dir", spool,
                 "--http", "%s:%d" % (HOST, self.port), "--https", "%s:0" % HOST,
