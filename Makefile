@@ -2,7 +2,7 @@
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 
-.PHONY: all deps build run test bench asan test-asan test-tsan fuzz fuzz-regress format clean
+.PHONY: all deps build run test bench bench-dav asan test-asan test-tsan fuzz fuzz-regress format clean
 
 all: build
 
@@ -26,6 +26,12 @@ test: build
 bench: build
 	./bench/setup.sh
 	ZFRONT=$(CURDIR)/$(BUILD)/zfront ./bench/run $(BENCH_ARGS)
+
+# WebDAV anchors (docs/benchmarks.md): zfront --demo beside Apache mod_dav_fs, nginx dav,
+# PyWebDAV; BENCH_DAV_ARGS=--short for a quick run.
+bench-dav: build
+	./bench/setup.sh
+	ZFRONT=$(CURDIR)/$(BUILD)/zfront ./bench/dav/run $(BENCH_DAV_ARGS)
 
 # AddressSanitizer + UndefinedBehaviorSanitizer build; runs every suite against it.
 $(ASAN_BUILD)/build.ninja:

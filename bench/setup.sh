@@ -2,7 +2,9 @@
 # Installs what bench/run needs, from Debian packages, when it is missing:
 # the peer servers (nginx, waitress, gunicorn, uWSGI + python3 plugin, Twisted),
 # the load tools (wrk; ab and curl for looking by hand) and Debian's python3;
-# for the HTTP/2 part (bench/h2.py): h2load, hypercorn and openssl.
+# for the HTTP/2 part (bench/h2.py): h2load, hypercorn and openssl;
+# for the WebDAV anchors (bench/dav/run): Apache (mod_dav_fs), nginx's dav-ext
+# module, PyWebDAV and litmus.
 # Nothing else: bench/run uses only /usr/bin/python3's standard library.
 # Does nothing (and needs no root) when everything is already there.
 set -eu
@@ -33,6 +35,10 @@ need_module twisted.web.wsgi python3-twisted
 need /usr/bin/h2load nghttp2-client
 need /usr/bin/openssl openssl
 need_module hypercorn python3-hypercorn
+need /usr/sbin/apache2 apache2
+need /usr/lib/nginx/modules/ngx_http_dav_ext_module.so libnginx-mod-http-dav-ext
+need /usr/bin/davserver3 python3-webdav
+need /usr/bin/litmus litmus
 
 if [ -z "$missing" ]; then
     echo "bench/setup.sh: all benchmark peers and tools are installed"
@@ -54,5 +60,6 @@ $SUDO apt-get update -q
 # shellcheck disable=SC2086  # word splitting of the package list is intended
 $SUDO apt-get install -y -q --no-install-recommends $missing
 # The nginx package may start the system service: the benchmark never uses it
-# (bench/run starts its own nginx with its own prefix on a loopback port).
+# (bench/run starts its own nginx with its own prefix on a loopback port); so may
+# apache2 (bench/dav/run starts its own Apache with its own -f config).
 echo "bench/setup.sh: done"
