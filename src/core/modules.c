@@ -9,6 +9,8 @@ extern const struct zf_module zf_h2_module; /* https listeners, TLS, HTTP/2 */
 #ifdef ZF_WITH_SSH
 extern const struct zf_module zf_ssh_module;
 #endif
+/* internal services: after the listeners, which they need (clock.c, task.c) */
+extern const struct zf_module zf_clock_module;
 
 const struct zf_module *const zf_modules[] = {
     &zf_http_module,
@@ -18,6 +20,7 @@ const struct zf_module *const zf_modules[] = {
 #ifdef ZF_WITH_SSH
     &zf_ssh_module,
 #endif
+    &zf_clock_module,
 };
 
 const size_t zf_nmodules = ZF_ARRAY_LEN(zf_modules);
