@@ -11,6 +11,7 @@ extern const struct zf_module zf_ssh_module;
 #endif
 /* internal services: after the listeners, which they need (clock.c, task.c) */
 extern const struct zf_module zf_clock_module;
+extern const struct zf_module zf_task_module;
 
 const struct zf_module *const zf_modules[] = {
     &zf_http_module,
@@ -21,6 +22,7 @@ const struct zf_module *const zf_modules[] = {
     &zf_ssh_module,
 #endif
     &zf_clock_module,
+    &zf_task_module,
 };
 
 const size_t zf_nmodules = ZF_ARRAY_LEN(zf_modules);

@@ -15,6 +15,7 @@
 #include "config.h"
 #include "pyint.h"
 #include "python.h"
+#include "task.h"
 
 /* The interpreter computes its prefix from this, finding Debian's stdlib
  * and dist-packages. */
@@ -418,14 +419,19 @@ static void run_locked(struct zf_job *job, struct zf_worker *w)
 {
     struct zf_exchange *ex = (struct zf_exchange *)job;
     if (job->run == zf_py_resume_exchange) {
+        zf_task_defer_begin();
         zf_wsgi_ops.resume(ex, w);
+        zf_task_defer_end();
     } else if (zf_exchange_aborted(ex)) {
         /* the client left while the request waited for a worker */
         zf_log(ZF_LOG_DEBUG, NULL, "#%llu client gone before the application ran",
                (unsigned long long)ex->conn_id);
         zf_exchange_finish(ex, 0);
     } else {
+        /* tasks the app queues now run after this call returned (task.h) */
+        zf_task_defer_begin();
         zf_wsgi_ops.handle(ex, w);
+        zf_task_defer_end();
     }
 }
 

@@ -3,7 +3,8 @@ memory): every call is appended to $ZF_TEST_MARKERS/ops.log as one JSON line
 (channel, method, path, query, Authorization, body, start and end times), so
 a test can see what reached the app, on which channel, and when.
 
-Paths: /slow?s=SECONDS sleeps; /status?code=N answers N; /big?n=BYTES
+Paths: /slow?s=SECONDS sleeps (its query is appended to started.log
+first); /status?code=N answers N; /big?n=BYTES
 returns a generated body in 64 KiB pieces; /enqueue queues tasks with
 zfront.enqueue (see r_enqueue); /thread-enqueue queues from a new thread
 outside any request. Test code only.
@@ -34,7 +35,8 @@ def r_enqueue(environ, q):
     import zfront
 
     for i in range(int(q.get("n", "1"))):
-        zfront.enqueue("POST", "%s?i=%d" % (q.get("path", "/slow"), i),
+        target = q.get("path", "/slow")
+        zfront.enqueue("POST", "%s%si=%d" % (target, "&" if "?" in target else "?", i),
                        headers={"X-Task": "t%d" % i, "Content-Type": "text/plain"},
                        body=b"payload %d" % i, queue=q.get("queue", "default"))
     time.sleep(float(q.get("sleep", "0")))
@@ -48,6 +50,9 @@ def application(environ, start_response):
     status = "200 OK"
     out = b"ok\n"
     if path == "/slow":
+        with _lock:
+            with open(os.path.join(os.environ["ZF_TEST_MARKERS"], "started.log"), "a") as f:
+                f.write(environ.get("QUERY_STRING", "") + "\n")
         time.sleep(float(q.get("s", "0")))
     elif path == "/status":
         status = "%s Status" % q.get("code", "200")
@@ -59,6 +64,21 @@ def application(environ, start_response):
         t = threading.Thread(target=zfront.enqueue, args=("GET", "/slow?from=thread"))
         t.start()
         t.join()
+    elif path == "/enqueue-bad":
+        import zfront
+
+        errors = []
+        for args, kw in [(("get", "/x"), {}), (("GET", "x"), {}), (("GET", "/a b"), {}),
+                         (("GET", "/x"), {"headers": {"Bad:Name": "v"}}),
+                         (("GET", "/x"), {"headers": {"X": "a\r\nInjected: 1"}}),
+                         (("GET", "/x"), {"headers": {"X": 1}}),
+                         (("GET", "/x"), {"body": 12})]:
+            try:
+                zfront.enqueue(*args, **kw)
+                errors.append("accepted")
+            except (TypeError, ValueError) as e:
+                errors.append(type(e).__name__)
+        out = (" ".join(errors) + "\n").encode()
     elif path == "/big":
         n = int(q.get("n", "1048576"))
         piece = b"x" * 65536
