@@ -413,11 +413,49 @@ void zf_py_log_thread_stack(unsigned long ident, int level, const char *what)
     PyGILState_Release(g);
 }
 
+void zf_py_log_all_stacks(int level, const char *what, const struct zf_worker_info *workers,
+                          size_t n)
+{
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyObject *names = PyDict_New();
+    for (size_t i = 0; names && i < n; i++) {
+        PyObject *k = PyLong_FromUnsignedLong(workers[i].ident);
+        PyObject *v = PyUnicode_FromFormat("worker %d", workers[i].index);
+        if (!k || !v || PyDict_SetItem(names, k, v) < 0)
+            Py_CLEAR(names);
+        Py_XDECREF(k);
+        Py_XDECREF(v);
+    }
+    PyObject *text = names ? call_zfront("zfront.diag", "all_stacks", Py_BuildValue("(O)", names))
+                           : NULL;
+    Py_XDECREF(names);
+    const char *s = text ? PyUnicode_AsUTF8(text) : NULL;
+    if (s) {
+        size_t hn = strlen(what), len = strlen(s);
+        char *buf = malloc(hn + len + 3);
+        if (buf) {
+            memcpy(buf, what, hn);
+            memcpy(buf + hn, ":\n", 2);
+            memcpy(buf + hn + 2, s, len + 1);
+            zf_log_text(level, NULL, buf, hn + 2 + len);
+            free(buf);
+        }
+    } else {
+        zf__py_log_exception(ZF_LOG_ERROR, NULL, "cannot take the Python stacks");
+    }
+    PyErr_Clear();
+    Py_XDECREF(text);
+    PyGILState_Release(g);
+}
+
 /* Runs one exchange's job with the GIL held: a new request or a resumed
  * response. */
 static void run_locked(struct zf_job *job, struct zf_worker *w)
 {
     struct zf_exchange *ex = (struct zf_exchange *)job;
+    zf_pool_set_doing(w, "%s %s (channel %s, #%llu%s)", ex->method, ex->target,
+                      ex->channel ? ex->channel : "http", (unsigned long long)ex->conn_id,
+                      job->run == zf_py_resume_exchange ? ", resumed response" : "");
     if (job->run == zf_py_resume_exchange) {
         zf_task_defer_begin();
         zf_wsgi_ops.resume(ex, w);

@@ -47,6 +47,12 @@ unsigned long zf_py_thread_ident(struct zf_py_thread *t);
  * any lock a GIL holder may wait for: never on the loop thread. */
 void zf_py_log_thread_stack(unsigned long ident, int level, const char *what);
 
+/* Logs `what`, then the Python stack of every thread that runs Python code
+ * (zfront.diag.all_stacks), the workers named by their index. Same thread
+ * rules as zf_py_log_thread_stack: never on the loop thread. */
+void zf_py_log_all_stacks(int level, const char *what, const struct zf_worker_info *workers,
+                          size_t n);
+
 /* The application bridge: WSGI today; a future ASGI bridge is another
  * implementation of this struct, not a branch in every function. */
 struct zf_app_ops {
