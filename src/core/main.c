@@ -248,10 +248,18 @@ static int run(int argc, char **argv)
         return 2;
     if (zf_py_init(argv[0]) != ZF_OK)
         return 1;
-    if (config_path) {
-        if (zf_py_read_config(config_path) != ZF_OK)
+    if (config_path && zf_py_read_config(config_path) != ZF_OK)
+        return 2;
+    if (config_path && apply_args(argc, argv, 1) != ZF_OK) /* flags override the file */
+        return 2;
+    if (zf_cfg.paste && *zf_cfg.paste) {
+        /* the ini's [server:main] (Plone's wsgi.ini), then the TOML file and
+         * the flags again: both override the ini */
+        if (zf_py_read_paste_server(zf_cfg.paste) != ZF_OK)
             return 2;
-        if (apply_args(argc, argv, 1) != ZF_OK) /* flags override the file */
+        if (config_path && zf_py_read_config(config_path) != ZF_OK)
+            return 2;
+        if (apply_args(argc, argv, 1) != ZF_OK)
             return 2;
     }
     if (zf_cfg.demo)

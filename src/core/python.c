@@ -188,6 +188,25 @@ static PyObject *call_zfront(const char *module, const char *func, PyObject *arg
     return r;
 }
 
+/* Feeds a list of (key, text) pairs to zf_config_set. Returns ZF_OK or
+ * ZF_ERROR (each bad one logged). GIL held. */
+static int set_items(PyObject *items, const char *source)
+{
+    int rc = ZF_OK;
+    Py_ssize_t n = PyList_Check(items) ? PyList_GET_SIZE(items) : 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const char *key, *value;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(items, i), "ss", &key, &value)) {
+            PyErr_Clear();
+            rc = ZF_ERROR;
+            continue;
+        }
+        if (zf_config_set(key, value, source) != ZF_OK)
+            rc = ZF_ERROR;
+    }
+    return rc;
+}
+
 int zf_py_read_config(const char *path)
 {
     zf_config_begin_source();
@@ -211,19 +230,36 @@ int zf_py_read_config(const char *path)
         }
         return ZF_ERROR;
     }
-    int rc = ZF_OK;
-    Py_ssize_t n = PyList_Check(items) ? PyList_GET_SIZE(items) : 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        const char *key, *value;
-        if (!PyArg_ParseTuple(PyList_GET_ITEM(items, i), "ss", &key, &value)) {
-            PyErr_Clear();
-            rc = ZF_ERROR;
-            continue;
-        }
-        if (zf_config_set(key, value, path) != ZF_OK)
-            rc = ZF_ERROR;
-    }
+    int rc = set_items(items, path);
     Py_DECREF(items);
+    return rc;
+}
+
+int zf_py_read_paste_server(const char *path)
+{
+    zf_config_begin_source();
+    PyObject *r = call_zfront("zfront.loader", "paste_server_options", Py_BuildValue("(s)", path));
+    PyObject *pairs, *ignored;
+    if (!r || !PyArg_ParseTuple(r, "OO", &pairs, &ignored)) {
+        log_load_error();
+        Py_XDECREF(r);
+        return ZF_ERROR;
+    }
+    char source[4200];
+    snprintf(source, sizeof source, "%s [server:main]", path);
+    int rc = set_items(pairs, source);
+    Py_ssize_t n = PyList_Check(pairs) ? PyList_GET_SIZE(pairs) : 0;
+    if (rc == ZF_OK && n > 0)
+        zf_log(ZF_LOG_INFO, NULL, "%s: %zd setting(s) taken (command-line flags override them)",
+               source, n);
+    for (Py_ssize_t i = 0; PyList_Check(ignored) && i < PyList_GET_SIZE(ignored); i++) {
+        const char *name = PyUnicode_AsUTF8(PyList_GET_ITEM(ignored, i));
+        if (name)
+            zf_log(ZF_LOG_INFO, NULL, "%s: option \"%s\" has no meaning for zfront: ignored",
+                   source, name);
+        PyErr_Clear();
+    }
+    Py_DECREF(r);
     return rc;
 }
 

@@ -18,6 +18,11 @@ int zf_py_init(const char *argv0);
 /* Reads a TOML config file with tomllib and feeds every key to
  * zf_config_set. Returns ZF_OK or ZF_ERROR (logged). */
 int zf_py_read_config(const char *path);
+/* Applies the [server:main] options of a PasteDeploy ini that zfront
+ * honours (waitress's, as Plone writes them: zfront.loader.
+ * paste_server_options) to the config, logging the ones it ignores.
+ * Returns ZF_OK or ZF_ERROR (logged). */
+int zf_py_read_paste_server(const char *path);
 /* Loads the application named by the config (app, paste, zope_conf or
  * demo). Returns ZF_OK or ZF_ERROR (logged with the traceback). */
 int zf_py_load_app(void);

@@ -98,3 +98,17 @@ def application(environ, start_response):
             start=start, end=time.time())
     start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(out)))])
     return [out]
+
+
+def make_paste_app(global_conf, **local_conf):
+    """PasteDeploy factory (test_plone_ini): answers the environ keys the
+    [server:main] options change, as JSON."""
+    def app(environ, start_response):
+        body = environ["wsgi.input"].read()
+        out = json.dumps({k: environ.get(k) for k in (
+            "wsgi.url_scheme", "REMOTE_ADDR", "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO",
+            "HTTP_FORWARDED", "HTTP_HOST")} | {"body": len(body)}).encode()
+        start_response("200 OK", [("Content-Type", "application/json"),
+                                  ("Content-Length", str(len(out)))])
+        return [out]
+    return app
