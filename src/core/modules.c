@@ -12,6 +12,7 @@ extern const struct zf_module zf_ssh_module;
 /* internal services: after the listeners, which they need (clock.c, task.c) */
 extern const struct zf_module zf_clock_module;
 extern const struct zf_module zf_task_module;
+extern const struct zf_module zf_trim_module;
 
 const struct zf_module *const zf_modules[] = {
     &zf_http_module,
@@ -23,6 +24,7 @@ const struct zf_module *const zf_modules[] = {
 #endif
     &zf_clock_module,
     &zf_task_module,
+    &zf_trim_module,
 };
 
 const size_t zf_nmodules = ZF_ARRAY_LEN(zf_modules);

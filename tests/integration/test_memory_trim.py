@@ -1,0 +1,36 @@
+"""Memory after a spike: once the server is idle again after a busy period,
+it returns the free heap memory to the system (malloc_trim), so the
+resident size falls back near where it started instead of staying at the
+peak. The spike is bench/mem_spike.py's: slow clients that each leave a
+generated body queued in the server, then all close."""
+import os
+import sys
+
+from zftest import REPO, wait_until
+
+sys.path.insert(0, os.path.join(REPO, "bench"))
+import mem_spike  # noqa: E402
+
+CLIENTS = 300
+SIZE = 2 << 20
+# Measured (bench/mem_spike.py --clients 300 --size 2097152, 4 threads):
+# start 16 MiB, peak ~360 MiB, without the trim 60-130 MiB stays after the
+# clients left, with it ~18 MiB. The bound sits between, far from both.
+BOUND_MIB = 20
+
+
+def test_rss_returns_near_its_start_after_a_spike(server_factory):
+    srv = server_factory("--threads", "4", "--set", "memory.trim_idle=1s",
+                         "--set", "memory.trim_growth=16m", app="opsapp")
+    assert srv.get("/status")[0] == 200
+    start = mem_spike.rss_mib(srv.pid)
+    peak, opened = mem_spike.spike(srv.pid, srv.port, CLIENTS, SIZE, timeout=60)
+    assert opened == CLIENTS
+    # the spike really held memory (else this test would prove nothing)
+    assert peak > start + 150, (start, peak)
+    assert srv.wait_log(r"memory: idle for \d+\.\d s after a busy period: returned", timeout=30)
+    after = wait_until(lambda: mem_spike.rss_mib(srv.pid) < start + BOUND_MIB, timeout=5)
+    assert after, (start, peak, mem_spike.rss_mib(srv.pid))
+    # still serving
+    assert srv.get("/status")[0] == 200
+
