@@ -410,7 +410,7 @@ size_t zf_pool_workers(struct zf_worker_info *out, size_t max)
         out[n].busy_ms = w->busy_since_ms ? now - w->busy_since_ms : 0;
         if (w->busy_since_ms && out[n].busy_ms == 0)
             out[n].busy_ms = 1;
-        memcpy(out[n].doing, w->busy_since_ms ? w->doing : "", sizeof out[n].doing);
+        snprintf(out[n].doing, sizeof out[n].doing, "%s", w->busy_since_ms ? w->doing : "");
     }
     pthread_mutex_unlock(&pool.lock);
     return n;

@@ -462,8 +462,8 @@ void zf_py_log_all_stacks(int level, const char *what, const struct zf_worker_in
         Py_XDECREF(k);
         Py_XDECREF(v);
     }
-    PyObject *text = names ? call_zfront("zfront.diag", "all_stacks", Py_BuildValue("(O)", names))
-                           : NULL;
+    PyObject *text =
+        names ? call_zfront("zfront.diag", "all_stacks", Py_BuildValue("(O)", names)) : NULL;
     Py_XDECREF(names);
     const char *s = text ? PyUnicode_AsUTF8(text) : NULL;
     if (s) {

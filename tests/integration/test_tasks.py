@@ -99,3 +99,16 @@ def test_queued_tasks_survive_a_graceful_restart(server_factory, tmp_path):
     assert [e["body"] for e in tasks(again)] == ["payload 1", "payload 2"]
     assert [e["task"] for e in tasks(again)] == ["t1", "t2"]
     assert not (state / "tasks.queue").exists()
+
+
+def test_a_malformed_queue_file_is_moved_aside(server_factory, tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "tasks.queue").write_bytes(b"zfront-tasks 1\ntask 0\n7\ndefault\n3\nGET\n999\n/x\n")
+    srv = server_factory("--state-dir", str(state), app="opsapp")
+    assert srv.wait_log(r"tasks: .*tasks\.queue is malformed: moved to .*tasks\.queue\.bad "
+                        r"\(0 task\(s\) read\)")
+    assert (state / "tasks.queue.bad").exists() and not (state / "tasks.queue").exists()
+    assert srv.get("/status")[0] == 200
+    srv.stop()
+    assert not tasks(srv)
