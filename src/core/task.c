@@ -286,7 +286,8 @@ static char *get_field(const char **p, const char *end, size_t *len)
     return s;
 }
 
-/* Parses the file's content; returns how many tasks it queued, or -1 when
+/* Parses the file's content [p, end); *end must be a readable NUL (the
+ * number parsers stop there). Returns how many tasks it queued, or -1 when
  * it is malformed (the tasks read until then are kept). */
 static long parse_queue(const char *p, const char *end)
 {
@@ -362,6 +363,7 @@ static void load_queue(void)
     if (!buf)
         return;
     size_t len = evbuffer_get_length(buf);
+    evbuffer_add(buf, "", 1); /* parse_queue's terminator */
     const char *p = (const char *)evbuffer_pullup(buf, -1);
     long count = p ? parse_queue(p, p + len) : 0;
     evbuffer_free(buf);
