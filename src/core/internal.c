@@ -42,8 +42,9 @@ static void on_output(struct zf_exchange *ex)
 {
     struct internal *in = ex->proto;
     int finished = 0, failed = 0;
-    if (!zf_exchange_take_headers(ex))
-        return;
+    /* the body is dropped as it comes; a worker that finished without
+     * headers (no response at all) ends the request too */
+    int have_headers = zf_exchange_take_headers(ex);
     struct zf_segment *s;
     while ((s = zf_exchange_take(ex, &finished, &failed)) != NULL) {
         in->bytes += s->len;
@@ -51,12 +52,15 @@ static void on_output(struct zf_exchange *ex)
     }
     if (!finished)
         return;
-    int status = failed ? 0 : ex->status;
+    if (!have_headers) /* they may have come with the end, after the first look */
+        have_headers = zf_exchange_take_headers(ex);
+    int status = failed || !have_headers ? 0 : ex->status;
     uint64_t ms = zf_now_ms() - in->start_ms;
-    access_log(ex, ex->status, in->bytes, ms);
+    access_log(ex, have_headers ? ex->status : 0, in->bytes, ms);
     if (status == 0 || status >= 500)
         zf_log(ZF_LOG_WARN, NULL, "%s: %s %s answered %d%s after %.1f s", in->label, ex->method,
-               ex->target, ex->status, failed ? " (incomplete response)" : "", (double)ms / 1000.0);
+               ex->target, have_headers ? ex->status : 0, failed ? " (incomplete response)" : "",
+               (double)ms / 1000.0);
     else
         zf_log(ZF_LOG_INFO, NULL, "%s: %s %s answered %d after %.1f s", in->label, ex->method,
                ex->target, status, (double)ms / 1000.0);

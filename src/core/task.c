@@ -42,7 +42,7 @@ static struct {
 static const struct zf_cfg_key task_keys[] = {
     {"tasks.concurrency", ZF_CFG_INT, &task_cfg.concurrency, "1", "--task-concurrency",
      "Tasks (zfront.enqueue) of one queue that run at the same time; the others wait in "
-     "order."},
+     "order (0: no limit)."},
     {"tasks.queue_concurrency", ZF_CFG_LIST, &task_cfg.queue_concurrency, NULL, NULL,
      "Per-queue override of tasks.concurrency, as NAME=N."},
     {NULL},
