@@ -183,7 +183,10 @@ static void on_done(void *arg, int status, uint64_t bytes)
 static int add_basic_auth(struct zf_headers *h, const char *user, const char *password)
 {
     char cred[512];
-    int n = snprintf(cred, sizeof cred, "%s:%s", user, password ? password : "");
+    /* user = "name:password" (the brief form) works as well as two fields */
+    int n = password || strchr(user, ':') == NULL
+                ? snprintf(cred, sizeof cred, "%s:%s", user, password ? password : "")
+                : snprintf(cred, sizeof cred, "%s", user);
     if (n < 0 || (size_t)n >= sizeof cred)
         return ZF_ERROR;
     unsigned char b64[700] = "Basic ";
@@ -230,8 +233,9 @@ static int clock_start(struct zf_server *srv)
                              (suseconds_t)((c->period_ms % 1000) * 1000)};
         if (!c->timer || event_add(c->timer, &tv) != 0)
             return ZF_ERROR;
-        zf_log(ZF_LOG_INFO, NULL, "%s: %s every %.3g s%s%s", c->label, c->method,
-               (double)c->period_ms / 1000.0, c->user ? " as " : "", c->user ? c->user : "");
+        int ulen = c->user ? (int)strcspn(c->user, ":") : 0; /* never log a password */
+        zf_log(ZF_LOG_INFO, NULL, "%s: %s every %.3g s%s%.*s", c->label, c->method,
+               (double)c->period_ms / 1000.0, c->user ? " as " : "", ulen, c->user ? c->user : "");
     }
     return ZF_OK;
 }

@@ -24,7 +24,8 @@ def test_clock_table_sends_authenticated_requests_on_the_clock_channel(server_fa
     conf = tmp_path / "zfront.toml"
     conf.write_text('[[clock]]\npath = "/slow?tick=1"\nperiod = "200ms"\nmethod = "POST"\n'
                     'user = "admin"\npassword = "s3cret:x"\nhost = "www.example.org"\n\n'
-                    '[[clock]]\npath = "/status"\nperiod = 0.25\n')
+                    '[[clock]]\npath = "/status"\nperiod = 0.25\n\n'
+                    '[[clock]]\npath = "/status?combined"\nperiod = 0.25\nuser = "bob:pw:x"\n')
     srv = server_factory("--config", str(conf), "--access-log", "-", app="opsapp")
     assert wait_until(lambda: len([e for e in clock_calls(srv) if e["path"] == "/slow"]) >= 2
                       and any(e["path"] == "/status" for e in clock_calls(srv)))
@@ -34,8 +35,13 @@ def test_clock_table_sends_authenticated_requests_on_the_clock_channel(server_fa
     assert tick["query"] == "tick=1"
     assert tick["host"] == "www.example.org"
     assert tick["auth"] == "Basic " + base64.b64encode(b"admin:s3cret:x").decode()
-    other = [e for e in calls if e["path"] == "/status"][0]
+    assert wait_until(lambda: [e for e in clock_calls(srv) if e["query"] == "combined"])
+    calls = clock_calls(srv)
+    other = [e for e in calls if e["path"] == "/status" and not e["query"]][0]
     assert other["method"] == "GET" and other["auth"] is None
+    combined = [e for e in calls if e["query"] == "combined"][0]
+    assert combined["auth"] == "Basic " + base64.b64encode(b"bob:pw:x").decode()
+    assert "bob:pw" not in srv.log()  # the password is never logged
     # a request from a client is on the http channel, not the clock's
     srv.get("/status")
     assert [e for e in ops_log(srv) if e["channel"] == "http"]
