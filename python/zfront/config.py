@@ -5,6 +5,10 @@ The core calls ``read(path)`` once, before the command line is applied again
 tables flatten to dotted keys (``[http] listen = ...`` is ``http.listen``),
 booleans become ``true``/``false``, numbers ``str()``, and an array gives one
 ``(key, value)`` pair per element, in order (a list key takes them all).
+
+An array of tables (``[[clock]]``) gives one ``("clock.entries", text)`` pair
+per table, where text is the table's ``name=value`` fields joined by tabs
+(the owning subsystem parses them; clock.c does for ``[[clock]]``).
 """
 
 import tomllib
@@ -25,6 +29,16 @@ def _scalar(path, key, value):
     )
 
 
+def _table_entry(path, key, table):
+    fields = []
+    for name, value in table.items():
+        text = _scalar(path, f"{key}.{name}", value)
+        if "\t" in text or "\n" in text or "=" in name:
+            raise ValueError(f"config {path}: [[{key}]] {name}: tabs and newlines are not allowed")
+        fields.append(f"{name}={text}")
+    return "\t".join(fields)
+
+
 def flatten(path, table, prefix=""):
     """Returns [(dotted_key, text), ...] for a parsed TOML table."""
     items = []
@@ -32,6 +46,9 @@ def flatten(path, table, prefix=""):
         key = f"{prefix}{name}"
         if isinstance(value, dict):
             items.extend(flatten(path, value, key + "."))
+        elif isinstance(value, list) and value and all(isinstance(e, dict) for e in value):
+            for element in value:
+                items.append((key + ".entries", _table_entry(path, key, element)))
         elif isinstance(value, list):
             # An empty array sets nothing: the key keeps its default.
             for element in value:

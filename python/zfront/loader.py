@@ -15,6 +15,7 @@ __all__ = [
     "setup_sys_path",
     "load_module",
     "load_paste",
+    "paste_server_options",
     "load_zope",
     "load_demo",
 ]
@@ -74,7 +75,7 @@ def load_paste(path, name="main"):
     ini's [loggers] set up logging first (with ``here`` and ``__file__``),
     then ``loadapp("config:<abs path>", name=name)``. Plone's generated
     wsgi.ini and Zope's zope.ini run unchanged (their [server:main] section
-    is ignored: zfront is the server). When the ini loaded Zope, its
+    is read separately, by paste_server_options). When the ini loaded Zope, its
     databases are closed at shutdown, as Zope's runwsgi does."""
     path = os.path.abspath(path)
     if not os.path.isfile(path):
@@ -114,6 +115,104 @@ def load_paste(path, name="main"):
     if "Zope2" in sys.modules:  # a Zope ini (egg:Zope#main): close its DBs as runwsgi does
         _close_zope_dbs_at_shutdown()
     return app
+
+
+# [server:main] options of waitress (what Plone's recipes write) that zfront
+# honours, with the same meaning. Others are listed as ignored.
+_WAITRESS = ("listen", "host", "port", "threads", "max_request_body_size",
+             "clear_untrusted_proxy_headers", "trusted_proxy", "url_scheme")
+_IGNORED_QUIETLY = ("use", "paste.server_factory", "here", "__file__")
+
+
+def _waitress_bool(path, name, text):
+    v = text.strip().lower()
+    if v in ("1", "true", "yes", "on", "y", "t"):
+        return "true"
+    if v in ("0", "false", "no", "off", "n", "f", ""):
+        return "false"
+    raise LoadError(f"--paste {path}: [server:main] {name} = {text!r}: expected true or false")
+
+
+def _waitress_int(path, name, text):
+    try:
+        v = int(text.strip())
+    except ValueError:
+        raise LoadError(f"--paste {path}: [server:main] {name} = {text!r}: expected an integer") \
+            from None
+    if v < 0:
+        raise LoadError(f"--paste {path}: [server:main] {name} = {text!r}: must not be negative")
+    return str(v)
+
+
+def _listen_addr(path, item):
+    host, sep, port = item.rpartition(":")
+    if not sep or not port.isdigit():
+        raise LoadError(f"--paste {path}: [server:main] listen {item!r}: expected HOST:PORT")
+    if host in ("*", ""):
+        host = "0.0.0.0"
+    elif host == "localhost":
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+def paste_server_options(path, name="main"):
+    """The ``[server:NAME]`` options of a PasteDeploy ini that zfront
+    honours (waitress's, as Plone writes them), as ``(pairs, ignored)``:
+    ``pairs`` is ``[(zfront key, text), ...]`` for ``zf_config_set``,
+    ``ignored`` the option names zfront does not use. No section: ``([],
+    [])``. A value zfront cannot use raises LoadError."""
+    path = os.path.abspath(path)
+    if not os.path.isfile(path):
+        raise LoadError(f"--paste {path}: no such file")
+    parser = configparser.RawConfigParser(strict=False)
+    try:
+        parser.read(path, encoding="utf-8")
+    except configparser.Error as e:
+        raise LoadError(f"--paste {path}: {e}") from None
+    section = f"server:{name}"
+    if not parser.has_section(section):
+        return [], []
+    opts = {k: v for k, v in parser.items(section)}
+    pairs, ignored = [], []
+    if "listen" in opts:
+        for item in opts["listen"].split():
+            pairs.append(("http.listen", _listen_addr(path, item)))
+    elif "port" in opts or "host" in opts:
+        host = opts.get("host", "0.0.0.0").strip()
+        port = _waitress_int(path, "port", opts.get("port", "8080"))
+        pairs.append(("http.listen", _listen_addr(path, f"{host}:{port}")))
+    if "threads" in opts:
+        threads = _waitress_int(path, "threads", opts["threads"])
+        if threads == "0":
+            raise LoadError(f"--paste {path}: [server:main] threads must be at least 1")
+        pairs.append(("server.threads", threads))
+    if "max_request_body_size" in opts:
+        pairs.append(("http.max_body_size",
+                      _waitress_int(path, "max_request_body_size", opts["max_request_body_size"])))
+    if "trusted_proxy" in opts:
+        for proxy in opts["trusted_proxy"].split():
+            if proxy == "*":
+                pairs += [("server.trusted_proxies", "0.0.0.0/0"),
+                          ("server.trusted_proxies", "::/0")]
+            else:
+                pairs.append(("server.trusted_proxies", proxy))
+    if "clear_untrusted_proxy_headers" in opts:
+        pairs.append(("server.clear_untrusted_proxy_headers",
+                      _waitress_bool(path, "clear_untrusted_proxy_headers",
+                                     opts["clear_untrusted_proxy_headers"])))
+    elif "trusted_proxy" in opts:  # waitress >= 2.0 clears them by default
+        pairs.append(("server.clear_untrusted_proxy_headers", "true"))
+    if "url_scheme" in opts:
+        scheme = opts["url_scheme"].strip()
+        if scheme not in ("http", "https"):
+            raise LoadError(f"--paste {path}: [server:main] url_scheme = {scheme!r}: "
+                            "expected http or https")
+        pairs.append(("server.url_scheme", scheme))
+    ignored = sorted(k for k in opts if k not in _WAITRESS and k not in _IGNORED_QUIETLY
+                     and k not in parser.defaults())
+    return pairs, ignored
 
 
 def load_zope(zope_conf):

@@ -51,6 +51,13 @@ static const struct zf_cfg_key core_keys[] = {
     {"server.trusted_proxies", ZF_CFG_LIST, &zf_cfg.trusted_proxies, NULL, "--trusted-proxy",
      "Addresses (or CIDR ranges) whose X-Forwarded-For/-Proto/-Host/-Port headers are "
      "honoured."},
+    {"server.clear_untrusted_proxy_headers", ZF_CFG_BOOL, &zf_cfg.clear_untrusted_proxy_headers,
+     "false", NULL,
+     "With trusted proxies listed: remove the X-Forwarded-* and Forwarded headers of requests "
+     "from any other peer before the app sees them (waitress's option of the same name)."},
+    {"server.url_scheme", ZF_CFG_STR, &zf_cfg.url_scheme, NULL, NULL,
+     "wsgi.url_scheme of every request, unless a trusted proxy's X-Forwarded-Proto says "
+     "otherwise (default: the listener's, http or https)."},
     {"log.error", ZF_CFG_STR, &zf_cfg.error_log, "-", "--error-log",
      "Error log file; \"-\" is stderr."},
     {"log.level", ZF_CFG_STR, &zf_cfg.log_level, "info", "--log-level",

@@ -90,6 +90,8 @@ struct zf_core_config {
     uint64_t output_buffer;  /* response bytes held in memory per exchange */
     int ranges;              /* answer Range on file responses */
     struct zf_strlist trusted_proxies;
+    int clear_untrusted_proxy_headers; /* drop X-Forwarded-* / Forwarded from other peers */
+    char *url_scheme;                  /* wsgi.url_scheme when no trusted proxy says */
     char *server_name;
 };
 

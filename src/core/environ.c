@@ -362,6 +362,22 @@ static int forwarded_for(PyObject *d, const struct zf_exchange *ex)
     return 0;
 }
 
+/* server.clear_untrusted_proxy_headers: the proxy headers of a request from
+ * a peer that is not a trusted proxy are removed, as waitress does. Returns
+ * 0 or -1. */
+static int clear_proxy_headers(PyObject *d)
+{
+    static const char *const keys[] = {"HTTP_X_FORWARDED_FOR",  "HTTP_X_FORWARDED_HOST",
+                                       "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_PORT",
+                                       "HTTP_X_FORWARDED_BY",   "HTTP_FORWARDED"};
+    for (size_t i = 0; i < ZF_ARRAY_LEN(keys); i++) {
+        PyObject *v = PyDict_GetItemString(d, keys[i]); /* borrowed */
+        if (v && PyDict_DelItemString(d, keys[i]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* Honours the X-Forwarded-* headers when the peer is a trusted proxy, as
  * waitress does with trusted_proxy_headers (for, host, proto, port; one
  * proxy's values: the rightmost of Host/Proto/Port):
@@ -377,8 +393,10 @@ static int forwarded_for(PyObject *d, const struct zf_exchange *ex)
  * X-Forwarded-* stay plain HTTP_X_FORWARDED_* headers. Returns 0 or -1. */
 static int apply_proxy_headers(PyObject *d, const struct zf_exchange *ex, const struct zf_conn *c)
 {
-    if (nproxies == 0 || !is_trusted(ex->remote_addr, strlen(ex->remote_addr)))
+    if (nproxies == 0)
         return 0;
+    if (!is_trusted(ex->remote_addr, strlen(ex->remote_addr)))
+        return zf_cfg.clear_untrusted_proxy_headers ? clear_proxy_headers(d) : 0;
     if (forwarded_for(d, ex) < 0)
         return -1;
     int https = ex->scheme && strcmp(ex->scheme, "https") == 0;
@@ -486,7 +504,10 @@ PyObject *zf__wsgi_environ(struct zf_exchange *ex, const struct zf_conn *c, PyOb
         set_int_str(d, "REMOTE_PORT", ex->remote_port) < 0 ||
         (https && set_str(d, "HTTPS", "on") < 0) || set_http_headers(d, ex, c) < 0 ||
         set_item(d, "wsgi.version", Py_BuildValue("(ii)", 1, 0)) < 0 ||
-        set_str(d, "wsgi.url_scheme", https ? "https" : "http") < 0 ||
+        set_str(d, "wsgi.url_scheme",
+                zf_cfg.url_scheme && *zf_cfg.url_scheme ? zf_cfg.url_scheme
+                : https                                 ? "https"
+                                                        : "http") < 0 ||
         PyDict_SetItemString(d, "wsgi.input", input) < 0 ||
         PyDict_SetItemString(d, "wsgi.errors", errors) < 0 ||
         PyDict_SetItemString(d, "wsgi.multithread", Py_True) < 0 ||

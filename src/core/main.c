@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "dump.h"
 #include "exchange.h"
 #include "log.h"
 #include "pool.h"
@@ -172,6 +173,10 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
     (void)arg;
+    if (sig == SIGUSR1) {
+        zf_dump_state();
+        return;
+    }
     if (sig == SIGHUP) {
         zf_log(ZF_LOG_INFO, NULL, "SIGHUP: re-opening logs and reloading");
         zf_log_reopen();
@@ -274,10 +279,18 @@ static int run(int argc, char **argv)
         return 2;
     if (zf_py_init(argv[0]) != ZF_OK)
         return 1;
-    if (config_path) {
-        if (zf_py_read_config(config_path) != ZF_OK)
+    if (config_path && zf_py_read_config(config_path) != ZF_OK)
+        return 2;
+    if (config_path && apply_args(argc, argv, 1) != ZF_OK) /* flags override the file */
+        return 2;
+    if (zf_cfg.paste && *zf_cfg.paste) {
+        /* the ini's [server:main] (Plone's wsgi.ini), then the TOML file and
+         * the flags again: both override the ini */
+        if (zf_py_read_paste_server(zf_cfg.paste) != ZF_OK)
             return 2;
-        if (apply_args(argc, argv, 1) != ZF_OK) /* flags override the file */
+        if (config_path && zf_py_read_config(config_path) != ZF_OK)
+            return 2;
+        if (apply_args(argc, argv, 1) != ZF_OK)
             return 2;
     }
     apply_demo_defaults();
@@ -300,9 +313,9 @@ static int run(int argc, char **argv)
 
     if (zf__server_init_loop(&srv) != ZF_OK || zf_exchange_init_loop(srv.base) != ZF_OK)
         return 1;
-    struct event *sigs[3];
-    const int signos[3] = {SIGTERM, SIGINT, SIGHUP};
-    for (int i = 0; i < 3; i++) {
+    struct event *sigs[4];
+    const int signos[4] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
+    for (int i = 0; i < 4; i++) {
         sigs[i] = evsignal_new(srv.base, signos[i], on_signal, NULL);
         evsignal_add(sigs[i], NULL);
     }
@@ -342,7 +355,7 @@ static int run(int argc, char **argv)
     }
     log_pool_stats();
     zf_pool_stop();
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         event_free(sigs[i]);
     zf_exchange_free_loop();
     zf__server_free_loop();

@@ -12,6 +12,10 @@ extern const struct zf_module zf_ssh_module;
 #ifdef ZF_WITH_WEBDAV
 extern const struct zf_module zf_webdav_module; /* DAV policy (a request filter), source port */
 #endif
+/* internal services: after the listeners, which they need (clock.c, task.c) */
+extern const struct zf_module zf_clock_module;
+extern const struct zf_module zf_task_module;
+extern const struct zf_module zf_trim_module;
 
 const struct zf_module *const zf_modules[] = {
     &zf_http_module,
@@ -24,6 +28,9 @@ const struct zf_module *const zf_modules[] = {
 #ifdef ZF_WITH_WEBDAV
     &zf_webdav_module,
 #endif
+    &zf_clock_module,
+    &zf_task_module,
+    &zf_trim_module,
 };
 
 const size_t zf_nmodules = ZF_ARRAY_LEN(zf_modules);

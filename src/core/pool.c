@@ -1,6 +1,7 @@
 /* The worker pool: a FIFO job queue served by N threads, its admission
  * limits (queue bound, queue wait limit) and the stuck-worker watchdog. */
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -383,6 +384,36 @@ void zf_pool_push_to(struct zf_job *job, int worker_index)
     /* only that worker can take it: wake them all, it is among them */
     pthread_cond_broadcast(&pool.cond);
     pthread_mutex_unlock(&pool.lock);
+}
+
+void zf_pool_set_doing(struct zf_worker *w, const char *fmt, ...)
+{
+    char buf[sizeof w->doing];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&pool.lock);
+    memcpy(w->doing, buf, sizeof buf);
+    pthread_mutex_unlock(&pool.lock);
+}
+
+size_t zf_pool_workers(struct zf_worker_info *out, size_t max)
+{
+    uint64_t now = zf_now_ms();
+    size_t n = 0;
+    pthread_mutex_lock(&pool.lock);
+    for (int i = 0; i < pool.n && n < max; i++, n++) {
+        struct zf_worker *w = &pool.workers[i];
+        out[n].index = i;
+        out[n].ident = w->ident;
+        out[n].busy_ms = w->busy_since_ms ? now - w->busy_since_ms : 0;
+        if (w->busy_since_ms && out[n].busy_ms == 0)
+            out[n].busy_ms = 1;
+        snprintf(out[n].doing, sizeof out[n].doing, "%s", w->busy_since_ms ? w->doing : "");
+    }
+    pthread_mutex_unlock(&pool.lock);
+    return n;
 }
 
 size_t zf_pool_busy(void)

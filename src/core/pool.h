@@ -68,6 +68,15 @@ struct zf_worker {
     int own_last;            /* the last job came from the worker's own queue */
     uint64_t busy_since_ms;  /* under the pool lock: the running job began; 0 when idle */
     int stuck_reported;      /* under the pool lock: the watchdog logged this job */
+    char doing[200];         /* under the pool lock: the running job, for SIGUSR1 */
+};
+
+/* What one worker does, as copied by zf_pool_workers. */
+struct zf_worker_info {
+    int index;
+    unsigned long ident; /* Python's threading ident */
+    uint64_t busy_ms;    /* 0: idle */
+    char doing[200];
 };
 
 /* Starts n workers. Returns ZF_OK or ZF_ERROR. */
@@ -97,6 +106,13 @@ void zf_pool_push_to(struct zf_job *job, int worker_index);
  * busy pool does not pass the GIL (and the CPU) around between every two
  * requests. The job taken counts as the one w is running. */
 struct zf_job *zf_pool_next_nowait(struct zf_worker *w);
+/* Worker thread: describes the job it runs now ("GET /path ..."), for
+ * zf_pool_workers. printf-style; truncated to fit. */
+void zf_pool_set_doing(struct zf_worker *w, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Copies the state of up to max workers into out. Any thread. Returns how
+ * many were copied. */
+size_t zf_pool_workers(struct zf_worker_info *out, size_t max);
 /* Number of jobs queued and running. */
 size_t zf_pool_busy(void);
 /* Stops taking jobs once the queue is empty and joins every worker and the

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "pyint.h"
+#include "task.h"
 #include <structmember.h>
 
 /* ============================================================ file_wrapper */
@@ -712,11 +713,107 @@ void zf__py_run_shutdown_hooks(void)
     }
 }
 
+/* ================================================================ enqueue */
+
+/* True when s (n bytes) has no byte below 0x20 (but tab when tab_ok) and no
+ * DEL: nothing that could split a header or a request line. */
+static int clean_text(const char *s, Py_ssize_t n, int tab_ok)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c < 0x20 && !(tab_ok && c == '\t')) || c == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
+/* Adds each (name, value) of headers (a mapping or an iterable of pairs)
+ * to t. Returns 0, or -1 with an exception set. */
+static int enqueue_headers(struct zf_task *t, PyObject *headers)
+{
+    PyObject *items = PyMapping_Check(headers) && PyObject_HasAttrString(headers, "items")
+                          ? PyMapping_Items(headers)
+                          : PySequence_List(headers);
+    if (!items)
+        return -1;
+    int rc = 0;
+    for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(items); i++) {
+        PyObject *pair = PyList_GET_ITEM(items, i);
+        const char *name, *value;
+        Py_ssize_t nlen, vlen;
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+            !PyUnicode_Check(PyTuple_GET_ITEM(pair, 0)) ||
+            !PyUnicode_Check(PyTuple_GET_ITEM(pair, 1))) {
+            PyErr_SetString(PyExc_TypeError,
+                            "zfront.enqueue: headers must be a dict (or pairs) of str to str");
+            rc = -1;
+        } else if (!(name = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 0), &nlen)) ||
+                   !(value = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 1), &vlen))) {
+            rc = -1;
+        } else if (nlen == 0 || !clean_text(name, nlen, 0) || strpbrk(name, " :") ||
+                   !clean_text(value, vlen, 1)) {
+            PyErr_Format(PyExc_ValueError, "zfront.enqueue: bad header %R", pair);
+            rc = -1;
+        } else if (zf_task_add_header(t, name, (size_t)nlen, value, (size_t)vlen) != ZF_OK) {
+            PyErr_NoMemory();
+            rc = -1;
+        }
+    }
+    Py_DECREF(items);
+    return rc;
+}
+
+static PyObject *zfront_enqueue(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    static char *kwlist[] = {"method", "path", "headers", "body", "queue", NULL};
+    const char *method, *path, *queue = "default";
+    Py_ssize_t plen;
+    PyObject *headers = Py_None;
+    Py_buffer body = {0};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "ss#|$Os*s:enqueue", kwlist, &method, &path, &plen,
+                                     &headers, &body, &queue))
+        return NULL;
+    PyObject *ret = NULL;
+    struct zf_task *t = NULL;
+    int method_ok = *method != 0;
+    for (const char *p = method; *p; p++)
+        method_ok &= (*p >= 'A' && *p <= 'Z') || *p == '-' || *p == '_';
+    if (!method_ok) {
+        PyErr_Format(PyExc_ValueError, "zfront.enqueue: bad method %R", PyTuple_GET_ITEM(args, 0));
+    } else if (plen == 0 || path[0] != '/' || !clean_text(path, plen, 0) || strchr(path, ' ')) {
+        PyErr_Format(PyExc_ValueError,
+                     "zfront.enqueue: the path must start with / and hold no spaces or control "
+                     "characters: %R",
+                     PyTuple_GET_ITEM(args, 1));
+    } else if (!*queue || !clean_text(queue, (Py_ssize_t)strlen(queue), 0)) {
+        PyErr_SetString(PyExc_ValueError, "zfront.enqueue: bad queue name");
+    } else if (!(t = zf_task_new(queue, method, path, body.buf, body.buf ? (size_t)body.len : 0))) {
+        PyErr_NoMemory();
+    } else if (headers == Py_None || enqueue_headers(t, headers) == 0) {
+        zf_task_submit(t);
+        t = NULL;
+        ret = Py_NewRef(Py_None);
+    }
+    zf_task_free(t);
+    if (body.obj)
+        PyBuffer_Release(&body);
+    return ret;
+}
+
 /* ============================================================ the module */
 
 /* Module functions. Later issues add publish, subscribe, enqueue and
  * schedule here (each queues work for the loop; none blocks). */
 static PyMethodDef zfront_methods[] = {
+    {"enqueue", (PyCFunction)(void (*)(void))zfront_enqueue, METH_VARARGS | METH_KEYWORDS,
+     "enqueue(method, path, *, headers=None, body=b'', queue='default') -> None\n\n"
+     "Queues an internal request (environ['zfront.channel'] == 'task') and returns\n"
+     "at once. Called while a worker runs a request, the task is queued when that\n"
+     "request's application call returned; from any other thread at once. Each\n"
+     "queue runs tasks.concurrency tasks at a time, in order; tasks still queued at\n"
+     "a stop are kept in server.state_dir for the next start. body: bytes or str\n"
+     "(UTF-8). See docs/operations.md."},
     {"on_shutdown", zfront_on_shutdown, METH_O,
      "on_shutdown(callable) -> callable\n\n"
      "Registers callable() to run once when zfront stops gracefully: after the\n"

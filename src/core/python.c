@@ -15,6 +15,7 @@
 #include "config.h"
 #include "pyint.h"
 #include "python.h"
+#include "task.h"
 
 /* The interpreter computes its prefix from this, finding Debian's stdlib
  * and dist-packages. */
@@ -187,6 +188,25 @@ static PyObject *call_zfront(const char *module, const char *func, PyObject *arg
     return r;
 }
 
+/* Feeds a list of (key, text) pairs to zf_config_set. Returns ZF_OK or
+ * ZF_ERROR (each bad one logged). GIL held. */
+static int set_items(PyObject *items, const char *source)
+{
+    int rc = ZF_OK;
+    Py_ssize_t n = PyList_Check(items) ? PyList_GET_SIZE(items) : 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const char *key, *value;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(items, i), "ss", &key, &value)) {
+            PyErr_Clear();
+            rc = ZF_ERROR;
+            continue;
+        }
+        if (zf_config_set(key, value, source) != ZF_OK)
+            rc = ZF_ERROR;
+    }
+    return rc;
+}
+
 int zf_py_read_config(const char *path)
 {
     zf_config_begin_source();
@@ -210,19 +230,36 @@ int zf_py_read_config(const char *path)
         }
         return ZF_ERROR;
     }
-    int rc = ZF_OK;
-    Py_ssize_t n = PyList_Check(items) ? PyList_GET_SIZE(items) : 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        const char *key, *value;
-        if (!PyArg_ParseTuple(PyList_GET_ITEM(items, i), "ss", &key, &value)) {
-            PyErr_Clear();
-            rc = ZF_ERROR;
-            continue;
-        }
-        if (zf_config_set(key, value, path) != ZF_OK)
-            rc = ZF_ERROR;
-    }
+    int rc = set_items(items, path);
     Py_DECREF(items);
+    return rc;
+}
+
+int zf_py_read_paste_server(const char *path)
+{
+    zf_config_begin_source();
+    PyObject *r = call_zfront("zfront.loader", "paste_server_options", Py_BuildValue("(s)", path));
+    PyObject *pairs, *ignored;
+    if (!r || !PyArg_ParseTuple(r, "OO", &pairs, &ignored)) {
+        log_load_error();
+        Py_XDECREF(r);
+        return ZF_ERROR;
+    }
+    char source[4200];
+    snprintf(source, sizeof source, "%s [server:main]", path);
+    int rc = set_items(pairs, source);
+    Py_ssize_t n = PyList_Check(pairs) ? PyList_GET_SIZE(pairs) : 0;
+    if (rc == ZF_OK && n > 0)
+        zf_log(ZF_LOG_INFO, NULL, "%s: %zd setting(s) taken (command-line flags override them)",
+               source, n);
+    for (Py_ssize_t i = 0; PyList_Check(ignored) && i < PyList_GET_SIZE(ignored); i++) {
+        const char *name = PyUnicode_AsUTF8(PyList_GET_ITEM(ignored, i));
+        if (name)
+            zf_log(ZF_LOG_INFO, NULL, "%s: option \"%s\" has no meaning for zfront: ignored",
+                   source, name);
+        PyErr_Clear();
+    }
+    Py_DECREF(r);
     return rc;
 }
 
@@ -444,20 +481,63 @@ void zf_py_log_thread_stack(unsigned long ident, int level, const char *what)
     PyGILState_Release(g);
 }
 
+void zf_py_log_all_stacks(int level, const char *what, const struct zf_worker_info *workers,
+                          size_t n)
+{
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyObject *names = PyDict_New();
+    for (size_t i = 0; names && i < n; i++) {
+        PyObject *k = PyLong_FromUnsignedLong(workers[i].ident);
+        PyObject *v = PyUnicode_FromFormat("worker %d", workers[i].index);
+        if (!k || !v || PyDict_SetItem(names, k, v) < 0)
+            Py_CLEAR(names);
+        Py_XDECREF(k);
+        Py_XDECREF(v);
+    }
+    PyObject *text =
+        names ? call_zfront("zfront.diag", "all_stacks", Py_BuildValue("(O)", names)) : NULL;
+    Py_XDECREF(names);
+    const char *s = text ? PyUnicode_AsUTF8(text) : NULL;
+    if (s) {
+        size_t hn = strlen(what), len = strlen(s);
+        char *buf = malloc(hn + len + 3);
+        if (buf) {
+            memcpy(buf, what, hn);
+            memcpy(buf + hn, ":\n", 2);
+            memcpy(buf + hn + 2, s, len + 1);
+            zf_log_text(level, NULL, buf, hn + 2 + len);
+            free(buf);
+        }
+    } else {
+        zf__py_log_exception(ZF_LOG_ERROR, NULL, "cannot take the Python stacks");
+    }
+    PyErr_Clear();
+    Py_XDECREF(text);
+    PyGILState_Release(g);
+}
+
 /* Runs one exchange's job with the GIL held: a new request or a resumed
  * response. */
 static void run_locked(struct zf_job *job, struct zf_worker *w)
 {
     struct zf_exchange *ex = (struct zf_exchange *)job;
+    zf_pool_set_doing(w, "%s %s (channel %s, #%llu%s)", ex->method, ex->target,
+                      ex->channel ? ex->channel : "http", (unsigned long long)ex->conn_id,
+                      job->run == zf_py_resume_exchange ? ", resumed response" : "");
     if (job->run == zf_py_resume_exchange) {
+        zf_task_defer_begin();
         zf_wsgi_ops.resume(ex, w);
+        zf_task_defer_end();
     } else if (zf_exchange_aborted(ex)) {
         /* the client left while the request waited for a worker */
         zf_log(ZF_LOG_DEBUG, NULL, "#%llu client gone before the application ran",
                (unsigned long long)ex->conn_id);
         zf_exchange_finish(ex, 0);
     } else {
+        /* tasks the app queues now run after this call returned (task.h) */
+        zf_task_defer_begin();
         zf_wsgi_ops.handle(ex, w);
+        zf_task_defer_end();
     }
 }
 

@@ -18,6 +18,11 @@ int zf_py_init(const char *argv0);
 /* Reads a TOML config file with tomllib and feeds every key to
  * zf_config_set. Returns ZF_OK or ZF_ERROR (logged). */
 int zf_py_read_config(const char *path);
+/* Applies the [server:main] options of a PasteDeploy ini that zfront
+ * honours (waitress's, as Plone writes them: zfront.loader.
+ * paste_server_options) to the config, logging the ones it ignores.
+ * Returns ZF_OK or ZF_ERROR (logged). */
+int zf_py_read_paste_server(const char *path);
 /* Loads the application named by the config (app, paste, zope_conf or
  * demo). Returns ZF_OK or ZF_ERROR (logged with the traceback). */
 int zf_py_load_app(void);
@@ -52,6 +57,12 @@ unsigned long zf_py_thread_ident(struct zf_py_thread *t);
  * (PyGILState), so it must run on a thread that holds neither the GIL nor
  * any lock a GIL holder may wait for: never on the loop thread. */
 void zf_py_log_thread_stack(unsigned long ident, int level, const char *what);
+
+/* Logs `what`, then the Python stack of every thread that runs Python code
+ * (zfront.diag.all_stacks), the workers named by their index. Same thread
+ * rules as zf_py_log_thread_stack: never on the loop thread. */
+void zf_py_log_all_stacks(int level, const char *what, const struct zf_worker_info *workers,
+                          size_t n);
 
 /* The application bridge: WSGI today; a future ASGI bridge is another
  * implementation of this struct, not a branch in every function. */

@@ -1,0 +1,11 @@
+/* SIGUSR1: a state dump to the error log (docs/operations.md). */
+#ifndef ZF_DUMP_H
+#define ZF_DUMP_H
+
+/* Loop thread: logs each worker's current request (method, target, channel,
+ * how long) and the pool's queue at once, then every Python thread's stack
+ * from a short-lived thread of its own (it takes the GIL, which the loop
+ * never does). A dump asked for while one still runs is refused (logged). */
+void zf_dump_state(void);
+
+#endif
