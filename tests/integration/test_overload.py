@@ -317,3 +317,46 @@ def test_h2_connection_with_a_stream_in_progress_is_never_shed(server_factory):
         busy.close()
     m = srv.wait_log(r"connection limit episode over after \d+s: (\d+) connection\(s\) shed")
     assert m and int(m.group(1)) > 0, srv.log()[-3000:]
+
+
+def test_each_socket_counted_once_across_tls_and_h2_hand_offs(server_factory):
+    # --max-connections 2: after a series of connections through every
+    # hand-off (TLS -> HTTP/1.1, TLS -> h2, HTTP/1.1 -> h2c by preface and
+    # by Upgrade, a failed handshake), each released exactly once, two busy
+    # HTTP/2 connections fill the limit and a third connection is refused
+    srv = start_https(server_factory, "--max-connections", "2", "--threads", "2",
+                      name="count-once")
+    base = srv.fd_count()
+    for _ in range(3):
+        for args in (["--http2-prior-knowledge", srv.url("/hello")],
+                     ["--http2", srv.url("/hello")],
+                     ["-k", "--http2", "https://127.0.0.1:%d/hello" % srv.https_port],
+                     ["-k", "--http1.1", "https://127.0.0.1:%d/hello" % srv.https_port]):
+            p = curl("-o", "-", "-w", "\n%{http_code}", *args)
+            assert p.stdout.endswith(b"\n200"), (args, p.stdout[-200:])
+        socket.create_connection(("127.0.0.1", srv.https_port), TIMEOUT).close()
+    assert wait_until(lambda: srv.fd_count() <= base), srv.fds()
+    busy = [H2Conn(srv.port), H2Conn(srv.https_port, tls=True)]
+    try:
+        sids = [c.request("/sleep?s=2") for c in busy]
+        assert wait_until(lambda: len([x for x in srv.calls() if "/sleep" in x]) == 2)
+        s = socket.create_connection(("127.0.0.1", srv.port), TIMEOUT)
+        s.settimeout(TIMEOUT)
+        try:
+            try:
+                got = s.recv(100)
+            except ConnectionResetError:
+                got = b""
+            except socket.timeout:
+                got = None  # taken, and waiting for a request
+            assert got == b"", "a third connection was taken beyond the limit"
+        finally:
+            s.close()
+        for c, sid in zip(busy, sids):
+            assert c.wait(sid)["status"] == 200
+    finally:
+        for c in busy:
+            c.close()
+    m = srv.wait_log(r"connection limit episode over after \d+s: \d+ connection\(s\) shed, "
+                     r"(\d+) refused")
+    assert m and int(m.group(1)) >= 1
