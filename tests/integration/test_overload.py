@@ -205,16 +205,30 @@ def stuck_handshakes(port, n):
 
 def idle_h2c(port, n):
     """n h2c prior-knowledge connections that send the client preface and
-    an empty SETTINGS frame and then nothing (never a request)."""
-    socks = []
+    an empty SETTINGS frame and then nothing (never a request). Each one is
+    opened once the previous one is an HTTP/2 session (its server SETTINGS
+    arrived), as long as they do arrive; returns the sockets and the bytes
+    received on each so far."""
+    socks, got = [], []
+    waiting = True
     for _ in range(n):
         s = socket.socket()
         s.settimeout(TIMEOUT)
         s.connect(("127.0.0.1", port))
+        data = b""
         with contextlib.suppress(OSError):
             s.sendall(H2_PREFACE + EMPTY_SETTINGS)
+            s.settimeout(2.0)
+            while waiting and len(data) < 9:
+                b = s.recv(65536)
+                if not b:
+                    break
+                data += b
+        if len(data) < 9:
+            waiting = False  # not served (today: out of descriptors): stop waiting
         socks.append(s)
-    return socks
+        got.append(data)
+    return socks, got
 
 
 def drain(sock):
@@ -271,9 +285,8 @@ def test_idle_h2c_connections_beyond_the_limit_are_shed_with_goaway(server_facto
     # SETTINGS (held for h2.idle_timeout) would take every descriptor if
     # HTTP/2 connections were not counted and shed
     srv = server_factory("--set", "h2.idle_timeout=60s", nofile=64, name="h2c-limit")
-    socks = idle_h2c(srv.port, 90)
+    socks, got = idle_h2c(srv.port, 90)
     try:
-        time.sleep(0.5)
         for _ in range(2):
             status, _, body = srv.get("/hello", timeout=TIMEOUT)
             assert status == 200, body
@@ -282,7 +295,7 @@ def test_idle_h2c_connections_beyond_the_limit_are_shed_with_goaway(server_facto
         assert shed, "no idle h2c connection was closed"
         # the oldest went first, and was told why (GOAWAY, NO_ERROR)
         assert shed[0] == 0, shed
-        frames = h2_frames(seen[0][1])
+        frames = h2_frames(got[0] + seen[0][1])
         goaways = [p for t, p in frames if t == 0x7]
         assert goaways and int.from_bytes(goaways[-1][4:8], "big") == 0, frames
     finally:
@@ -302,9 +315,8 @@ def test_h2_connection_with_a_stream_in_progress_is_never_shed(server_factory):
         assert srv.wait_marker("calls.log")
         # the busy connection is the least recently active one: only its
         # stream in progress keeps it from being shed first
-        idle = idle_h2c(srv.port, 12)
+        idle, _ = idle_h2c(srv.port, 12)
         try:
-            time.sleep(0.3)
             status, _, body = srv.get("/hello")
             assert status == 200, body
             assert any(drain(s)[0] for s in idle), "no idle connection was shed"
