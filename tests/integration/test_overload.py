@@ -372,3 +372,24 @@ def test_each_socket_counted_once_across_tls_and_h2_hand_offs(server_factory):
     m = srv.wait_log(r"connection limit episode over after \d+s: \d+ connection\(s\) shed, "
                      r"(\d+) refused")
     assert m and int(m.group(1)) >= 1
+
+
+def test_idle_h2_over_tls_is_shed_with_goaway(server_factory):
+    # three idle h2 sessions over TLS fill --max-connections 3; a new
+    # connection closes the oldest, which reads GOAWAY(NO_ERROR) first
+    srv = start_https(server_factory, "--max-connections", "3", name="h2-tls-shed")
+    conns = []
+    try:
+        for _ in range(3):
+            c = H2Conn(srv.https_port, tls=True)
+            assert c.pump(lambda: c.events, timeout=TIMEOUT)  # the server's SETTINGS
+            conns.append(c)
+        status, _, body = srv.get("/hello")
+        assert status == 200, body
+        oldest = conns[0]
+        assert oldest.pump(lambda: oldest.terminated is not None), oldest.events
+        assert oldest.terminated.error_code == 0, oldest.terminated
+        assert not conns[2].pump(lambda: conns[2].closed or conns[2].terminated, timeout=0.3)
+    finally:
+        for c in conns:
+            c.close()
