@@ -29,9 +29,11 @@ static const struct zf_cfg_key core_keys[] = {
     {"server.threads", ZF_CFG_INT, &zf_cfg.threads, "4", "--threads",
      "Worker threads running the application."},
     {"server.max_connections", ZF_CFG_INT, &zf_cfg.max_connections, "0", "--max-connections",
-     "Most client connections open at once (HTTP/1.1, HTTPS, HTTP/2). At the limit, idle "
-     "keep-alive connections and those still sending their header section are closed, least "
-     "recently active first, to make room; when none can be, new ones are closed at once and "
+     "Most client connections open at once (HTTP/1.1, HTTPS, HTTP/2; TLS handshakes "
+     "included). At the limit, connections that lose nothing are closed to make room, least "
+     "recently active first: idle keep-alive ones, those still sending their header section, "
+     "TLS handshakes not finished, HTTP/2 connections with no open stream (after a GOAWAY); "
+     "when none can be, new ones are closed at once and "
      "accepting pauses. 0: min(10000, the descriptor limit minus those open at start and a "
      "reserve of 1/8 (at least 32)); the soft descriptor limit is raised to the hard one at "
      "start."},

@@ -342,6 +342,14 @@ void zf_exchange_release(struct zf_exchange *ex)
 void zf_exchange_abort(struct zf_exchange *ex)
 {
     atomic_store(&ex->aborted, 1);
+    /* still waiting in the queue: it goes now, unrun, instead of holding a
+     * queue slot (server.max_queued) and its request body until a worker
+     * gets to it; the worker's reference goes as if it had run */
+    if (ex->worker_holds && zf_pool_withdraw(&ex->job) == ZF_OK) {
+        zf_log(ZF_LOG_DEBUG, ex->conn, "%s %s: client gone while queued: dropped unrun", ex->method,
+               ex->target);
+        zf_exchange_finish(ex, 0);
+    }
     pthread_mutex_lock(&ex->lock);
     struct zf_segment *s = ex->seg_head;
     ex->seg_head = ex->seg_tail = NULL;

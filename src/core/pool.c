@@ -357,6 +357,27 @@ size_t zf_pool_cancel_queued(void)
     return n;
 }
 
+int zf_pool_withdraw(struct zf_job *job)
+{
+    int rc = ZF_DECLINED;
+    pthread_mutex_lock(&pool.lock);
+    struct zf_job *prev = NULL;
+    for (struct zf_job **pp = &pool.head; job->cancel && *pp; prev = *pp, pp = &(*pp)->next) {
+        if (*pp != job)
+            continue;
+        *pp = job->next;
+        if (pool.tail == job)
+            pool.tail = prev;
+        job->next = NULL;
+        pool.queued--;
+        pool.shared_queued--;
+        rc = ZF_OK;
+        break;
+    }
+    pthread_mutex_unlock(&pool.lock);
+    return rc;
+}
+
 void zf_pool_get_stats(struct zf_pool_stats *st)
 {
     pthread_mutex_lock(&pool.lock);

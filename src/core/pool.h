@@ -96,6 +96,13 @@ size_t zf_pool_expire(void);
  * jobs queued for one worker (resumed responses) still run. Any thread.
  * Returns how many were cancelled. */
 size_t zf_pool_cancel_queued(void);
+/* Takes a cancellable job back out of the shared queue unrun (its client
+ * went away, so it would only hold a queue slot and its request until a
+ * worker got to it). Returns ZF_OK when it was still queued: the caller
+ * owns it again and its cancel function is not called; ZF_DECLINED when it
+ * is not in the shared queue (a worker took it, or it was never queued
+ * there). Any thread. */
+int zf_pool_withdraw(struct zf_job *job);
 void zf_pool_get_stats(struct zf_pool_stats *st);
 /* Queues a job for one worker only (a suspended response resumes on the
  * thread that started it: thread-local state of the app stays valid).

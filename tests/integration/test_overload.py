@@ -11,11 +11,14 @@ accept() running out of descriptors.
   the count when it works again (not five lines a second).
 """
 import contextlib
+import os
 import re
 import socket
+import ssl
 import time
 
-from zftest import TIMEOUT, wait_until
+from test_h2 import H2Conn
+from zftest import TIMEOUT, curl, wait_until
 
 
 def slowloris(srv, n):
@@ -146,3 +149,247 @@ def test_out_of_descriptors_is_logged_once_per_episode(server_factory):
     assert status == 200, body
     m = srv.wait_log(r"accept\(\) on \S+ works again: it failed (\d+) time\(s\)")
     assert m and int(m.group(1)) >= 2, srv.log()[-2000:]
+
+
+# ------------------------------------------ TLS handshakes and HTTP/2 connections
+
+
+HTTPS_RE = r"https: listening on 127\.0\.0\.1:(\d+)"
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def start_https(factory, *args, **kw):
+    """A started server with an https listener too; .https_port is its port."""
+    s = factory(*args, start=False, **kw)
+    s.args += ["--https", "127.0.0.1:0", "--state-dir", os.path.join(s.root, "state")]
+    s.start()
+    m = s.wait_log(HTTPS_RE)
+    assert m, s.log()
+    s.https_port = int(m.group(1))
+    return s
+
+
+def client_hello():
+    """The bytes of a real TLS ClientHello (from Python's ssl, not sent)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname="localhost")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        obj.do_handshake()
+    hello = out.read()
+    assert hello[:1] == b"\x16", hello[:8]
+    return hello
+
+
+def stuck_handshakes(port, n):
+    """n TLS connections that never finish their handshake: a third send
+    nothing, a third half a ClientHello, a third a whole ClientHello (the
+    server answers and waits for the client's Finished forever)."""
+    hello = client_hello()
+    socks = []
+    for i in range(n):
+        s = socket.socket()
+        s.settimeout(TIMEOUT)
+        s.connect(("127.0.0.1", port))
+        with contextlib.suppress(OSError):
+            if i % 3 == 1:
+                s.sendall(hello[:len(hello) // 2])
+            elif i % 3 == 2:
+                s.sendall(hello)
+        socks.append(s)
+    return socks
+
+
+def idle_h2c(port, n):
+    """n h2c prior-knowledge connections that send the client preface and
+    an empty SETTINGS frame and then nothing (never a request). Each one is
+    opened once the previous one is an HTTP/2 session (its server SETTINGS
+    arrived), as long as they do arrive; returns the sockets and the bytes
+    received on each so far."""
+    socks, got = [], []
+    waiting = True
+    for _ in range(n):
+        s = socket.socket()
+        s.settimeout(TIMEOUT)
+        s.connect(("127.0.0.1", port))
+        data = b""
+        with contextlib.suppress(OSError):
+            s.sendall(H2_PREFACE + EMPTY_SETTINGS)
+            s.settimeout(2.0)
+            while waiting and len(data) < 9:
+                b = s.recv(65536)
+                if not b:
+                    break
+                data += b
+        if len(data) < 9:
+            waiting = False  # not served (today: out of descriptors): stop waiting
+        socks.append(s)
+        got.append(data)
+    return socks, got
+
+
+def drain(sock):
+    """Reads what the server sent so far without waiting. Returns (closed,
+    data): closed when the server closed (EOF or reset seen)."""
+    sock.setblocking(False)
+    data = b""
+    try:
+        while True:
+            b = sock.recv(65536)
+            if not b:
+                return True, data
+            data += b
+    except BlockingIOError:
+        return False, data
+    except OSError:
+        return True, data
+
+
+def h2_frames(data):
+    """The HTTP/2 frames in data as (type, payload) pairs."""
+    frames = []
+    while len(data) >= 9:
+        length = int.from_bytes(data[:3], "big")
+        frames.append((data[3], data[9:9 + length]))
+        data = data[9 + length:]
+    return frames
+
+
+def test_stuck_tls_handshakes_beyond_the_limit_do_not_lock_out_https(server_factory):
+    # ulimit -n 64: 90 TLS connections that never finish the handshake
+    # (held for a minute by tls.handshake_timeout) would take every
+    # descriptor if handshakes were not counted and shed
+    srv = start_https(server_factory, "--set", "tls.handshake_timeout=60s", nofile=64,
+                      name="tls-limit")
+    socks = stuck_handshakes(srv.https_port, 90)
+    try:
+        time.sleep(0.5)
+        for _ in range(2):  # and again, while they are all still held
+            p = curl("-k", "-o", "-", "-w", "\n%{http_code}",
+                     "https://127.0.0.1:%d/hello" % srv.https_port, timeout=TIMEOUT, check=False)
+            assert p.returncode == 0 and p.stdout.endswith(b"\n200"), (p.stderr, srv.log()[-2000:])
+        assert any(drain(s)[0] for s in socks), "no stuck handshake was closed"
+    finally:
+        for s in socks:
+            s.close()
+    assert srv.wait_log(r"connection limit reached \(server\.max_connections = \d+\)")
+    m = srv.wait_log(r"connection limit episode over after \d+s: (\d+) connection\(s\) shed")
+    assert m and int(m.group(1)) > 0, srv.log()[-3000:]
+
+
+def test_idle_h2c_connections_beyond_the_limit_are_shed_with_goaway(server_factory):
+    # ulimit -n 64: 90 h2c connections that sent only the preface and
+    # SETTINGS (held for h2.idle_timeout) would take every descriptor if
+    # HTTP/2 connections were not counted and shed
+    srv = server_factory("--set", "h2.idle_timeout=60s", nofile=64, name="h2c-limit")
+    socks, got = idle_h2c(srv.port, 90)
+    try:
+        for _ in range(2):
+            status, _, body = srv.get("/hello", timeout=TIMEOUT)
+            assert status == 200, body
+        seen = [drain(s) for s in socks]
+        shed = [i for i, (closed, _) in enumerate(seen) if closed]
+        assert shed, "no idle h2c connection was closed"
+        # the oldest went first, and was told why (GOAWAY, NO_ERROR)
+        assert shed[0] == 0, shed
+        frames = h2_frames(got[0] + seen[0][1])
+        goaways = [p for t, p in frames if t == 0x7]
+        assert goaways and int.from_bytes(goaways[-1][4:8], "big") == 0, frames
+    finally:
+        for s in socks:
+            s.close()
+    assert srv.wait_log(r"connection limit reached \(server\.max_connections = \d+\)")
+    m = srv.wait_log(r"connection limit episode over after \d+s: (\d+) connection\(s\) shed")
+    assert m and int(m.group(1)) > 0, srv.log()[-3000:]
+
+
+def test_h2_connection_with_a_stream_in_progress_is_never_shed(server_factory):
+    srv = server_factory("--max-connections", "6", "--threads", "2",
+                         "--set", "h2.idle_timeout=60s", name="h2-busy")
+    busy = H2Conn(srv.port)
+    try:
+        sid = busy.request("/sleep?s=3")
+        assert srv.wait_marker("calls.log")
+        # the busy connection is the least recently active one: only its
+        # stream in progress keeps it from being shed first
+        idle, _ = idle_h2c(srv.port, 12)
+        try:
+            status, _, body = srv.get("/hello")
+            assert status == 200, body
+            assert any(drain(s)[0] for s in idle), "no idle connection was shed"
+            st = busy.wait(sid)
+            assert st["status"] == 200 and bytes(st["data"]) == b"slept 3", st
+        finally:
+            for s in idle:
+                s.close()
+    finally:
+        busy.close()
+    m = srv.wait_log(r"connection limit episode over after \d+s: (\d+) connection\(s\) shed")
+    assert m and int(m.group(1)) > 0, srv.log()[-3000:]
+
+
+def test_each_socket_counted_once_across_tls_and_h2_hand_offs(server_factory):
+    # --max-connections 2: after a series of connections through every
+    # hand-off (TLS -> HTTP/1.1, TLS -> h2, HTTP/1.1 -> h2c by preface and
+    # by Upgrade, a failed handshake), each released exactly once, two busy
+    # HTTP/2 connections fill the limit and a third connection is refused
+    srv = start_https(server_factory, "--max-connections", "2", "--threads", "2",
+                      name="count-once")
+    base = srv.fd_count()
+    for _ in range(3):
+        for args in (["--http2-prior-knowledge", srv.url("/hello")],
+                     ["--http2", srv.url("/hello")],
+                     ["-k", "--http2", "https://127.0.0.1:%d/hello" % srv.https_port],
+                     ["-k", "--http1.1", "https://127.0.0.1:%d/hello" % srv.https_port]):
+            p = curl("-o", "-", "-w", "\n%{http_code}", *args)
+            assert p.stdout.endswith(b"\n200"), (args, p.stdout[-200:])
+        socket.create_connection(("127.0.0.1", srv.https_port), TIMEOUT).close()
+    assert wait_until(lambda: srv.fd_count() <= base), srv.fds()
+    busy = [H2Conn(srv.port), H2Conn(srv.https_port, tls=True)]
+    try:
+        sids = [c.request("/sleep?s=2") for c in busy]
+        assert wait_until(lambda: len([x for x in srv.calls() if "/sleep" in x]) == 2)
+        s = socket.create_connection(("127.0.0.1", srv.port), TIMEOUT)
+        s.settimeout(TIMEOUT)
+        try:
+            try:
+                got = s.recv(100)
+            except ConnectionResetError:
+                got = b""
+            except socket.timeout:
+                got = None  # taken, and waiting for a request
+            assert got == b"", "a third connection was taken beyond the limit"
+        finally:
+            s.close()
+        for c, sid in zip(busy, sids):
+            assert c.wait(sid)["status"] == 200
+    finally:
+        for c in busy:
+            c.close()
+    m = srv.wait_log(r"connection limit episode over after \d+s: \d+ connection\(s\) shed, "
+                     r"(\d+) refused")
+    assert m and int(m.group(1)) >= 1
+
+
+def test_idle_h2_over_tls_is_shed_with_goaway(server_factory):
+    # three idle h2 sessions over TLS fill --max-connections 3; a new
+    # connection closes the oldest, which reads GOAWAY(NO_ERROR) first
+    srv = start_https(server_factory, "--max-connections", "3", name="h2-tls-shed")
+    conns = []
+    try:
+        for _ in range(3):
+            c = H2Conn(srv.https_port, tls=True)
+            assert c.pump(lambda: c.events, timeout=TIMEOUT)  # the server's SETTINGS
+            conns.append(c)
+        status, _, body = srv.get("/hello")
+        assert status == 200, body
+        oldest = conns[0]
+        assert oldest.pump(lambda: oldest.terminated is not None), oldest.events
+        assert oldest.terminated.error_code == 0, oldest.terminated
+        assert not conns[2].pump(lambda: conns[2].closed or conns[2].terminated, timeout=0.3)
+    finally:
+        for c in conns:
+            c.close()

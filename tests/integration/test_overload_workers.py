@@ -4,7 +4,12 @@ are answered 503 with Retry-After by the server itself (the application never
 sees them); a worker busy past server.stuck_after is logged once with its
 Python stack."""
 import os
+import socket
+import struct
 import threading
+import time
+
+import pytest
 
 from zftest import TIMEOUT, read_response, wait_until
 
@@ -159,3 +164,49 @@ def test_client_gone_while_queued_is_dropped_quietly(server_factory):
         assert not [x for x in srv.calls() if "gone=1" in x or "kept=1" in x], srv.calls()
     finally:
         c.close()
+
+
+@pytest.mark.parametrize("how", ["reset", "fin"])
+def test_http1_client_gone_while_queued_is_dropped_unrun(server_factory, how):
+    """--threads 1 --max-queued 1: while one request sleeps in the app, a
+    second one waits in the queue. A client that resets its connection
+    meanwhile is gone: its request leaves the queue at once, unrun, so the
+    queue slot is free for the next request (not 503 for a dead one). A
+    client that only half-closes (FIN after its request) still gets its
+    answer: the request runs."""
+    srv = server_factory("--threads", "1", "--max-queued", "1", "--log-level", "debug",
+                         name="h1-queue-gone-" + how)
+    busy = socket.create_connection(("127.0.0.1", srv.port), TIMEOUT)
+    try:
+        busy.sendall(b"GET /sleep?s=2&started=busy-started HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert srv.wait_marker("busy-started")
+        q = socket.create_connection(("127.0.0.1", srv.port), TIMEOUT)
+        q.settimeout(TIMEOUT)
+        q.sendall(b"GET /hello?queued=1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert srv.wait_log(r"GET /hello\?queued=1 HTTP/1\.1, while waiting for the application")
+        if how == "reset":
+            q.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            q.close()
+            assert srv.wait_log(r"GET /hello\?queued=1: client gone while queued: dropped unrun")
+            # the slot is free while the first request still sleeps
+            status, _, body = srv.get("/hello?after=1")
+            assert status == 200, body
+        else:
+            q.shutdown(socket.SHUT_WR)
+        busy.settimeout(TIMEOUT)
+        assert busy.recv(12).startswith(b"HTTP/1.1 200")
+        if how == "fin":
+            got = b""
+            while b"Hello, world!" not in got:
+                b = q.recv(4096)
+                if not b:
+                    break
+                got += b
+            q.close()
+            assert got.startswith(b"HTTP/1.1 200"), got
+            assert [x for x in srv.calls() if "queued=1" in x], srv.calls()
+        else:
+            assert [x for x in srv.calls() if "after=1" in x], srv.calls()
+            assert not [x for x in srv.calls() if "queued=1" in x], srv.calls()
+    finally:
+        busy.close()

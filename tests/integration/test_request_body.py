@@ -226,6 +226,31 @@ def test_spliced_upload_is_byte_exact(srv_debug):
     assert wait_until(lambda: len(_pipes(srv)) == pipes_before), _pipes(srv)
 
 
+def test_expect_100_continue_upload_is_spliced_whole(srv_debug):
+    # curl -T sends Expect: 100-continue: the 100 goes out as soon as the
+    # header section is in, before any body byte, and then the whole body
+    # takes the splice path (none of it is read through the bufferevent)
+    srv = srv_debug
+    data = make_body(3 * 1024 * 1024 + 1237, 11)
+    s = srv.connect()
+    f = s.makefile("rb")
+    try:
+        s.sendall(b"PUT /body?mode=chunks&size=65536 HTTP/1.1\r\nHost: h\r\n"
+                  b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(data))
+        assert f.readline() == b"HTTP/1.1 100 Continue\r\n"
+        assert f.readline() == b"\r\n"
+        s.sendall(data)
+        r, body = read_response(f)
+    finally:
+        f.close()
+        s.close()
+    assert r.status == 200, body[:500]
+    info = json.loads(body)
+    assert info["len"] == len(data) and info["sha256"] == sha256_hex(data)
+    m = srv.wait_log(r"request body: (\d+) of %d bytes spliced to the spool file" % len(data))
+    assert m and int(m.group(1)) == len(data), "not all of the body was spliced"
+
+
 @pytest.mark.parametrize("reset", [False, True], ids=["fin", "rst"])
 def test_upload_aborted_mid_splice_never_reaches_app(srv_debug, reset):
     srv = srv_debug

@@ -111,6 +111,34 @@ static void test_bound(void)
     CHECK_EQ_INT(drain_shared(), 1);
 }
 
+/* A job taken back from the middle or the end of the queue leaves the
+ * rest in order with a correct tail; one not queued, or not cancellable,
+ * is refused. Nothing is run or cancelled. */
+static void test_withdraw(void)
+{
+    struct tjob a, b, c, fixed, never;
+    tjob_init(&a, 1);
+    tjob_init(&b, 1);
+    tjob_init(&c, 1);
+    tjob_init(&fixed, 0);
+    tjob_init(&never, 1);
+    zf_pool_push(&a.job);
+    zf_pool_push(&b.job);
+    zf_pool_push(&fixed.job);
+    zf_pool_push(&c.job);
+    CHECK_EQ_INT(zf_pool_withdraw(&b.job), ZF_OK);
+    CHECK_EQ_INT(zf_pool_withdraw(&b.job), ZF_DECLINED); /* not queued any more */
+    CHECK_EQ_INT(zf_pool_withdraw(&never.job), ZF_DECLINED);
+    CHECK_EQ_INT(zf_pool_withdraw(&fixed.job), ZF_DECLINED);
+    CHECK_EQ_INT(zf_pool_withdraw(&c.job), ZF_OK); /* the tail */
+    CHECK_EQ_INT(pool.shared_queued, 2);
+    CHECK(pool.head == &a.job && a.job.next == &fixed.job && pool.tail == &fixed.job);
+    zf_pool_push(&c.job); /* appending after the new tail works */
+    CHECK(fixed.job.next == &c.job && pool.tail == &c.job);
+    CHECK_EQ_INT(drain_shared(), 3);
+    CHECK_EQ_INT(a.ran + b.ran + c.ran + a.cancelled + b.cancelled + c.cancelled, 0);
+}
+
 /* Old cancellable jobs leave the queue, a non-cancellable one and young
  * ones stay, in order, and the queue's tail is still right. */
 static void test_expire(void)
@@ -218,6 +246,7 @@ int main(void)
 {
     zf_log_open("-", "error");
     test_bound();
+    test_withdraw();
     test_expire();
     test_workers();
     return zf_test_done("pool");

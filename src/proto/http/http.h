@@ -40,9 +40,13 @@ struct zf_http_config {
 extern struct zf_http_config zf_http_cfg;
 
 /* Starts HTTP/1.1 on an accepted connection. Takes ownership of bev (its
- * callbacks are replaced). `conn` is copied (id and peer survive the
- * handoff). Bytes already read (e.g. by a TLS layer) stay in bev's input.
- * Returns ZF_OK or ZF_ERROR (bev freed). */
+ * callbacks are replaced) and of its place in the connection count: the
+ * caller counted it with zf_conn_opened() when it accepted the socket, and
+ * HTTP/1.1 calls zf_conn_closed() when it closes the socket (not when it
+ * hands the socket on to HTTP/2, which then owns the count). `conn` is
+ * copied (id and peer survive the handoff). Bytes already read (e.g. by a
+ * TLS layer) stay in bev's input. Returns ZF_OK or ZF_ERROR (bev freed,
+ * count released). */
 int zf_http1_start(struct zf_http_endpoint *ep, struct bufferevent *bev,
                    const struct zf_conn *conn);
 
@@ -78,8 +82,10 @@ struct zf_h2c_ops {
      * holds what the client sent after the preface or the request) and, for
      * an upgrade, the request (upgrade_request, body complete), which
      * becomes stream 1 after zfront wrote "101 Switching Protocols". `conn`
-     * is copied. Ownership of bev and upgrade_request passes in every case;
-     * a failure is logged and frees both. */
+     * is copied. Ownership of bev, of its place in the connection count
+     * (zf_conn_opened at accept; HTTP/2 calls zf_conn_closed when it closes
+     * the socket) and of upgrade_request passes in every case; a failure is
+     * logged and frees both. */
     void (*start)(struct zf_http_endpoint *ep, struct bufferevent *bev, const struct zf_conn *conn,
                   struct zf_exchange *upgrade_request);
 };

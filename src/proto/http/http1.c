@@ -1421,13 +1421,13 @@ static void conn_free(struct h1conn *c)
     }
     list_unlink(c);
     h1.open--;
+    if (c->bev) {
 #ifdef ZF_WITH_HTTP2
-    if (c->bev)
         zf_tls_close_notify(c->bev); /* TLS only: keeps the session resumable */
 #endif
-    zf_conn_closed();
-    if (c->bev)
         bufferevent_free(c->bev);
+        zf_conn_closed(); /* a connection handed to HTTP/2 keeps its count */
+    }
     if (c->timer)
         event_free(c->timer);
     if (c->reaper)
@@ -1686,6 +1686,7 @@ int zf_http1_start(struct zf_http_endpoint *ep, struct bufferevent *bev, const s
             event_free(c->reaper);
         free(c);
         bufferevent_free(bev);
+        zf_conn_closed();
         return ZF_ERROR;
     }
     c->conn = *conn;
@@ -1704,7 +1705,6 @@ int zf_http1_start(struct zf_http_endpoint *ep, struct bufferevent *bev, const s
 
     list_push(c);
     h1.open++;
-    zf_conn_opened();
     h1.accepted++;
 
     struct timeval send_tv = {(time_t)(zf_http_cfg.send_timeout_ms / 1000),
@@ -1740,6 +1740,7 @@ void zf_http_accept(struct zf_listener *l, evutil_socket_t fd, struct sockaddr *
         evutil_closesocket(fd);
         return;
     }
+    zf_conn_opened(); /* zf_http1_start takes the count over */
     zf_http1_start(ep, bev, &conn);
 }
 

@@ -32,6 +32,7 @@
 struct zf_h2_conn *zf__h2_conns;
 size_t zf__h2_nconns;
 uint64_t zf__h2_abusive;
+uint64_t zf__h2_shed_count;
 
 static nghttp2_session_callbacks *callbacks;
 static nghttp2_option *option;
@@ -249,6 +250,7 @@ static void conn_free(struct zf_h2_conn *c)
     if (c->bev) {
         zf_tls_close_notify(c->bev); /* TLS only: keeps the session resumable */
         bufferevent_free(c->bev);
+        zf_conn_closed();
     }
     event_free(c->idle_timer);
     event_free(c->tick);
@@ -477,6 +479,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
 void zf__h2_streams_changed(struct zf_h2_conn *c)
 {
+    c->active_ms = zf_now_ms();
     if (c->nstreams == 0)
         arm_idle(c);
     else
@@ -524,7 +527,7 @@ int zf__h2_start(struct zf_http_endpoint *ep, struct bufferevent *bev, const str
     c->channel = ep->channel ? ep->channel : "http";
     c->bev = bev;
     c->tls = ep->tls;
-    c->window_start = zf_now_ms();
+    c->window_start = c->active_ms = zf_now_ms();
     struct event_base *base = bufferevent_get_base(bev);
     c->idle_timer = evtimer_new(base, on_idle, c);
     c->tick = evtimer_new(base, on_tick, c);
@@ -597,9 +600,79 @@ fail:
         free(c);
     }
     bufferevent_free(bev);
+    zf_conn_closed();
     if (upgrade_request)
         zf_exchange_release(upgrade_request);
     return ZF_ERROR;
+}
+
+/* -------------------------------------------------------------------- shed */
+
+/* True for a connection whose closing loses nothing: no stream open (idle
+ * between requests, or the client preface/SETTINGS not even complete) and
+ * no byte of an earlier response still waiting in the output, or one that
+ * is closing anyway. */
+static int sheddable(struct zf_h2_conn *c)
+{
+    if (c->dead || c->lingering)
+        return 1;
+    return c->nstreams == 0 && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
+}
+
+/* Tells the client, as far as the socket takes it at once, that the
+ * connection goes (GOAWAY NO_ERROR, so a client knows no request of it was
+ * processed and may retry elsewhere). Never waits: what does not fit is
+ * dropped with the connection. */
+static void shed_goaway(struct zf_h2_conn *c)
+{
+    if (c->dead || c->lingering || c->closing)
+        return;
+    nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
+                          nghttp2_session_get_last_proc_stream_id(c->session), NGHTTP2_NO_ERROR,
+                          (const uint8_t *)"overload", 8);
+    if (nghttp2_session_send(c->session) != 0)
+        return;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t len = evbuffer_get_length(out);
+    if (len == 0 || len > 4096)
+        return;
+    const unsigned char *p = evbuffer_pullup(out, (ev_ssize_t)len);
+    if (!p)
+        return;
+    if (c->tls) {
+        SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+        if (ssl)
+            SSL_write(ssl, p, (int)len); /* a record the client can read */
+    } else {
+        evutil_socket_t fd = bufferevent_getfd(c->bev);
+        if (fd >= 0)
+            (void)!send(fd, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
+    evbuffer_drain(out, len);
+}
+
+size_t zf__h2_shed(size_t n)
+{
+    size_t done = 0;
+    while (done < n) {
+        struct zf_h2_conn *oldest = NULL;
+        for (struct zf_h2_conn *c = zf__h2_conns; c; c = c->next)
+            if (sheddable(c) && (!oldest || c->active_ms <= oldest->active_ms))
+                oldest = c;
+        if (!oldest)
+            break;
+        zf_log(ZF_LOG_DEBUG, &oldest->conn, "connection limit: closing this connection (%s)",
+               oldest->dead || oldest->lingering ? "closing"
+               : oldest->max_client_stream == 0  ? "no request yet"
+                                                 : "idle");
+        shed_goaway(oldest);
+        /* not inside any of its callbacks (the core calls from its accept
+         * callback): the descriptor goes now */
+        conn_free(oldest);
+        zf__h2_shed_count++;
+        done++;
+    }
+    return done;
 }
 
 /* -------------------------------------------------------------------- stop */

@@ -74,6 +74,7 @@ struct zf_h2_conn {
     uint64_t window_start;
     long resets, control_frames, refused_headers;
     uint64_t header_bytes; /* decoded, name + value + 32 per field */
+    uint64_t active_ms;    /* ms: started, or a stream came or went (shedding order) */
     struct zf_h2_conn *prev, *next;
 };
 
@@ -164,6 +165,17 @@ int zf__h2_count_abuse(struct zf_h2_conn *c, enum zf_h2_abuse what, uint64_t n);
 void zf__h2_streams_changed(struct zf_h2_conn *c);
 /* Graceful: GOAWAY, let open streams finish. Otherwise close now. */
 void zf__h2_stop_all(int graceful);
+/* The connection limit (struct zf_module.shed): closes at most n HTTP/2
+ * connections with no open stream (idle, or the preface/SETTINGS not yet
+ * complete) and nothing of a response left to send, least recently active
+ * first, after a GOAWAY(NO_ERROR) written only as far as the socket takes
+ * it at once; frees them now (their descriptors and their place in the
+ * connection count). A connection with a stream in progress is never
+ * closed. Returns how many. Not from inside an nghttp2 or bufferevent
+ * callback of these connections (the core calls it from its accept
+ * callback). */
+size_t zf__h2_shed(size_t n);
+extern uint64_t zf__h2_shed_count;
 /* Output bytes above which nghttp2 is told to wait (WOULDBLOCK). */
 #define ZF_H2_OUT_HIGH (256 * 1024)
 #define ZF_H2_OUT_LOW (64 * 1024)

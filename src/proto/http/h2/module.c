@@ -89,9 +89,9 @@ struct handshake {
 static struct {
     int active;
     struct zf_http_endpoint *endpoints;
-    struct handshake *handshakes;
+    struct handshake *handshakes, *hs_tail; /* newest first; the tail is the oldest */
     size_t nhandshakes;
-    uint64_t tls_ok, tls_failed, tls_resumed, alpn_h2;
+    uint64_t tls_ok, tls_failed, tls_resumed, alpn_h2, tls_shed;
 } m;
 
 int zf__h2_enabled(void)
@@ -109,7 +109,20 @@ static void hs_unlink(struct handshake *hs)
         m.handshakes = hs->next;
     if (hs->next)
         hs->next->prev = hs->prev;
+    else
+        m.hs_tail = hs->prev;
+    hs->prev = hs->next = NULL;
     m.nhandshakes--;
+}
+
+/* Closes a handshake that will not finish (failed, shed, shutdown): its
+ * socket and its place in the connection count go now. */
+static void hs_free(struct handshake *hs)
+{
+    hs_unlink(hs);
+    bufferevent_free(hs->bev);
+    free(hs);
+    zf_conn_closed();
 }
 
 /* Logs why a handshake failed, at info (clients do this all the time). */
@@ -135,20 +148,19 @@ static void log_failure(struct handshake *hs, short what)
 }
 
 /* Handshake done (or failed): hand the connection to HTTP/2 or HTTP/1.1 by
- * the ALPN result. The bufferevent changes owner; the handshake record is
- * freed here. */
+ * the ALPN result. The bufferevent and the connection's place in the count
+ * change owner; the handshake record is freed here. */
 static void on_hs_event(struct bufferevent *bev, short what, void *arg)
 {
     struct handshake *hs = arg;
-    hs_unlink(hs);
     if (!(what & BEV_EVENT_CONNECTED)) {
         m.tls_failed++;
         log_failure(hs, what);
-        bufferevent_free(bev);
-        free(hs);
+        hs_free(hs);
         zf_server_check_idle();
         return;
     }
+    hs_unlink(hs);
     m.tls_ok++;
     SSL *ssl = bufferevent_openssl_get_ssl(bev);
     int h2 = zf_h2_cfg.enable && zf_tls_alpn_h2(ssl);
@@ -208,8 +220,38 @@ static void tls_accept(struct zf_listener *l, evutil_socket_t fd, struct sockadd
     hs->next = m.handshakes;
     if (m.handshakes)
         m.handshakes->prev = hs;
+    else
+        m.hs_tail = hs;
     m.handshakes = hs;
     m.nhandshakes++;
+    /* counted from here until its socket closes, whoever owns it then
+     * (this module, HTTP/1.1 or HTTP/2) */
+    zf_conn_opened();
+}
+
+/* The connection limit: TLS handshakes not finished (a client that opens
+ * TLS and never completes it holds a descriptor for tls.handshake_timeout),
+ * oldest first; then HTTP/2 connections with no stream open; then, when
+ * the HTTP module is not active (https only, so the core does not ask it),
+ * HTTP/1.1-over-TLS connections that lose nothing. Each closed one frees
+ * its descriptor now. Returns how many were closed. */
+static size_t shed(struct zf_server *srv, size_t n)
+{
+    (void)srv;
+    size_t done = 0;
+    while (done < n && m.hs_tail) {
+        struct handshake *hs = m.hs_tail;
+        zf_log(ZF_LOG_DEBUG, &hs->conn,
+               "connection limit: closing this connection (TLS handshake not finished)");
+        hs_free(hs);
+        m.tls_shed++;
+        done++;
+    }
+    if (done < n)
+        done += zf__h2_shed(n - done);
+    if (done < n && zf_http_cfg.listen.n == 0)
+        done += zf__http1_shed(n - done);
+    return done;
 }
 
 /* --------------------------------------------------------------- hooks */
@@ -265,12 +307,8 @@ static void stop(struct zf_server *srv, int graceful)
         zf_listener_free(ep->listener);
         ep->listener = NULL;
     }
-    while (m.handshakes) {
-        struct handshake *hs = m.handshakes;
-        hs_unlink(hs);
-        bufferevent_free(hs->bev);
-        free(hs);
-    }
+    while (m.handshakes)
+        hs_free(m.handshakes);
     zf__h2_stop_all(graceful);
     /* HTTP/1.1 over TLS connections belong to http1.c; when the HTTP module
      * is not active (https only), its hooks are not called: call them here. */
@@ -287,15 +325,18 @@ static size_t active(struct zf_server *srv)
 static void stats(struct zf_server *srv, struct evbuffer *out)
 {
     (void)srv;
-    evbuffer_add_printf(out, "h2.connections: %zu\nh2.streams: %zu\nh2.abusive_dropped: %llu\n",
-                        zf__h2_nconns, zf__h2_nstreams, (unsigned long long)zf__h2_abusive);
+    evbuffer_add_printf(out,
+                        "h2.connections: %zu\nh2.streams: %zu\nh2.abusive_dropped: %llu\n"
+                        "h2.shed: %llu\n",
+                        zf__h2_nconns, zf__h2_nstreams, (unsigned long long)zf__h2_abusive,
+                        (unsigned long long)zf__h2_shed_count);
     if (zf_h2_cfg.https.n)
         evbuffer_add_printf(out,
                             "tls.handshaking: %zu\ntls.handshakes: %llu\ntls.failed: %llu\n"
-                            "tls.resumed: %llu\ntls.alpn_h2: %llu\n",
+                            "tls.resumed: %llu\ntls.alpn_h2: %llu\ntls.shed: %llu\n",
                             m.nhandshakes, (unsigned long long)m.tls_ok,
                             (unsigned long long)m.tls_failed, (unsigned long long)m.tls_resumed,
-                            (unsigned long long)m.alpn_h2);
+                            (unsigned long long)m.alpn_h2, (unsigned long long)m.tls_shed);
 }
 
 static void reload(struct zf_server *srv)
@@ -314,4 +355,5 @@ const struct zf_module zf_h2_module = {
     .active = active,
     .stats = stats,
     .reload = reload,
+    .shed = shed,
 };

@@ -137,6 +137,7 @@ static void start(struct zf_http_endpoint *ep, struct bufferevent *bev, const st
         /* upgrade_wanted said yes a moment ago: only out of memory */
         zf_log(ZF_LOG_ERROR, conn, "http2: cannot take the h2c upgrade (out of memory?)");
         bufferevent_free(bev);
+        zf_conn_closed();
         zf_exchange_release(upgrade_request);
         return;
     }
