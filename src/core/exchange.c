@@ -9,7 +9,6 @@
 
 #include "config.h"
 #include "exchange.h"
-#include "python.h"
 
 /* While the loop is behind, small chunks are copied into the room left in
  * the queued tail segment, allocated at least this big: a stalled body of
@@ -237,11 +236,23 @@ static void put_ref(struct zf_exchange *ex)
         exchange_free(ex);
 }
 
+static const struct zf_app_jobs *app_jobs;
+
+void zf_exchange_set_app(const struct zf_app_jobs *app)
+{
+    app_jobs = app;
+}
+
 void zf_exchange_dispatch(struct zf_exchange *ex)
 {
     ex->refs++;
     ex->worker_holds = 1;
-    ex->job.run = zf_py_run_exchange;
+    if (!app_jobs) {
+        zf_log(ZF_LOG_ERROR, ex->conn, "no application side to run the request");
+        zf_exchange_finish(ex, 0);
+        return;
+    }
+    ex->job.run = app_jobs->run;
     zf_pool_push(&ex->job);
 }
 

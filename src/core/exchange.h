@@ -80,6 +80,21 @@ void zf_segment_free(struct zf_segment *s);
 struct zf_exchange;
 struct event_base;
 
+/* The application side as the exchange layer sees it: the pool jobs that
+ * run a dispatched exchange (ex->job) and resume one its bridge suspended.
+ * The core knows no language: the embedded Python registers its jobs at
+ * start-up (python.c), which enter the interpreter and call the bridge
+ * (struct zf_app_ops, python.h). Layering: exchange -> pool -> app jobs. */
+struct zf_app_jobs {
+    /* Worker thread: run the request through the app; the bridge ends
+     * with zf_exchange_finish. */
+    zf_job_fn run;
+    /* Worker thread that suspended it: carry on with the response. */
+    zf_job_fn resume;
+};
+/* Sets the app side (kept by pointer) before the first dispatch. */
+void zf_exchange_set_app(const struct zf_app_jobs *app);
+
 struct zf_exchange_ops {
     /* Loop thread: the worker produced headers, data, or finished. */
     void (*on_output)(struct zf_exchange *ex);

@@ -6,7 +6,6 @@
 
 #include "log.h"
 #include "pool.h"
-#include "python.h"
 
 static struct {
     pthread_mutex_t lock;
@@ -20,8 +19,19 @@ static struct {
     struct zf_worker *workers;
     struct own_queue {
         struct zf_job *head, *tail;
-    } *own; /* per worker: jobs only that worker may run */
+    } * own; /* per worker: jobs only that worker may run */
 } pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+
+static struct {
+    void (*start)(struct zf_worker *w);
+    void (*stop)(struct zf_worker *w);
+} hooks;
+
+void zf_pool_set_thread_hooks(void (*start)(struct zf_worker *w), void (*stop)(struct zf_worker *w))
+{
+    hooks.start = start;
+    hooks.stop = stop;
+}
 
 static struct zf_job *pop(struct zf_job **head, struct zf_job **tail)
 {
@@ -69,8 +79,8 @@ struct zf_job *zf_pool_next_nowait(struct zf_worker *w)
 static void *worker_main(void *arg)
 {
     struct zf_worker *w = arg;
-    w->py = zf_py_thread_new();
-    w->ident = zf_py_thread_ident(w->py);
+    if (hooks.start)
+        hooks.start(w);
     struct zf_job *job;
     while ((job = next_job(w, 1)) != NULL) {
         job->run(job, w);
@@ -78,8 +88,8 @@ static void *worker_main(void *arg)
         pool.running--;
         pthread_mutex_unlock(&pool.lock);
     }
-    zf_py_thread_free(w->py);
-    w->py = NULL;
+    if (hooks.stop)
+        hooks.stop(w);
     return NULL;
 }
 
