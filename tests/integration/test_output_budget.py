@@ -165,3 +165,33 @@ def test_budget_is_documented_and_has_flags(srv):
     out = subprocess.run([srv.cmd[0], "--help"], stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, timeout=TIMEOUT).stdout.decode()
     assert "--max-buffered" in out and "--max-spool" in out
+
+
+def test_memory_budget_resets_the_biggest_h2_streams(srv):
+    """HTTP/2: streams whose flow-control windows the client keeps shut hold
+    their responses in the server; over the budget the biggest holders are
+    reset with ENHANCE_YOUR_CALM (logged), the others and the connection go
+    on: a new stream on the same connection still answers."""
+    import h2.errors
+    from test_h2 import H2Conn
+    c = H2Conn(srv.port)
+    try:
+        sids = []
+        for i in range(CLIENTS):
+            sid = c.request("/gen?total=%d&chunk=%d&cl=1" % (32 * MIB, CHUNK))
+            c.hold.add(sid)  # never give this stream's window back
+            sids.append(sid)
+        assert c.pump(lambda: any(c.streams[s]["reset"] is not None for s in sids)), c.events[-10:]
+        assert srv.wait_log(r"closing the connection of a slow reader: .* over "
+                            r"server\.max_buffered")
+        # let the budget settle, then count
+        settle(lambda: (c.pump(lambda: False, timeout=0.3),
+                        tuple(c.streams[s]["reset"] for s in sids))[1])
+        resets = [c.streams[s]["reset"] for s in sids]
+        assert h2.errors.ErrorCodes.ENHANCE_YOUR_CALM in resets, resets
+        assert None in resets, "every stream was reset: %s" % resets
+        status, _, body = c.get("/hello")
+        assert status == 200 and body == b"Hello, world!"
+    finally:
+        c.close()
+    assert hello_answers(srv)
