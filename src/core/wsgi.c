@@ -111,22 +111,25 @@ static int emit(struct wsgi_req *r, const char *p, size_t n)
     /* A big chunk is copied, maybe into the spool file: other threads may
      * run meanwhile (the caller holds a reference to the bytes). */
     int rc;
+    int err;
     errno = 0;
     if (n >= 64 * 1024) {
         PyThreadState *ts = PyEval_SaveThread();
         rc = zf_exchange_send_data(r->ex, p, n);
+        err = errno;
         PyEval_RestoreThread(ts);
     } else {
         rc = zf_exchange_send_data(r->ex, p, n);
+        err = errno;
     }
     if (rc != ZF_OK) {
-        /* errno is still the exchange's: the client left, or our side
-         * failed (spool), which the app and the log must see as such */
+        /* the client left, or our side failed (spool), which the app and
+         * the log must see as such */
         r->ok = 0;
         if (zf_exchange_aborted(r->ex))
             r->gone = 1;
         else
-            r->send_errno = errno ? errno : EIO;
+            r->send_errno = err ? err : EIO;
         return ZF_ERROR;
     }
     r->body_bytes += n;

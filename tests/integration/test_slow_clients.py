@@ -141,8 +141,14 @@ CHUNKS = [(1, 1 << 20), (4095, 24 << 20), (300000, 48 << 20), ((1 << 20) + 1, 48
 
 @pytest.fixture(scope="module")
 def chunky(module_server_factory):
+    # debug: the log says when a response starts spooling
     return module_server_factory("--threads", "2", "--output-buffer", str(OUTPUT_BUFFER),
-                                 name="chunky")
+                                 "--log-level", "debug", name="chunky")
+
+
+def spooled_responses(srv):
+    """How many responses started a spool file so far (debug log)."""
+    return srv.log().count("client is slow: spooling")
 
 
 def in_kernel(srv, sock):
@@ -186,6 +192,7 @@ def test_stalled_reader_suspends_every_chunk_size(chunky, chunk, total):
     whole body then arrives intact."""
     name = "progress-chunk-%d" % chunk
     spools = len(chunky.spool_fds())
+    spooled = spooled_responses(chunky)
     s = chunky.connect(rcvbuf=65536)
     try:
         s.sendall(b"GET /gen?total=%d&chunk=%d&cl=1&progress=%s HTTP/1.1\r\nHost: h\r\n\r\n"
@@ -197,6 +204,7 @@ def test_stalled_reader_suspends_every_chunk_size(chunky, chunk, total):
                                                                                         bound)
         assert made < total
         assert len(chunky.spool_fds()) == spools, chunky.spool_fds()
+        assert spooled_responses(chunky) == spooled
         f = s.makefile("rb")
         status, headers, _ = read_head(f)
         assert status == 200 and headers["content-length"] == str(total)
@@ -213,34 +221,64 @@ def test_stalled_reader_suspends_every_chunk_size(chunky, chunk, total):
         s.close()
 
 
-@pytest.mark.parametrize("query", ["total=3145728&chunk=3145728&list=1",
-                                   "total=3145728&chunk=1048577",
-                                   "total=3145728&chunk=300000"],
-                         ids=["one-3MiB-chunk", "1MiB+1", "300000"])
-def test_fast_reader_big_chunks_never_spool(chunky, query):
+FAST = [(3 << 20, 3 << 20, True), (3 << 20, (1 << 20) + 1, False), (3 << 20, 300000, False),
+        (3 << 20, 4095, False), (256 << 10, 1, False)]
+
+
+@pytest.mark.parametrize("total,chunk,single", FAST,
+                         ids=["one-3MiB-chunk", "1MiB+1", "300000", "4095", "1"])
+def test_fast_reader_never_spools(chunky, total, chunk, single):
     """A chunk the app already made is queued in memory, never copied to a
-    temp file because it is big: `return [one_3MiB_bytes]` for a client
-    that reads along opens no spool file, and arrives whole."""
+    temp file because it is big: `return [one_3MiB_bytes]` (and any chunk
+    size) for a client that reads along opens no spool file, and arrives
+    whole."""
     spools = len(chunky.spool_fds())
+    spooled = spooled_responses(chunky)
     s = chunky.connect(rcvbuf=65536)  # the kernel cannot take it all at once
     f = s.makefile("rb")
     try:
-        s.sendall(b"GET /gen?%s HTTP/1.1\r\nHost: h\r\n\r\n" % query.encode())
+        s.sendall(b"GET /gen?total=%d&chunk=%d%s HTTP/1.1\r\nHost: h\r\n\r\n"
+                  % (total, chunk, b"&list=1" if single else b""))
         status, headers, _ = read_head(f)
         assert status == 200
         # the response is in flight: a spool file would be open now
         assert len(chunky.spool_fds()) == spools, chunky.spool_fds()
-        chunk = int(query.split("chunk=")[1].split("&")[0])
-        if "content-length" in headers:
-            body = f.read(int(headers["content-length"]))
+        if single:  # one chunk: its length is the Content-Length
+            assert headers["content-length"] == str(total)
+            body = f.read(total)
+            assert len(body) == total
+            assert hashlib.sha256(body).hexdigest() == gen_expected(total, chunk)
         else:
             st = Stalled.__new__(Stalled)
             st.f, st.h, st.got = f, hashlib.sha256(), 0
-            got, digest = st.finish_chunked()
-            assert (got, digest) == (3 << 20, gen_expected(3 << 20, chunk))
-            return
-        assert len(body) == 3 << 20
-        assert hashlib.sha256(body).hexdigest() == gen_expected(3 << 20, chunk)
+            assert st.finish_chunked() == (total, gen_expected(total, chunk))
+        assert len(chunky.spool_fds()) == spools, chunky.spool_fds()
+        assert spooled_responses(chunky) == spooled
+    finally:
+        f.close()
+        s.close()
+
+
+def test_stalled_reader_single_big_chunk_stays_in_memory(chunky):
+    """`return [one_3MiB_bytes]` for a reader that stopped: queued in
+    memory (the app made it already), not copied to a spool file; it
+    arrives whole once the client reads."""
+    total = 3 << 20
+    spools = len(chunky.spool_fds())
+    spooled = spooled_responses(chunky)
+    s = chunky.connect(rcvbuf=65536)
+    f = s.makefile("rb")
+    try:
+        s.sendall(b"GET /gen?total=%d&chunk=%d&list=1 HTTP/1.1\r\nHost: h\r\n\r\n"
+                  % (total, total))
+        assert wait_until(lambda: any("/gen" in c for c in chunky.calls() if "list=1" in c))
+        time.sleep(0.5)  # give a spooling server the time to open its file
+        assert len(chunky.spool_fds()) == spools, chunky.spool_fds()
+        status, headers, _ = read_head(f)
+        assert status == 200 and headers["content-length"] == str(total)
+        body = f.read(total)
+        assert hashlib.sha256(body).hexdigest() == gen_expected(total, total)
+        assert spooled_responses(chunky) == spooled
     finally:
         f.close()
         s.close()
@@ -251,19 +289,20 @@ def test_write_streaming_after_a_big_write(chunky):
     more data, also after big writes that went to the spool file while the
     client did not read (long-poll, server-sent events): the app writes
     event i+1 only once the client got event i."""
-    big = 1 << 20
-    s = chunky.connect()
+    big, bigs = 1 << 20, 8
+    s = chunky.connect(rcvbuf=65536)  # the kernel cannot take all the big writes
     f = s.makefile("rb", buffering=0)
     try:
-        s.sendall(b"GET /stream?name=sse&big=%d&bigs=2&events=5 HTTP/1.1\r\nHost: h\r\n\r\n"
-                  % big)
+        s.sendall(b"GET /stream?name=sse&big=%d&bigs=%d&events=5 HTTP/1.1\r\nHost: h\r\n\r\n"
+                  % (big, bigs))
         status, headers, _ = read_head(f)
         assert status == 200 and headers.get("transfer-encoding") == "chunked"
         assert chunky.wait_marker("big-sse")
         # the client read nothing so far: the second big write had to spool
-        assert chunky.spool_fds(), "the big writes did not reach the spool"
+        assert chunky.spool_fds() or spooled_responses(chunky), \
+            "the big writes did not reach the spool"
         r = Dechunk(f)
-        assert r.read_exactly(2 * big) == b"B" * (2 * big)
+        assert r.read_exactly(bigs * big) == b"B" * (bigs * big)
         for i in range(5):
             line = r.read_exactly(len(b"event %d\n" % i))
             assert line == b"event %d\n" % i
