@@ -298,7 +298,9 @@ struct zf_segment *zf_exchange_take(struct zf_exchange *ex, int *finished, int *
 {
     struct zf_segment *dropped = NULL;
     pthread_mutex_lock(&ex->lock);
-    struct zf_segment *s = ex->seg_head;
+    /* body bytes queued before the headers wait for them (the bridge
+     * queues the first bytes first, so a failure leaves nothing sent) */
+    struct zf_segment *s = ex->headers_ready ? ex->seg_head : NULL;
     if (s && s->type == ZF_SEG_DATA && (s->offset > 0 || s->len > ZF_TAKE_MAX)) {
         /* a big chunk leaves in pieces: the rest stays queued (and counted
          * against this exchange) until the protocol has room for it */
@@ -333,7 +335,7 @@ struct zf_segment *zf_exchange_take(struct zf_exchange *ex, int *finished, int *
             }
         }
     }
-    *finished = !ex->seg_head && ex->done;
+    *finished = (!ex->seg_head || !ex->headers_ready) && ex->done;
     *failed = ex->failed;
     int resume = ex->suspended && ex->seg_mem <= zf_cfg.output_buffer / 2;
     if (resume)

@@ -183,11 +183,13 @@ void zf_exchange_dispatch(struct zf_exchange *ex);
 /* True once the worker produced the headers; status/status_line/resp_headers
  * /content_length are then stable and readable without the lock. */
 int zf_exchange_take_headers(struct zf_exchange *ex);
-/* Pops the next body segment (caller owns it), or NULL. A DATA segment
- * longer than ZF_TAKE_MAX comes out in pieces of that size. *finished is set to
- * 1 when no segment is left and the worker is done; *failed then tells
- * whether the body is incomplete (the protocol must not pretend it ended
- * well: close the connection / reset the stream). */
+/* Pops the next body segment (caller owns it), or NULL; always NULL before
+ * the headers are ready (body bytes queued first wait for them). A DATA
+ * segment longer than ZF_TAKE_MAX comes out in pieces of that size.
+ * *finished is set to 1 when no segment is left (or the headers never
+ * came) and the worker is done; *failed then tells whether the body is
+ * incomplete (the protocol must not pretend it ended well: close the
+ * connection / reset the stream). */
 struct zf_segment *zf_exchange_take(struct zf_exchange *ex, int *finished, int *failed);
 /* Bytes of DATA queued and not yet taken (for flow decisions). */
 size_t zf_exchange_pending(struct zf_exchange *ex);

@@ -94,10 +94,8 @@ static int send_headers(struct wsgi_req *r)
  * Content-Length (HEAD: nothing). Returns ZF_OK or ZF_ERROR (client gone). */
 static int emit(struct wsgi_req *r, const char *p, size_t n)
 {
-    if (!r->sent_headers && send_headers(r) != ZF_OK)
-        return ZF_ERROR;
     if (r->ex->is_head || n == 0)
-        return ZF_OK;
+        return r->sent_headers ? ZF_OK : send_headers(r);
     if (r->cl >= 0 && r->body_bytes + n > (uint64_t)r->cl) {
         if (!r->warned_cl)
             zf_log(ZF_LOG_WARN, &r->conn,
@@ -106,10 +104,14 @@ static int emit(struct wsgi_req *r, const char *p, size_t n)
         r->warned_cl = 1;
         n = (size_t)((uint64_t)r->cl - r->body_bytes);
         if (n == 0)
-            return ZF_OK;
+            return r->sent_headers ? ZF_OK : send_headers(r);
     }
-    /* A big chunk is copied, maybe into the spool file: other threads may
-     * run meanwhile (the caller holds a reference to the bytes). */
+    /* The first bytes are queued before the headers are published (the
+     * protocol takes nothing before the headers): when they cannot be
+     * queued, nothing went out and the client gets a 500 instead of a 200
+     * without its body. A big chunk is copied, maybe into the spool file:
+     * other threads may run meanwhile (the caller holds a reference to the
+     * bytes). */
     int rc;
     int err;
     errno = 0;
@@ -126,13 +128,21 @@ static int emit(struct wsgi_req *r, const char *p, size_t n)
         /* the client left, or our side failed (spool), which the app and
          * the log must see as such */
         r->ok = 0;
-        if (zf_exchange_aborted(r->ex))
+        if (zf_exchange_aborted(r->ex)) {
             r->gone = 1;
-        else
+        } else {
             r->send_errno = err ? err : EIO;
+            if (!r->sent_headers)
+                zf_log(ZF_LOG_ERROR, &r->conn,
+                       "cannot queue the start of the response body (%s): nothing was sent, "
+                       "the client gets a 500",
+                       strerror(r->send_errno));
+        }
         return ZF_ERROR;
     }
     r->body_bytes += n;
+    if (!r->sent_headers && send_headers(r) != ZF_OK)
+        return ZF_ERROR;
     return ZF_OK;
 }
 

@@ -42,3 +42,22 @@ def test_spool_write_failure_is_reported_as_such(server_factory):
     assert srv.alive()
     status, _, body = srv.get("/hello")
     assert status == 200 and body == b"Hello, world!"
+
+
+def test_first_chunk_that_cannot_be_queued_gives_500(server_factory):
+    """With --output-buffer 0 every body byte goes to the spool file; when
+    that cannot even be created (the tmp dir is gone), a single-chunk body
+    was answered 200 with its Content-Length and no byte of it. The first
+    bytes are now queued before the headers go out: nothing was sent, so
+    the client gets a 500, and the log says why."""
+    srv = server_factory("--threads", "2", "--output-buffer", "0", tmp_dir=False,
+                         start=False, name="notmp")
+    srv.args += ["--tmp-dir", srv.tmp + "/gone"]
+    srv.start()
+    for path in ("/hello", "/gen?total=3000&chunk=1000", "/gen?total=3000&chunk=1000&via=write"):
+        status, _, body = srv.get(path)
+        assert status == 500, (path, status, body)
+    assert srv.wait_log(r"cannot create a response spool file in .*/gone: No such file")
+    assert srv.wait_log(r"cannot queue the start of the response body")
+    assert "client went away" not in srv.log()
+    assert srv.alive()

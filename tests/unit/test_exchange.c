@@ -223,6 +223,38 @@ static void test_spooled_writes_handed_over_at_once(void)
     CHECK_EQ_INT(zf_exchange_count(), 0);
 }
 
+static void test_body_waits_for_headers(void)
+{
+    /* the bridge queues the first bytes before the headers: the protocol
+     * gets nothing until the headers are out, and a worker that ends
+     * without headers leaves a finished exchange with no body to send */
+    zf_cfg.output_buffer = 1u << 20;
+    struct zf_exchange *ex = zf_exchange_new(&quiet_ops, NULL, NULL);
+    ex->refs++;
+    CHECK_EQ_INT(zf_exchange_send_data(ex, "abc", 3), ZF_OK);
+    int finished = 1, failed = 1;
+    CHECK(!zf_exchange_take_headers(ex));
+    CHECK(zf_exchange_take(ex, &finished, &failed) == NULL);
+    CHECK(!finished);
+    struct zf_headers h = {0};
+    CHECK_EQ_INT(zf_exchange_send_headers(ex, 200, strdup("200 OK"), &h, 3), ZF_OK);
+    CHECK(zf_exchange_take_headers(ex));
+    struct zf_segment *s = zf_exchange_take(ex, &finished, &failed);
+    CHECK(s && s->len == 3 && memcmp(s->data, "abc", 3) == 0);
+    zf_segment_free(s);
+    worker_done(ex, 1);
+    zf_exchange_release(ex);
+
+    ex = zf_exchange_new(&quiet_ops, NULL, NULL);
+    ex->refs++;
+    CHECK_EQ_INT(zf_exchange_send_data(ex, "abc", 3), ZF_OK);
+    worker_done(ex, 0);
+    CHECK(zf_exchange_take(ex, &finished, &failed) == NULL);
+    CHECK(finished && failed);
+    zf_exchange_release(ex);
+    CHECK_EQ_INT(zf_exchange_count(), 0);
+}
+
 static void test_budget_evicts_biggest(void)
 {
     static char buf[6000];
@@ -318,6 +350,7 @@ int main(void)
     test_big_chunk_in_memory();
     test_spooled_writes_handed_over_at_once();
     test_budget_evicts_biggest();
+    test_body_waits_for_headers();
 
     zf_exchange_free_loop();
     event_base_free(base);
