@@ -106,12 +106,17 @@ static int emit(struct wsgi_req *r, const char *p, size_t n)
         if (n == 0)
             return r->sent_headers ? ZF_OK : send_headers(r);
     }
-    /* The first bytes are queued before the headers are published (the
-     * protocol takes nothing before the headers): when they cannot be
-     * queued, nothing went out and the client gets a 500 instead of a 200
-     * without its body. A big chunk is copied, maybe into the spool file:
+    /* First bytes that go to the spool file (the queue is already full:
+     * wsgi.output_buffer 0) are queued before the headers are published
+     * (the protocol takes nothing before the headers): when the spool
+     * fails, nothing went out and the client gets a 500 instead of a 200
+     * without its body. Otherwise the headers go first, so the protocol
+     * can start the response while the body is copied (HTTP/2 then tends
+     * to end the stream with the last DATA frame). A big chunk is copied:
      * other threads may run meanwhile (the caller holds a reference to the
      * bytes). */
+    if (!r->sent_headers && !zf_exchange_congested(r->ex) && send_headers(r) != ZF_OK)
+        return ZF_ERROR;
     int rc;
     int err;
     errno = 0;
