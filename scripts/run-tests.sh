@@ -1,7 +1,9 @@
 #!/bin/sh
 # Runs every test suite (C unit tests with meson, integration tests with
 # pytest) and ends with one summary line over all of them:
-#   N passed, N failed
+#   N passed, N failed, N skipped
+# A skipped test is neither passed nor failed. A suite that ran no test at
+# all (nothing collected, a collection error, no result file) is a failure.
 set -u
 BUILD=${BUILD:-build}
 PY=/usr/bin/python3
@@ -13,21 +15,26 @@ unit_rc=$?
 unit_json="$BUILD/meson-logs/testlog.json"
 set -- $($PY - "$unit_json" <<'PYEOF'
 import json, sys
-ok = bad = 0
+ok = bad = skip = 0
 try:
     for line in open(sys.argv[1]):
         r = json.loads(line)
-        if r.get("result") in ("OK", "EXPECTEDFAIL", "SKIP"):
+        if r.get("result") in ("OK", "EXPECTEDFAIL"):
             ok += 1
+        elif r.get("result") == "SKIP":
+            skip += 1
         else:
             bad += 1
 except OSError:
     bad = 1
-print(ok, bad)
+if ok + bad == 0:
+    bad = 1  # no unit test ran
+print(ok, bad, skip)
 PYEOF
 )
 unit_ok=$1
 unit_bad=$2
+unit_skip=$3
 
 ZFRONT_BIN="$top/$BUILD/zfront" $PY -m pytest -p no:cacheprovider \
     --junitxml="$BUILD/pytest.xml" ${PYTEST_ARGS:-} tests/integration
@@ -37,7 +44,7 @@ import sys, xml.etree.ElementTree as ET
 try:
     root = ET.parse(sys.argv[1]).getroot()
 except Exception:
-    print(0, 1)
+    print(0, 1, 0)
     sys.exit()
 suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
 tests = fail = skip = 0
@@ -45,16 +52,23 @@ for s in suites:
     tests += int(s.get("tests", 0))
     fail += int(s.get("failures", 0)) + int(s.get("errors", 0))
     skip += int(s.get("skipped", 0))
-print(tests - fail - skip, fail)
+if tests - skip == 0 and fail == 0:
+    fail = 1  # an empty run proves nothing
+print(tests - fail - skip if tests - fail - skip > 0 else 0, fail, skip)
 PYEOF
 )
 py_ok=$1
 py_bad=$2
+py_skip=$3
 
 passed=$((unit_ok + py_ok))
 failed=$((unit_bad + py_bad))
 if [ $unit_rc -ne 0 ] && [ "$unit_bad" -eq 0 ]; then failed=$((failed + 1)); fi
-if [ $py_rc -ne 0 ] && [ $py_rc -ne 5 ] && [ "$py_bad" -eq 0 ]; then failed=$((failed + 1)); fi
-echo "unit: $unit_ok passed, $unit_bad failed; integration: $py_ok passed, $py_bad failed"
-echo "$passed passed, $failed failed"
+# pytest: 5 = nothing collected, 2 = interrupted (collection errors), 3/4 =
+# internal or usage error: all failures, whatever the XML says
+if [ $py_rc -ne 0 ] && [ "$py_bad" -eq 0 ]; then failed=$((failed + 1)); fi
+skipped=$((unit_skip + py_skip))
+echo "unit: $unit_ok passed, $unit_bad failed, $unit_skip skipped;" \
+     "integration: $py_ok passed, $py_bad failed, $py_skip skipped"
+echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

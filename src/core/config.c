@@ -60,6 +60,13 @@ static const struct zf_cfg_key core_keys[] = {
     {"server.url_scheme", ZF_CFG_STR, &zf_cfg.url_scheme, NULL, NULL,
      "wsgi.url_scheme of every request, unless a trusted proxy's X-Forwarded-Proto says "
      "otherwise (default: the listener's, http or https)."},
+    {"server.max_buffered", ZF_CFG_SIZE, &zf_cfg.max_buffered, "256m", "--max-buffered",
+     "Response bytes held in memory for slow readers, all requests together. Beyond it the "
+     "connections whose responses hold the most are closed (logged); 0 means no limit."},
+    {"server.max_spool", ZF_CFG_SIZE, &zf_cfg.max_spool, "1g", "--max-spool",
+     "Response bytes spooled to disk (write() bodies of slow readers), all requests together. "
+     "Beyond it the connections whose responses hold the most are closed (logged); 0 means "
+     "no limit."},
     {"log.error", ZF_CFG_STR, &zf_cfg.error_log, "-", "--error-log",
      "Error log file; \"-\" is stderr."},
     {"log.level", ZF_CFG_STR, &zf_cfg.log_level, "info", "--log-level",
@@ -82,8 +89,9 @@ static const struct zf_cfg_key core_keys[] = {
      "Request bodies larger than this are spooled to an unlinked temp file."},
     {"wsgi.output_buffer", ZF_CFG_SIZE, &zf_cfg.output_buffer, "1m", "--output-buffer",
      "Response bytes held in memory per request while the client is slow. Beyond it an "
-     "iterator body is suspended (the worker serves others; it resumes when the client took "
-     "half) and a body sent with write() spools to a temp file: no worker waits on a client."},
+     "iterator body is suspended after the chunk that crossed it (the worker serves others; it "
+     "resumes when the client took half) and a body sent with write() spools to a temp file: "
+     "no worker waits on a client."},
     {"wsgi.ranges", ZF_CFG_BOOL, &zf_cfg.ranges, "true", NULL,
      "Answer a single byte Range on file responses the app marked `Accept-Ranges: bytes` "
      "(206/416); false always sends the whole file."},

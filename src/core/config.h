@@ -88,6 +88,8 @@ struct zf_core_config {
     struct zf_strlist python_path;
     uint64_t input_spool;    /* request bodies above this spool to a temp file */
     uint64_t output_buffer;  /* response bytes held in memory per exchange */
+    uint64_t max_buffered;   /* response bytes in memory, server-wide (0: no limit) */
+    uint64_t max_spool;      /* response bytes spooled to disk, server-wide (0: no limit) */
     int ranges;              /* answer Range on file responses */
     struct zf_strlist trusted_proxies;
     int clear_untrusted_proxy_headers; /* drop X-Forwarded-* / Forwarded from other peers */

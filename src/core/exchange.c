@@ -10,12 +10,11 @@
 #include "config.h"
 #include "exchange.h"
 #include "filter.h"
-#include "python.h"
 
-/* Spooled response bytes are handed to the loop in segments of this size, so
- * the client gets the start of a large generated body while the rest is
- * still being produced. */
-#define SPOOL_SEGMENT (1u << 20)
+/* While the loop is behind, small chunks are copied into the room left in
+ * the queued tail segment, allocated at least this big: a stalled body of
+ * one-byte chunks costs memory for its bytes, not a segment per byte. */
+#define DATA_MIN_CAP 4096u
 
 static struct {
     pthread_mutex_t lock;
@@ -26,7 +25,16 @@ static struct {
     int *gone;
     size_t cap;
     size_t alive;
+    struct zf_exchange *all; /* loop only: every live exchange */
+    struct event *budget_ev; /* a worker saw a total over its budget */
+    atomic_int budget_pending;
 } posts = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* Server-wide output totals (any thread): memory of the DATA segments
+ * queued in exchanges, and bytes in their spool files. */
+static atomic_size_t mem_total, spool_total;
+
+static void over_budget(void);
 
 /* ---------------------------------------------------------------- headers */
 
@@ -84,6 +92,23 @@ void zf_segment_free(struct zf_segment *s)
     free(s);
 }
 
+/* A DATA segment with room for cap bytes, n of them copied from p. NULL
+ * when out of memory. */
+static struct zf_segment *data_segment(const void *p, size_t n, size_t cap)
+{
+    struct zf_segment *s = malloc(sizeof *s + cap);
+    if (!s)
+        return NULL;
+    s->next = NULL;
+    s->type = ZF_SEG_DATA;
+    s->fd = -1;
+    s->offset = 0;
+    s->len = n;
+    s->cap = cap;
+    memcpy(s->data, p, n);
+    return s;
+}
+
 static void free_segments(struct zf_segment *s)
 {
     while (s) {
@@ -119,6 +144,10 @@ struct zf_exchange *zf_exchange_new(const struct zf_exchange_ops *ops, void *pro
         ex->remote_port = conn->peer_port;
     }
     posts.alive++;
+    ex->all_next = posts.all;
+    if (posts.all)
+        posts.all->all_prev = ex;
+    posts.all = ex;
     return ex;
 }
 
@@ -139,6 +168,11 @@ int zf_exchange_set_target(struct zf_exchange *ex, const char *method, size_t ml
     free(ex->target);
     free(ex->path);
     free(ex->query);
+    /* A fragment is the client's business (RFC 9112 3.2 leaves it out of
+     * the request-target); one sent anyway must not reach the app. */
+    const char *hash = memchr(target, '#', tlen);
+    if (hash)
+        tlen = (size_t)(hash - target);
     ex->method = dup_n(method, mlen);
     ex->target = dup_n(target, tlen);
     const char *p = target, *end = target + tlen;
@@ -161,8 +195,27 @@ int zf_exchange_set_target(struct zf_exchange *ex, const char *method, size_t ml
     return ZF_OK;
 }
 
+/* Gives back what ex counts in the server-wide spool total (its file goes
+ * away with it, or it was evicted and writes no more). */
+static void drop_spool_count(struct zf_exchange *ex)
+{
+    pthread_mutex_lock(&ex->lock);
+    size_t n = ex->spool_held;
+    ex->spool_held = 0;
+    pthread_mutex_unlock(&ex->lock);
+    if (n)
+        atomic_fetch_sub(&spool_total, n);
+}
+
 static void exchange_free(struct zf_exchange *ex)
 {
+    if (ex->all_prev)
+        ex->all_prev->all_next = ex->all_next;
+    else
+        posts.all = ex->all_next;
+    if (ex->all_next)
+        ex->all_next->all_prev = ex->all_prev;
+    drop_spool_count(ex);
     free_segments(ex->seg_head);
     zf_headers_free(&ex->req_headers);
     zf_headers_free(&ex->resp_headers);
@@ -224,6 +277,13 @@ int zf_exchange_set_path(struct zf_exchange *ex, const char *path, size_t len)
     return ZF_OK;
 }
 
+static const struct zf_app_jobs *app_jobs;
+
+void zf_exchange_set_app(const struct zf_app_jobs *app)
+{
+    app_jobs = app;
+}
+
 void zf_exchange_dispatch(struct zf_exchange *ex)
 {
     ex->refs++;
@@ -232,7 +292,12 @@ void zf_exchange_dispatch(struct zf_exchange *ex)
      * the reference taken above, as a worker's would. */
     if (zf__filters_request(ex) == ZF_DONE)
         return;
-    ex->job.run = zf_py_run_exchange;
+    if (!app_jobs) {
+        zf_log(ZF_LOG_ERROR, ex->conn, "no application side to run the request");
+        zf_exchange_finish(ex, 0);
+        return;
+    }
+    ex->job.run = app_jobs->run;
     ex->job.cancel = on_cancel;
     int rc = zf_pool_admit(&ex->job);
     if (rc == ZF_AGAIN) {
@@ -280,17 +345,62 @@ int zf_exchange_take_headers(struct zf_exchange *ex)
     return ready;
 }
 
+/* Unlinks the head segment (lock held). */
+static void pop_head(struct zf_exchange *ex)
+{
+    struct zf_segment *s = ex->seg_head;
+    ex->seg_head = s->next;
+    if (!ex->seg_head)
+        ex->seg_tail = NULL;
+    s->next = NULL;
+    if (s->type == ZF_SEG_DATA) {
+        ex->seg_held -= s->cap;
+        atomic_fetch_sub(&mem_total, s->cap);
+    }
+}
+
+/* Marks the body failed and drops what is queued (lock held); returns the
+ * dropped segments for the caller to free after unlocking. */
+static struct zf_segment *fail_locked(struct zf_exchange *ex)
+{
+    struct zf_segment *dropped = ex->seg_head;
+    ex->seg_head = ex->seg_tail = NULL;
+    atomic_fetch_sub(&mem_total, ex->seg_held);
+    ex->seg_mem = ex->seg_held = 0;
+    ex->failed = 1;
+    atomic_store(&ex->aborted, 1);
+    return dropped;
+}
+
 struct zf_segment *zf_exchange_take(struct zf_exchange *ex, int *finished, int *failed)
 {
+    struct zf_segment *dropped = NULL;
     pthread_mutex_lock(&ex->lock);
-    struct zf_segment *s = ex->seg_head;
-    if (s) {
-        ex->seg_head = s->next;
-        if (!ex->seg_head)
-            ex->seg_tail = NULL;
+    /* body bytes queued before the headers wait for them (the bridge
+     * queues the first bytes first, so a failure leaves nothing sent) */
+    struct zf_segment *s = ex->headers_ready ? ex->seg_head : NULL;
+    if (s && s->type == ZF_SEG_DATA && (s->offset > 0 || s->len > ZF_TAKE_MAX)) {
+        /* a big chunk leaves in pieces: the rest stays queued (and counted
+         * against this exchange) until the protocol has room for it */
+        size_t left = s->len - (size_t)s->offset;
+        size_t n = left < ZF_TAKE_MAX ? left : ZF_TAKE_MAX;
+        struct zf_segment *piece = data_segment(s->data + s->offset, n, n);
+        if (piece) {
+            ex->seg_mem -= n;
+            s->offset += (off_t)n;
+            if ((size_t)s->offset == s->len) {
+                pop_head(ex);
+                dropped = s;
+            }
+        } else {
+            zf_log(ZF_LOG_ERROR, ex->conn, "out of memory while sending a response");
+            dropped = fail_locked(ex);
+        }
+        s = piece;
+    } else if (s) {
+        pop_head(ex);
         if (s->type == ZF_SEG_DATA)
             ex->seg_mem -= s->len;
-        s->next = NULL;
         if (s->type == ZF_SEG_FILE && s->fd < 0) {
             /* a piece of the spool file: the taker gets its own descriptor */
             s->fd = dup(ex->spool_fd);
@@ -299,20 +409,17 @@ struct zf_segment *zf_exchange_take(struct zf_exchange *ex, int *finished, int *
                        strerror(errno));
                 free(s);
                 s = NULL;
-                free_segments(ex->seg_head);
-                ex->seg_head = ex->seg_tail = NULL;
-                ex->seg_mem = 0;
-                ex->failed = 1;
-                atomic_store(&ex->aborted, 1);
+                dropped = fail_locked(ex);
             }
         }
     }
-    *finished = !ex->seg_head && ex->done;
+    *finished = (!ex->seg_head || !ex->headers_ready) && ex->done;
     *failed = ex->failed;
     int resume = ex->suspended && ex->seg_mem <= zf_cfg.output_buffer / 2;
     if (resume)
         ex->suspended = 0;
     pthread_mutex_unlock(&ex->lock);
+    free_segments(dropped);
     if (resume)
         zf_pool_push_to(&ex->job, ex->resume_worker);
     return s;
@@ -353,11 +460,13 @@ void zf_exchange_abort(struct zf_exchange *ex)
     pthread_mutex_lock(&ex->lock);
     struct zf_segment *s = ex->seg_head;
     ex->seg_head = ex->seg_tail = NULL;
-    ex->seg_mem = 0;
+    atomic_fetch_sub(&mem_total, ex->seg_held);
+    ex->seg_mem = ex->seg_held = 0;
     int resume = ex->suspended; /* so the bridge can close the app's iterable */
     ex->suspended = 0;
     pthread_mutex_unlock(&ex->lock);
     free_segments(s);
+    drop_spool_count(ex); /* aborted: the worker spools no more */
     if (resume)
         zf_pool_push_to(&ex->job, ex->resume_worker);
     let_go(ex);
@@ -421,9 +530,16 @@ static void queue_segment(struct zf_exchange *ex, struct zf_segment *s)
     else
         ex->seg_head = s;
     ex->seg_tail = s;
-    if (s->type == ZF_SEG_DATA)
+    int over = 0;
+    if (s->type == ZF_SEG_DATA) {
         ex->seg_mem += s->len;
+        ex->seg_held += s->cap;
+        over = atomic_fetch_add(&mem_total, s->cap) + s->cap > zf_cfg.max_buffered &&
+               zf_cfg.max_buffered;
+    }
     pthread_mutex_unlock(&ex->lock);
+    if (over)
+        over_budget();
     post(ex, 0);
 }
 
@@ -438,6 +554,7 @@ static int queue_file(struct zf_exchange *ex, int fd, off_t offset, size_t len)
     s->fd = fd;
     s->offset = offset;
     s->len = len;
+    s->cap = 0;
     queue_segment(ex, s);
     return ZF_OK;
 }
@@ -445,78 +562,104 @@ static int queue_file(struct zf_exchange *ex, int fd, off_t offset, size_t len)
 /* Hands the spooled bytes not yet queued to the loop. A spool segment holds
  * no descriptor of its own (fd -1): the loop dups the exchange's spool file
  * when it takes the segment, and consecutive pieces are merged into the
- * queued tail, so a stalled client costs one descriptor, not one per MiB. */
+ * queued tail, so a stalled client costs one descriptor, not one per
+ * write. Returns ZF_OK or ZF_ERROR (ENOMEM). */
 static int flush_spool(struct zf_exchange *ex)
 {
     if (ex->spool_off == ex->spool_sent)
         return ZF_OK;
     off_t from = ex->spool_sent;
     size_t n = (size_t)(ex->spool_off - from);
-    ex->spool_sent = ex->spool_off;
     pthread_mutex_lock(&ex->lock);
     struct zf_segment *t = ex->seg_tail;
     if (t && t->type == ZF_SEG_FILE && t->fd < 0 && t->offset + (off_t)t->len == from) {
         t->len += n;
+        ex->spool_sent = ex->spool_off;
         pthread_mutex_unlock(&ex->lock);
         post(ex, 0);
         return ZF_OK;
     }
     pthread_mutex_unlock(&ex->lock);
     struct zf_segment *s = malloc(sizeof *s);
-    if (!s)
+    if (!s) {
+        errno = ENOMEM;
         return ZF_ERROR;
+    }
     s->type = ZF_SEG_FILE;
     s->fd = -1;
     s->offset = from;
     s->len = n;
+    s->cap = 0;
+    ex->spool_sent = ex->spool_off;
     queue_segment(ex, s);
     return ZF_OK;
 }
 
+/* Appends bytes to the exchange's spool file and hands them to the loop at
+ * once (a client that keeps up gets every write without waiting for more).
+ * Returns ZF_OK, or ZF_ERROR with errno set and the failure logged. */
 static int spool_data(struct zf_exchange *ex, const void *p, size_t n)
 {
     if (ex->spool_fd < 0) {
         ex->spool_fd = zf_tmpfile(zf_cfg.tmp_dir);
         if (ex->spool_fd < 0) {
+            int e = errno;
             zf_log(ZF_LOG_ERROR, NULL, "#%llu cannot create a response spool file in %s: %s",
-                   (unsigned long long)ex->conn_id, zf_cfg.tmp_dir, strerror(errno));
+                   (unsigned long long)ex->conn_id, zf_cfg.tmp_dir, strerror(e));
+            errno = e;
             return ZF_ERROR;
         }
-        zf_log(ZF_LOG_DEBUG, NULL, "#%llu client is slow: spooling the rest of the response",
+        zf_log(ZF_LOG_DEBUG, NULL, "#%llu client is slow: spooling what write() sends",
                (unsigned long long)ex->conn_id);
     }
     if (zf_pwrite_all(ex->spool_fd, p, n, ex->spool_off) != ZF_OK) {
-        zf_log(ZF_LOG_ERROR, NULL, "#%llu cannot write the response spool file: %s",
-               (unsigned long long)ex->conn_id, strerror(errno));
+        int e = errno;
+        zf_log(ZF_LOG_ERROR, NULL, "#%llu cannot write the response spool file in %s: %s",
+               (unsigned long long)ex->conn_id, zf_cfg.tmp_dir, strerror(e));
+        errno = e;
         return ZF_ERROR;
     }
     ex->spool_off += (off_t)n;
-    if (ex->spool_off - ex->spool_sent >= SPOOL_SEGMENT)
-        return flush_spool(ex);
-    return ZF_OK;
+    pthread_mutex_lock(&ex->lock);
+    int count = !zf_exchange_aborted(ex);
+    if (count)
+        ex->spool_held += n;
+    pthread_mutex_unlock(&ex->lock);
+    if (count && atomic_fetch_add(&spool_total, n) + n > zf_cfg.max_spool && zf_cfg.max_spool)
+        over_budget();
+    return flush_spool(ex);
 }
 
 int zf_exchange_send_data(struct zf_exchange *ex, const void *p, size_t n)
 {
-    if (zf_exchange_aborted(ex))
+    if (zf_exchange_aborted(ex)) {
+        errno = ECONNABORTED;
         return ZF_ERROR;
+    }
     if (n == 0)
         return ZF_OK;
-    if (ex->spool_fd >= 0)
-        return spool_data(ex, p, n);
     pthread_mutex_lock(&ex->lock);
-    int over = ex->seg_mem + n > zf_cfg.output_buffer;
-    pthread_mutex_unlock(&ex->lock);
-    if (over)
+    if (ex->seg_mem >= zf_cfg.output_buffer) {
+        pthread_mutex_unlock(&ex->lock);
         return spool_data(ex, p, n);
-    struct zf_segment *s = malloc(sizeof *s + n);
-    if (!s)
+    }
+    /* coalesce only once the loop is behind: a client that keeps up gets
+     * each chunk as the app made it */
+    struct zf_segment *t = ex->seg_tail;
+    if (t && t->type == ZF_SEG_DATA && ex->seg_mem >= DATA_MIN_CAP && t->cap - t->len >= n) {
+        memcpy(t->data + t->len, p, n);
+        t->len += n;
+        ex->seg_mem += n;
+        pthread_mutex_unlock(&ex->lock);
+        post(ex, 0);
+        return ZF_OK;
+    }
+    pthread_mutex_unlock(&ex->lock);
+    struct zf_segment *s = data_segment(p, n, n < DATA_MIN_CAP ? DATA_MIN_CAP : n);
+    if (!s) {
+        errno = ENOMEM;
         return ZF_ERROR;
-    s->type = ZF_SEG_DATA;
-    s->fd = -1;
-    s->offset = 0;
-    s->len = n;
-    memcpy(s->data, p, n);
+    }
     queue_segment(ex, s);
     return ZF_OK;
 }
@@ -632,10 +775,84 @@ static void on_posts(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* ------------------------------------------------------------------ budget */
+
+/* Any thread: a total went over its budget; the loop evicts. */
+static void over_budget(void)
+{
+    if (posts.budget_ev && atomic_exchange(&posts.budget_pending, 1) == 0)
+        event_active(posts.budget_ev, EV_READ, 0);
+}
+
+static void on_budget(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    atomic_store(&posts.budget_pending, 0);
+    zf_exchange_enforce_budget();
+}
+
+/* The live, evictable exchange holding the most of one total (spool: 1,
+ * memory: 0), or NULL; *most is what it holds. The one holding the most is
+ * the one whose client fell furthest behind what the app produced. */
+static struct zf_exchange *biggest_holder(int spool, size_t *most)
+{
+    struct zf_exchange *victim = NULL;
+    *most = 0;
+    for (struct zf_exchange *ex = posts.all; ex; ex = ex->all_next) {
+        if (!ex->ops || !ex->ops->evict || zf_exchange_aborted(ex))
+            continue;
+        pthread_mutex_lock(&ex->lock);
+        size_t held = spool ? ex->spool_held : ex->seg_held;
+        pthread_mutex_unlock(&ex->lock);
+        if (held > *most) {
+            *most = held;
+            victim = ex;
+        }
+    }
+    return victim;
+}
+
+size_t zf_exchange_enforce_budget(void)
+{
+    size_t evicted = 0;
+    for (int spool = 0; spool < 2; spool++) {
+        uint64_t limit = spool ? zf_cfg.max_spool : zf_cfg.max_buffered;
+        atomic_size_t *total = spool ? &spool_total : &mem_total;
+        /* bounded: a protocol whose evict failed to abort is not retried */
+        for (size_t tries = posts.alive; limit && atomic_load(total) > limit && tries; tries--) {
+            size_t most;
+            struct zf_exchange *ex = biggest_holder(spool, &most);
+            if (!ex)
+                break;
+            zf_log(ZF_LOG_WARN, ex->conn,
+                   "closing the connection of a slow reader: its response holds %zu bytes %s "
+                   "and the server %zu, over server.%s (%llu)",
+                   most, spool ? "spooled to disk" : "in memory", atomic_load(total),
+                   spool ? "max_spool" : "max_buffered", (unsigned long long)limit);
+            ex->ops->evict(ex); /* may free ex */
+            evicted++;
+        }
+    }
+    return evicted;
+}
+
+size_t zf_exchange_buffered(void)
+{
+    return atomic_load(&mem_total);
+}
+
+size_t zf_exchange_spooled(void)
+{
+    return atomic_load(&spool_total);
+}
+
 int zf_exchange_init_loop(struct event_base *base)
 {
     posts.ev = event_new(base, -1, 0, on_posts, NULL);
-    return posts.ev ? ZF_OK : ZF_ERROR;
+    posts.budget_ev = event_new(base, -1, 0, on_budget, NULL);
+    return posts.ev && posts.budget_ev ? ZF_OK : ZF_ERROR;
 }
 
 void zf_exchange_free_loop(void)
@@ -643,6 +860,9 @@ void zf_exchange_free_loop(void)
     if (posts.ev)
         event_free(posts.ev);
     posts.ev = NULL;
+    if (posts.budget_ev)
+        event_free(posts.budget_ev);
+    posts.budget_ev = NULL;
     free(posts.batch);
     free(posts.gone);
     posts.batch = NULL;

@@ -9,7 +9,13 @@
  *  - A worker runs the app and produces the response through the
  *    zf_exchange_send_* calls, then zf_exchange_finish. It never blocks on
  *    the client: when the client is slow, the response queue grows up to
- *    server output_buffer and then spools to a temp file.
+ *    wsgi.output_buffer; then an iterator body is suspended
+ *    (zf_exchange_congested, zf_exchange_suspend) and a body pushed with
+ *    write() spools to a temp file.
+ *  - Server-wide, the bytes queued in memory and spooled to disk are
+ *    counted (server.max_buffered, server.max_spool). Past a budget the
+ *    loop evicts the exchanges that hold the most: ops->evict closes their
+ *    connection or resets their stream.
  *  - Each time the worker produces something, the loop calls
  *    ops->on_output(ex) on the loop thread; the protocol pulls the headers
  *    (zf_exchange_take_headers) and segments (zf_exchange_take) as its
@@ -55,23 +61,49 @@ enum zf_seg_type { ZF_SEG_DATA, ZF_SEG_FILE };
 
 /* One piece of a response body. DATA holds `len` bytes inline; FILE is
  * `len` bytes of `fd` from `offset` (the segment owns fd). Whoever takes a
- * segment owns it and frees it with zf_segment_free. */
+ * segment owns it and frees it with zf_segment_free. A DATA segment handed
+ * out by zf_exchange_take is at most ZF_TAKE_MAX bytes: a bigger chunk is
+ * handed out in pieces, so what a protocol holds outside the exchange stays
+ * small. */
 struct zf_segment {
     struct zf_segment *next;
     enum zf_seg_type type;
     size_t len;
-    off_t offset;
+    off_t offset; /* FILE: where in fd; DATA (exchange only): bytes already taken */
     int fd;
+    size_t cap; /* DATA (exchange only): room allocated after `data` */
     char data[];
 };
+#define ZF_TAKE_MAX (256u * 1024u)
 void zf_segment_free(struct zf_segment *s);
 
 struct zf_exchange;
 struct event_base;
 
+/* The application side as the exchange layer sees it: the pool jobs that
+ * run a dispatched exchange (ex->job) and resume one its bridge suspended.
+ * The core knows no language: the embedded Python registers its jobs at
+ * start-up (python.c), which enter the interpreter and call the bridge
+ * (struct zf_app_ops, python.h). Layering: exchange -> pool -> app jobs. */
+struct zf_app_jobs {
+    /* Worker thread: run the request through the app; the bridge ends
+     * with zf_exchange_finish. */
+    zf_job_fn run;
+    /* Worker thread that suspended it: carry on with the response. */
+    zf_job_fn resume;
+};
+/* Sets the app side (kept by pointer) before the first dispatch. */
+void zf_exchange_set_app(const struct zf_app_jobs *app);
+
 struct zf_exchange_ops {
     /* Loop thread: the worker produced headers, data, or finished. */
     void (*on_output)(struct zf_exchange *ex);
+    /* Loop thread: the server is over its output budget (server.max_buffered
+     * or server.max_spool) and this exchange holds the most: the protocol
+     * closes its connection (or resets its stream) and calls
+     * zf_exchange_abort (or zf_exchange_release) before returning. NULL:
+     * the exchange is never evicted. */
+    void (*evict)(struct zf_exchange *ex);
 };
 
 struct zf_exchange {
@@ -83,9 +115,9 @@ struct zf_exchange {
 
     /* ---- request: filled on the loop before dispatch, then read-only ---- */
     char *method;
-    char *target;   /* request-target as received ("/a%20b?x=1") */
-    char *path;     /* raw (still percent-encoded) path part of target */
-    char *query;    /* after '?', without it; "" when none */
+    char *target;         /* request-target as received ("/a%20b?x=1") */
+    char *path;           /* raw (still percent-encoded) path part of target */
+    char *query;          /* after '?', without it; "" when none */
     const char *protocol; /* "HTTP/1.1", "HTTP/1.0", "HTTP/2" (static) */
     const char *scheme;   /* "http" or "https" (static) */
     const char *channel;  /* zfront.channel: "http", "webdav-source", ... (static) */
@@ -105,17 +137,18 @@ struct zf_exchange {
 
     /* ---- response: written by the worker, read by the loop ---- */
     pthread_mutex_t lock;
-    int status;               /* 0 until headers are ready */
-    char *status_line;        /* "200 OK" as given by the app */
-    struct zf_headers resp_headers; /* hop-by-hop fields already removed */
-    int64_t content_length;   /* -1 when the app gave none */
-    int headers_ready;        /* under lock: worker has produced headers */
-    int headers_taken;        /* loop only */
+    int status;                             /* 0 until headers are ready */
+    char *status_line;                      /* "200 OK" as given by the app */
+    struct zf_headers resp_headers;         /* hop-by-hop fields already removed */
+    int64_t content_length;                 /* -1 when the app gave none */
+    int headers_ready;                      /* under lock: worker has produced headers */
+    int headers_taken;                      /* loop only */
     struct zf_segment *seg_head, *seg_tail; /* under lock */
-    size_t seg_mem;           /* under lock: bytes of DATA segments queued */
-    int done;                 /* under lock: worker produced everything */
-    int failed;               /* under lock: the body is incomplete (app error) */
-    atomic_int aborted;       /* client gone: worker stops, output discarded */
+    size_t seg_mem;     /* under lock: bytes of DATA segments queued, not yet taken */
+    size_t seg_held;    /* under lock: memory of the DATA segments queued */
+    int done;           /* under lock: worker produced everything */
+    int failed;         /* under lock: the body is incomplete (app error) */
+    atomic_int aborted; /* client gone: worker stops, output discarded */
     /* REMOTE_USER the app left in the environ (malloc'd) or NULL: written by
      * the worker before zf_exchange_finish, read through zf_exchange_remote_user */
     char *remote_user;
@@ -125,19 +158,21 @@ struct zf_exchange {
     int resume_worker; /* the worker that resumes it */
     void *app_state;   /* the bridge's saved state while suspended */
 
-    /* worker-side spooling of a large generated body */
+    /* worker-side spooling of a write() body the client does not keep up with */
     int spool_fd;
-    off_t spool_off;  /* bytes written to the spool file */
-    off_t spool_sent; /* bytes of it already queued as FILE segments */
+    off_t spool_off;   /* bytes written to the spool file */
+    off_t spool_sent;  /* bytes of it already queued as FILE segments */
+    size_t spool_held; /* under lock: bytes counted in the server-wide spool total */
 
     /* ---- bookkeeping (loop thread) ---- */
     int refs;
-    int posted;        /* under the server's post lock */
-    int worker_gone;   /* under the server's post lock */
+    int posted;      /* under the server's post lock */
+    int worker_gone; /* under the server's post lock */
     int worker_holds;
     uint64_t start_us; /* request complete (for the access log) */
     uint64_t bytes_sent;
     struct zf_exchange *post_next;
+    struct zf_exchange *all_prev, *all_next; /* every live exchange (eviction) */
 };
 
 /* ---- loop thread, protocol side ---- */
@@ -147,8 +182,9 @@ struct zf_exchange {
 struct zf_exchange *zf_exchange_new(const struct zf_exchange_ops *ops, void *proto,
                                     struct zf_conn *conn);
 /* Sets method/target and splits target into path and query (copies).
- * Absolute-form targets ("http://host/p?q") keep only path and query.
- * Returns ZF_OK or ZF_ERROR. */
+ * Absolute-form targets ("http://host/p?q") keep only path and query. A
+ * fragment ("#frag", which a client must not send) is dropped from all of
+ * them. Returns ZF_OK or ZF_ERROR. */
 int zf_exchange_set_target(struct zf_exchange *ex, const char *method, size_t mlen,
                            const char *target, size_t tlen);
 /* Replaces the path the app sees (PATH_INFO), keeping target (REQUEST_URI
@@ -167,10 +203,13 @@ void zf_exchange_dispatch(struct zf_exchange *ex);
 /* True once the worker produced the headers; status/status_line/resp_headers
  * /content_length are then stable and readable without the lock. */
 int zf_exchange_take_headers(struct zf_exchange *ex);
-/* Pops the next body segment (caller owns it), or NULL. *finished is set to
- * 1 when no segment is left and the worker is done; *failed then tells
- * whether the body is incomplete (the protocol must not pretend it ended
- * well: close the connection / reset the stream). */
+/* Pops the next body segment (caller owns it), or NULL; always NULL before
+ * the headers are ready (body bytes queued first wait for them). A DATA
+ * segment longer than ZF_TAKE_MAX comes out in pieces of that size.
+ * *finished is set to 1 when no segment is left (or the headers never
+ * came) and the worker is done; *failed then tells whether the body is
+ * incomplete (the protocol must not pretend it ended well: close the
+ * connection / reset the stream). */
 struct zf_segment *zf_exchange_take(struct zf_exchange *ex, int *finished, int *failed);
 /* Bytes of DATA queued and not yet taken (for flow decisions). */
 size_t zf_exchange_pending(struct zf_exchange *ex);
@@ -193,15 +232,22 @@ const char *zf_exchange_remote_user(struct zf_exchange *ex);
  * ZF_ERROR when the client is gone. */
 int zf_exchange_send_headers(struct zf_exchange *ex, int status, char *status_line,
                              struct zf_headers *headers, int64_t content_length);
-/* Queues body bytes (copied). Never blocks on the client: beyond
- * server.output_buffer of unsent bytes the rest goes to a temp file.
- * Returns ZF_OK, or ZF_ERROR when the client is gone or the spool failed. */
+/* Queues body bytes (copied). Never blocks on the client: while less than
+ * wsgi.output_buffer is queued in memory, the bytes are queued in memory
+ * whatever their size (a chunk the app already made is not copied to disk
+ * because it is big); beyond it they go to the exchange's spool file, and
+ * are handed to the loop at once all the same. An iterator checks
+ * zf_exchange_congested before producing each chunk, so it never reaches
+ * the spool; a body pushed with write() can. Returns ZF_OK, or ZF_ERROR
+ * with errno set: ECONNABORTED when the client is gone (or the exchange was
+ * evicted, zf_exchange_aborted is then true), else the spool failure
+ * (ENOSPC, EFBIG, EMFILE, ENOMEM...), the client still being there. */
 int zf_exchange_send_data(struct zf_exchange *ex, const void *p, size_t n);
 /* Queues len bytes of fd from offset; takes ownership of fd (pass a dup).
  * Returns ZF_OK or ZF_ERROR (client gone; fd closed). */
 int zf_exchange_send_file(struct zf_exchange *ex, int fd, off_t offset, size_t len);
-/* True when the loop is behind: more than server.output_buffer of this
- * response is queued. A bridge that can stop producing (an iterator) then
+/* True when the loop is behind: wsgi.output_buffer or more of this
+ * response is queued in memory. A bridge that can stop producing (an iterator) then
  * suspends instead of sending more. */
 int zf_exchange_congested(struct zf_exchange *ex);
 /* Suspends the response until the client took half of what is queued, or
@@ -235,5 +281,15 @@ int zf_exchange_init_loop(struct event_base *base);
 void zf_exchange_free_loop(void);
 /* Number of exchanges alive (for stats and leak checks). */
 size_t zf_exchange_count(void);
+/* Server-wide response bytes queued in memory (DATA segments in the
+ * exchanges' queues; what a protocol took is bounded by its own output
+ * buffer) and spooled to disk by live exchanges. Any thread. */
+size_t zf_exchange_buffered(void);
+size_t zf_exchange_spooled(void);
+/* Loop thread: evicts exchanges (ops->evict), the biggest holder first,
+ * until the totals are within server.max_buffered and server.max_spool, or
+ * nothing evictable is left; logs each eviction. Workers trigger it when a
+ * total goes over. Returns the number evicted. */
+size_t zf_exchange_enforce_budget(void);
 
 #endif

@@ -372,5 +372,8 @@ static int run(int argc, char **argv)
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
+    /* a spool file past RLIMIT_FSIZE fails that write (EFBIG), reported as
+     * such; it must not kill the server */
+    signal(SIGXFSZ, SIG_IGN);
     return run(argc, argv);
 }

@@ -10,7 +10,6 @@
 #include "config.h"
 #include "log.h"
 #include "pool.h"
-#include "python.h"
 
 struct zf_pool_config zf_pool_cfg;
 
@@ -48,6 +47,23 @@ static struct {
     int watchdog_on;
     pthread_cond_t watch_cond; /* CLOCK_MONOTONIC */
 } pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+
+static struct {
+    void (*start)(struct zf_worker *w);
+    void (*stop)(struct zf_worker *w);
+    void (*log_stack)(unsigned long ident, int level, const char *what);
+} hooks;
+
+void zf_pool_set_thread_hooks(void (*start)(struct zf_worker *w), void (*stop)(struct zf_worker *w))
+{
+    hooks.start = start;
+    hooks.stop = stop;
+}
+
+void zf_pool_set_stack_hook(void (*log_stack)(unsigned long ident, int level, const char *what))
+{
+    hooks.log_stack = log_stack;
+}
 
 static struct zf_job *pop(struct zf_job **head, struct zf_job **tail)
 {
@@ -136,8 +152,8 @@ struct zf_job *zf_pool_next_nowait(struct zf_worker *w)
 static void *worker_main(void *arg)
 {
     struct zf_worker *w = arg;
-    w->py = zf_py_thread_new();
-    w->ident = zf_py_thread_ident(w->py);
+    if (hooks.start)
+        hooks.start(w);
     struct zf_job *job;
     while ((job = next_job(w, 1)) != NULL) {
         job->run(job, w);
@@ -146,8 +162,8 @@ static void *worker_main(void *arg)
         w->busy_since_ms = 0;
         pthread_mutex_unlock(&pool.lock);
     }
-    zf_py_thread_free(w->py);
-    w->py = NULL;
+    if (hooks.stop)
+        hooks.stop(w);
     return NULL;
 }
 
@@ -206,7 +222,10 @@ static void *watchdog_main(void *arg)
                      "%.1f s; stuck workers reported so far: %llu); its Python stack",
                      found[i].index, (double)found[i].busy_ms / 1000.0,
                      (double)zf_pool_cfg.stuck_after_ms / 1000.0, (unsigned long long)total);
-            zf_py_log_thread_stack(found[i].ident, ZF_LOG_WARN, what);
+            if (hooks.log_stack)
+                hooks.log_stack(found[i].ident, ZF_LOG_WARN, what);
+            else
+                zf_log(ZF_LOG_WARN, NULL, "%s: not available", what);
         }
         pthread_mutex_lock(&pool.lock);
     }

@@ -1,6 +1,8 @@
-/* Worker pool: N threads, each with its own Python thread state, taking jobs
- * from one FIFO queue. Workers never touch sockets; they hand results back
- * to the loop (see exchange.h).
+/* Worker pool: N threads taking jobs from one FIFO queue (and each from its
+ * own queue). The pool knows no language: the application side gives each
+ * thread its state through the thread hooks (python.c: a Python thread
+ * state per worker). Workers never touch sockets; they hand results back to
+ * the loop (see exchange.h).
  *
  * Admission: the shared queue holds at most server.max_queued jobs
  * (zf_pool_admit refuses the rest); a job that gives a cancel function may
@@ -8,7 +10,8 @@
  * when a worker takes it and by zf_pool_expire, which the loop calls on a
  * timer) or when the server stops (zf_pool_cancel_queued). A watchdog
  * thread logs, once per job, a worker busy on one job for longer than
- * server.stuck_after, with that thread's Python stack. */
+ * server.stuck_after, with that thread's Python stack (through the
+ * application side's stack hook). */
 #ifndef ZF_POOL_H
 #define ZF_POOL_H
 
@@ -18,8 +21,8 @@
 struct zf_worker;
 struct zf_job;
 
-/* Runs on a worker thread WITHOUT the GIL; the job enters Python through
- * zf_py_enter/zf_py_leave (python.h) with the worker's thread state. The
+/* Runs on a worker thread; an application job enters its runtime itself
+ * (python.c: zf_py_enter/zf_py_leave with the worker's thread state). The
  * job is owned by whoever queued it; run must not assume it lives on after
  * it hands it back. */
 typedef void (*zf_job_fn)(struct zf_job *job, struct zf_worker *w);
@@ -63,7 +66,7 @@ struct zf_pool_stats {
 
 struct zf_worker {
     int index;
-    struct zf_py_thread *py; /* this worker's Python thread state */
+    struct zf_py_thread *py; /* the app side's state of this thread (set by the start hook) */
     unsigned long ident;     /* Python's threading ident of the thread */
     int own_last;            /* the last job came from the worker's own queue */
     uint64_t busy_since_ms;  /* under the pool lock: the running job began; 0 when idle */
@@ -79,6 +82,14 @@ struct zf_worker_info {
     char doing[200];
 };
 
+/* Hooks run on each worker thread when it starts (before its first job)
+ * and when it ends (after its last). Set before zf_pool_start; NULL: none. */
+void zf_pool_set_thread_hooks(void (*start)(struct zf_worker *w), void (*stop)(struct zf_worker *w));
+/* The watchdog's way to show where a stuck worker is: logs the stack of the
+ * thread whose application-side ident is `ident` (python.c: its Python
+ * stack), prefixed by `what`. Called on the watchdog thread, never the
+ * loop. Without it the watchdog logs the worker without a stack. */
+void zf_pool_set_stack_hook(void (*log_stack)(unsigned long ident, int level, const char *what));
 /* Starts n workers. Returns ZF_OK or ZF_ERROR. */
 int zf_pool_start(int n);
 /* Queues a job (any thread), whatever the queue holds. */

@@ -38,8 +38,28 @@ static int status_error(PyStatus st, const char *what)
     return ZF_ERROR;
 }
 
+/* Pool thread hooks: each worker owns one Python thread state for its
+ * whole life, so threading.local survives between jobs. */
+static void worker_start(struct zf_worker *w)
+{
+    w->py = zf_py_thread_new();
+    w->ident = zf_py_thread_ident(w->py);
+}
+
+static void worker_stop(struct zf_worker *w)
+{
+    zf_py_thread_free(w->py);
+    w->py = NULL;
+}
+
+static const struct zf_app_jobs py_jobs = {zf_py_run_exchange, zf_py_resume_exchange};
+
 int zf_py_init(const char *argv0)
 {
+    /* the core runs requests through Python, on threads that have a state */
+    zf_pool_set_thread_hooks(worker_start, worker_stop);
+    zf_pool_set_stack_hook(zf_py_log_thread_stack);
+    zf_exchange_set_app(&py_jobs);
     /* Python does not install its own handlers (install_signal_handlers=0):
      * a write to a closed socket must return EPIPE, not kill the process. */
     signal(SIGPIPE, SIG_IGN);

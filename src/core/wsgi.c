@@ -53,12 +53,14 @@ struct wsgi_req {
     int accept_ranges;
     /* progress */
     int sent_headers;
-    int wrote;     /* write() was called */
-    int errored;   /* the app failed: a 500 went out, or the body was cut */
-    int gone;      /* the client went away (a send failed) */
-    int ok;        /* for zf_exchange_finish */
-    int finished;  /* zf_exchange_finish was called */
-    int warned_cl; /* "more than Content-Length" logged */
+    int wrote;      /* write() was called */
+    int errored;    /* the app failed: a 500 went out, or the body was cut */
+    int gone;       /* the client went away (a send failed) */
+    int send_errno; /* a send failed on our side (spool: disk full, no descriptor...) */
+    int body_done;  /* the iterable ended normally: every byte it made was queued */
+    int ok;         /* for zf_exchange_finish */
+    int finished;   /* zf_exchange_finish was called */
+    int warned_cl;  /* "more than Content-Length" logged */
     uint64_t body_bytes;
     /* kept across a suspension (zf_exchange_suspend): the worker that runs
      * it, the app's objects, and the iteration in progress */
@@ -92,10 +94,8 @@ static int send_headers(struct wsgi_req *r)
  * Content-Length (HEAD: nothing). Returns ZF_OK or ZF_ERROR (client gone). */
 static int emit(struct wsgi_req *r, const char *p, size_t n)
 {
-    if (!r->sent_headers && send_headers(r) != ZF_OK)
-        return ZF_ERROR;
     if (r->ex->is_head || n == 0)
-        return ZF_OK;
+        return r->sent_headers ? ZF_OK : send_headers(r);
     if (r->cl >= 0 && r->body_bytes + n > (uint64_t)r->cl) {
         if (!r->warned_cl)
             zf_log(ZF_LOG_WARN, &r->conn,
@@ -104,24 +104,50 @@ static int emit(struct wsgi_req *r, const char *p, size_t n)
         r->warned_cl = 1;
         n = (size_t)((uint64_t)r->cl - r->body_bytes);
         if (n == 0)
-            return ZF_OK;
+            return r->sent_headers ? ZF_OK : send_headers(r);
     }
-    /* A big chunk is copied, maybe into the spool file: other threads may
-     * run meanwhile (the caller holds a reference to the bytes). */
+    /* First bytes that go to the spool file (the queue is already full:
+     * wsgi.output_buffer 0) are queued before the headers are published
+     * (the protocol takes nothing before the headers): when the spool
+     * fails, nothing went out and the client gets a 500 instead of a 200
+     * without its body. Otherwise the headers go first, so the protocol
+     * can start the response while the body is copied (HTTP/2 then tends
+     * to end the stream with the last DATA frame). A big chunk is copied:
+     * other threads may run meanwhile (the caller holds a reference to the
+     * bytes). */
+    if (!r->sent_headers && !zf_exchange_congested(r->ex) && send_headers(r) != ZF_OK)
+        return ZF_ERROR;
     int rc;
+    int err;
+    errno = 0;
     if (n >= 64 * 1024) {
         PyThreadState *ts = PyEval_SaveThread();
         rc = zf_exchange_send_data(r->ex, p, n);
+        err = errno;
         PyEval_RestoreThread(ts);
     } else {
         rc = zf_exchange_send_data(r->ex, p, n);
+        err = errno;
     }
     if (rc != ZF_OK) {
+        /* the client left, or our side failed (spool), which the app and
+         * the log must see as such */
         r->ok = 0;
-        r->gone = 1;
+        if (zf_exchange_aborted(r->ex)) {
+            r->gone = 1;
+        } else {
+            r->send_errno = err ? err : EIO;
+            if (!r->sent_headers)
+                zf_log(ZF_LOG_ERROR, &r->conn,
+                       "cannot queue the start of the response body (%s): nothing was sent, "
+                       "the client gets a 500",
+                       strerror(r->send_errno));
+        }
         return ZF_ERROR;
     }
     r->body_bytes += n;
+    if (!r->sent_headers && send_headers(r) != ZF_OK)
+        return ZF_ERROR;
     return ZF_OK;
 }
 
@@ -294,7 +320,9 @@ static int parse_response(struct wsgi_req *r, PyObject *status, PyObject *header
         Py_DECREF(vb);
         return -1;
     }
-    if (out->status == 204)
+    /* 204 has no Content-Length; a 304's may only repeat the 200's length
+     * (RFC 9110 8.6), which the app's value (often 0) is not known to be */
+    if (out->status == 204 || out->status == 304)
         out->cl = -1;
     return 0;
 }
@@ -362,12 +390,25 @@ static PyObject *responder_write(struct responder *self, PyObject *data)
         return NULL;
     }
     r->wrote = 1;
-    if (r->gone || r->errored ||
-        emit(r, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data)) != ZF_OK) {
-        PyErr_SetString(PyExc_ConnectionAbortedError, "the client went away");
+    if (!r->gone && !r->errored && !r->send_errno &&
+        emit(r, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data)) == ZF_OK)
+        Py_RETURN_NONE;
+    if (r->send_errno) {
+        /* not the client's doing: say what failed */
+        PyObject *msg = PyUnicode_FromFormat("cannot spool the response to %s: %s", zf_cfg.tmp_dir,
+                                             strerror(r->send_errno));
+        if (msg) {
+            PyObject *exc = PyObject_CallFunction(PyExc_OSError, "iO", r->send_errno, msg);
+            if (exc) {
+                PyErr_SetObject(PyExc_OSError, exc);
+                Py_DECREF(exc);
+            }
+            Py_DECREF(msg);
+        }
         return NULL;
     }
-    Py_RETURN_NONE;
+    PyErr_SetString(PyExc_ConnectionAbortedError, "the client went away");
+    return NULL;
 }
 
 static PyMethodDef responder_methods[] = {
@@ -568,7 +609,7 @@ static int iterate_start(struct wsgi_req *r)
         r->single = n == 1;
     }
     if (ex->is_head && r->started && (r->cl >= 0 || !r->single)) {
-        emit(r, NULL, 0); /* HEAD: the headers are all there is */
+        r->body_done = emit(r, NULL, 0) == ZF_OK; /* HEAD: the headers are all there is */
         return 0;
     }
     r->it = PyObject_GetIter(result);
@@ -603,6 +644,8 @@ static int iterate(struct wsgi_req *r)
         if (!chunk) {
             if (PyErr_Occurred())
                 app_failed(r, "application error while iterating the response");
+            else
+                r->body_done = 1;
             break;
         }
         if (!PyBytes_Check(chunk)) {
@@ -628,13 +671,23 @@ static int iterate(struct wsgi_req *r)
             r->cl = (int64_t)n;
         int rc = emit(r, PyBytes_AS_STRING(chunk), n);
         Py_DECREF(chunk);
-        if (rc != ZF_OK || r->errored || (ex->is_head && r->sent_headers))
+        if (rc == ZF_OK && ex->is_head && r->sent_headers) {
+            r->body_done = 1;
             break;
+        }
+        if (rc != ZF_OK || r->errored) {
+            if (r->send_errno)
+                zf_log(ZF_LOG_ERROR, &r->conn, "response cut: cannot queue its body (%s)",
+                       strerror(r->send_errno));
+            break;
+        }
     }
     return 0;
 }
 
-/* Calls result.close() when it has one: always, also after errors. */
+/* Calls result.close() when it has one: always, also after errors. A
+ * close() that raises after the body went out complete is logged, and the
+ * response still ends properly: the client got everything the app made. */
 static void close_result(struct wsgi_req *r, PyObject *result)
 {
     if (!PyObject_HasAttrString(result, "close"))
@@ -642,6 +695,10 @@ static void close_result(struct wsgi_req *r, PyObject *result)
     PyObject *rv = PyObject_CallMethod(result, "close", NULL);
     if (rv)
         Py_DECREF(rv);
+    else if (r->body_done && r->sent_headers && r->ok && !r->errored)
+        zf__py_log_exception(ZF_LOG_ERROR, &r->conn,
+                             "application error in close() of its response (the response was "
+                             "complete and is sent as it is)");
     else
         app_failed(r, "application error in close() of its response");
 }
@@ -754,7 +811,8 @@ static void wsgi_handle(struct zf_exchange *ex, struct zf_worker *w)
         if (!r->result)
             app_failed(r, "application error");
     }
-    if (r->result && !(r->started && !r->wrote && !r->sent_headers && file_response(r, r->result)) &&
+    if (r->result &&
+        !(r->started && !r->wrote && !r->sent_headers && file_response(r, r->result)) &&
         iterate_start(r) && iterate(r))
         return; /* suspended: ex->app_state holds r */
     wsgi_end(r);

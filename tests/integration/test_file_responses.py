@@ -177,6 +177,13 @@ def test_if_range_weak_etag_never_matches(srv):
     assert status == 200 and body == srv.content
 
 
+def test_if_range_matching_date(srv):
+    status, headers, body = ranged(srv, "bytes=10-19", "ar=1&lm=" + LM.replace(" ", "%20"),
+                                   {"If-Range": LM})
+    assert status == 206 and body == srv.content[10:20]
+    assert headers["Content-Range"] == "bytes 10-19/%d" % len(srv.content)
+
+
 def test_if_range_mismatching_date(srv):
     status, headers, body = ranged(srv, "bytes=10-19", "ar=1&lm=" + LM.replace(" ", "%20"),
                                    {"If-Range": "Thu, 22 Oct 2015 07:28:00 GMT"})

@@ -233,3 +233,75 @@ def test_close_called_when_client_disconnects(srv):
     assert srv.wait_marker("abort-close", timeout=30), "close() not called after client abort"
     assert srv.get("/hello")[2] == b"Hello, world!"
 
+
+
+# ------------------------------------------------------- close() that raises
+
+
+@pytest.mark.parametrize("cl", [None, "21"], ids=["chunked", "content-length"])
+def test_close_raising_after_complete_body_keeps_response(srv, cl):
+    """The body went out complete and then close() raised: the error is
+    logged, and the response still ends properly (last chunk sent, the
+    connection reusable) instead of being cut."""
+    q = b"?cl=" + cl.encode() if cl else b""
+    s = srv.connect()
+    f = s.makefile("rb")
+    try:
+        s.sendall(b"GET /close-raises%s HTTP/1.1\r\nHost: h\r\n\r\n"
+                  b"GET /hello HTTP/1.1\r\nHost: h\r\n\r\n" % q)
+        r, body = read_response(f)
+        assert r.status == 200 and body == b"part one;part two;end"
+        if cl is None:
+            assert r.getheader("Transfer-Encoding") == "chunked"
+        r2, body2 = read_response(f)  # same connection: it was not closed
+        assert r2.status == 200 and body2 == b"Hello, world!"
+    finally:
+        f.close()
+        s.close()
+    assert srv.wait_log(r"close\(\) failing on purpose")
+
+
+# ------------------------------------------------------- framing of 204, 304
+
+
+@pytest.mark.parametrize("code", [204, 304])
+@pytest.mark.parametrize("cl", ["0", "5", None])
+def test_no_content_length_on_204_and_304_http1(srv, code, cl):
+    """RFC 9110 8.6: 204 never has a Content-Length, and a 304's could only
+    repeat the 200's length, which the server cannot know: neither goes out
+    with the app's value."""
+    q = "/status?code=%d" % code + ("&cl=" + cl if cl is not None else "")
+    r, body, _ = raw(srv, b"GET %s HTTP/1.1\r\nHost: h\r\n\r\n" % q.encode())
+    assert r.status == code and body == b""
+    assert r.getheader("Content-Length") is None, r.getheaders()
+    assert r.getheader("Transfer-Encoding") is None
+    assert r.getheader("ETag") == '"v1"'
+
+
+@pytest.mark.parametrize("code", [204, 304])
+def test_no_content_length_on_204_and_304_h2(srv, code):
+    from zftest import curl
+    p = curl("--http2-prior-knowledge", "-D", "-", "-o", "/dev/null",
+             srv.url("/status?code=%d&cl=0" % code))
+    head = p.stdout.decode("latin-1").lower()
+    assert head.startswith("http/2 %d" % code), head
+    assert "content-length" not in head, head
+
+
+# --------------------------------------------------------------- fragments
+
+
+@pytest.mark.parametrize("target,path,query", [
+    (b"/env#frag", "/env", ""),
+    (b"/env?a=1#frag", "/env", "a=1"),
+    (b"/env?a=1#frag?b=2", "/env", "a=1"),
+    (b"/env/x%23y?c=%23", "/env/x#y", "c=%23"),
+])
+def test_fragment_never_reaches_the_app(srv, target, path, query):
+    """A client must not send a #fragment; one that does gets it dropped,
+    not mixed into PATH_INFO or QUERY_STRING (an encoded %23 stays)."""
+    r, body, _ = raw(srv, b"GET %s HTTP/1.1\r\nHost: h\r\n\r\n" % target)
+    assert r.status == 200
+    env = json.loads(body)
+    assert env["PATH_INFO"] == path and env["QUERY_STRING"] == query
+    assert "#" not in env.get("REQUEST_URI", "").replace("%23", "")

@@ -73,7 +73,7 @@ class Server:
 
     def __init__(self, args, *, name="zfront", env=None, app="testapp:application",
                  http="127.0.0.1:0", wait_listen=True, threads=None, extra_python_path=(),
-                 error_log=None, python_path=True, tmp_dir=True, nofile=None):
+                 error_log=None, python_path=True, tmp_dir=True, nofile=None, fsize=None):
         self.name = name
         self.killed = False
         self.root = tempfile.mkdtemp(prefix="zf-%s-" % name)
@@ -92,6 +92,7 @@ class Server:
         self.python_path = python_path
         self.tmp_dir = tmp_dir
         self.nofile = nofile  # RLIMIT_NOFILE for the server, like a service's ulimit -n
+        self.fsize = fsize  # RLIMIT_FSIZE: files the server writes cannot grow past it
         self.threads = threads
         self.extra_python_path = list(extra_python_path)
         self.env = dict(os.environ)
@@ -136,11 +137,14 @@ class Server:
         """Starts the process without waiting for it to listen."""
         self.cmd = self.command()
         preexec = None
-        if self.nofile:
-            n = self.nofile
+        if self.nofile or self.fsize:
+            n, fs = self.nofile, self.fsize
 
             def preexec():
-                resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+                if n:
+                    resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+                if fs:
+                    resource.setrlimit(resource.RLIMIT_FSIZE, (fs, fs))
         with open(self.stderr_path, "wb") as err, open(self.stdout_path, "wb") as out:
             self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=err, env=self.env, cwd=self.root,
@@ -244,6 +248,24 @@ class Server:
             with contextlib.suppress(OSError):
                 out[int(fd)] = os.readlink("/proc/%d/fd/%s" % (self.pid, fd))
         return out
+
+    def spool_fds(self):
+        """Descriptors of the server on deleted files: its spool files (they
+        are unlinked at creation, so the tmp dir never shows them)."""
+        return [t for t in self.fds().values() if t.endswith(" (deleted)")]
+
+    def spool_bytes(self):
+        """Total size of the deleted files the server holds open."""
+        total = 0
+        seen = set()
+        for fd, t in self.fds().items():
+            if t.endswith(" (deleted)"):
+                with contextlib.suppress(OSError):
+                    st = os.stat("/proc/%d/fd/%d" % (self.pid, fd))
+                    if (st.st_dev, st.st_ino) not in seen:
+                        seen.add((st.st_dev, st.st_ino))
+                        total += st.st_size
+        return total
 
     def marker(self, name):
         return os.path.join(self.markers, name)

@@ -1,6 +1,7 @@
 /* The shared HTTP helpers: token characters, the Date header, reason
  * phrases and hop-by-hop field names. */
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "../../src/proto/http/http.h"
@@ -37,8 +38,19 @@ static void test_date(void)
         time_t now = time(NULL);
         CHECK(t <= now && now - t < 5);
     }
-    /* cached: the same buffer within a second or the next */
-    CHECK(zf_http_date() == d);
+    /* cached per second, and formatted again once the clock moved on: wait
+     * (at most a second) for the next second, the text must follow it */
+    char before[40];
+    snprintf(before, sizeof before, "%s", zf_http_date());
+    time_t t0 = time(NULL);
+    while (time(NULL) == t0)
+        usleep(10000);
+    time_t t1 = time(NULL);
+    const char *after = zf_http_date();
+    CHECK(strcmp(after, before) != 0);
+    memset(&tm, 0, sizeof tm);
+    end = strptime(after, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    CHECK(end && *end == 0 && timegm(&tm) >= t1);
 }
 
 static void test_reason(void)

@@ -66,6 +66,14 @@ static const char app_source[] =
     "        w = start_response('200 OK', [('Content-Length', '6')])\n"
     "        w(b'abc')\n"
     "        return [b'def']\n"
+    "    if p == '/notmod':\n"
+    "        start_response(q.replace('_', ' '), [('Content-Length', '0'), ('ETag', 'x')])\n"
+    "        return [b'']\n"
+    "    if p == '/closeraise':\n"
+    "        class R(Body):\n"
+    "            def close(self): raise OSError('close fails')\n"
+    "        start_response('200 OK', [])\n"
+    "        return R([b'ab', b'cd'])\n"
     "    if p == '/closed':\n"
     "        start_response('200 OK', [])\n"
     "        return [str(len(closed)).encode()]\n"
@@ -278,8 +286,22 @@ static void test_bodies(void)
     run("GET", "/write", "127.0.0.1", NULL, NULL, 0, &r);
     CHECK_EQ_INT(r.cl, 6);
     check_body(&r, "abcdef");
+    /* a close() that raises after a complete body: logged, the body is
+     * still complete */
+    run("GET", "/closeraise", "127.0.0.1", NULL, NULL, 0, &r);
+    CHECK(!r.failed);
+    check_body(&r, "abcd");
     run("GET", "/closed", "127.0.0.1", NULL, NULL, 0, &r);
     check_body(&r, "2"); /* /hop and /late */
+    /* no Content-Length on 304 and 204, whatever the app said */
+    run("GET", "/notmod?304_Not_Modified", "127.0.0.1", NULL, NULL, 0, &r);
+    CHECK_EQ_INT(r.status, 304);
+    CHECK_EQ_INT(r.cl, -1);
+    run("GET", "/notmod?204_No_Content", "127.0.0.1", NULL, NULL, 0, &r);
+    CHECK_EQ_INT(r.status, 204);
+    CHECK_EQ_INT(r.cl, -1);
+    run("GET", "/notmod?200_OK", "127.0.0.1", NULL, NULL, 0, &r);
+    CHECK_EQ_INT(r.cl, 0);
 }
 
 static void test_file(void)

@@ -961,7 +961,7 @@ static void write_head(struct h1conn *c)
         evbuffer_add(out, h->value, h->value_len);
         evbuffer_add(out, "\r\n", 2);
     }
-    if (c->clen >= 0 && status != 204 && !informational)
+    if (c->clen >= 0 && status != 204 && status != 304 && !informational)
         evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)c->clen);
     if (c->chunked)
         evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
@@ -1164,7 +1164,18 @@ static void on_output(struct zf_exchange *ex)
     pump(c);
 }
 
-static const struct zf_exchange_ops h1_ops = {on_output};
+static void reset_now(struct h1conn *c);
+
+/* The server is over its output budget and this response holds the most:
+ * reset the connection (the kernel drops what it holds for it too). */
+static void evict(struct zf_exchange *ex)
+{
+    struct h1conn *c = ex->proto;
+    if (c && c->ex == ex && c->state != H1_DEAD)
+        reset_now(c);
+}
+
+static const struct zf_exchange_ops h1_ops = {on_output, evict};
 
 /* ------------------------------------------------------------ the input side */
 

@@ -258,7 +258,9 @@ def r_gen(environ, start_response):
     """A generator body. ?total= bytes in ?chunk= pieces, byte value of piece
     i is i % 251; ?cl=1 sends Content-Length; ?ar=1 sends Accept-Ranges;
     ?via=write sends every piece through write() instead; ?progress=NAME
-    keeps the number of bytes produced so far in marker file NAME."""
+    keeps the number of bytes produced so far in marker file NAME (at least
+    every 64 KiB); ?list=1 returns all pieces made up front in a list;
+    ?errors=NAME records in marker NAME the exception write() raised."""
     q = _q(environ)
     total = int(q.get("total", "100"))
     chunk = int(q.get("chunk", "262144"))
@@ -273,13 +275,15 @@ def r_gen(environ, start_response):
 
     def gen():
         sent = 0
+        noted = 0
         i = 0
         while sent < total:
             n = min(chunk, total - sent)
             yield bytes([i % 251]) * n
             sent += n
             i += 1
-            if progress:
+            if progress and (sent - noted >= 65536 or sent == total):
+                noted = sent
                 with open(os.path.join(_markers(), os.path.basename(progress)), "w") as f:
                     f.write(str(sent))
             if q.get("pause"):
@@ -287,12 +291,73 @@ def r_gen(environ, start_response):
 
     it = gen()
     if q.get("via") == "write":
-        for piece in it:
-            write(piece)
+        try:
+            for piece in it:
+                write(piece)
+        except Exception as e:
+            _mark(q.get("errors"), "%s %s" % (type(e).__name__, getattr(e, "errno", None)))
+            raise
         return []
+    if q.get("list") == "1":
+        return list(it)
     if marker:
         return ClosingIter(it, marker)
     return it
+
+
+def r_stream(environ, start_response):
+    """Server-sent-event style: ?big= bytes written at once, ?bigs= times,
+    then marker big-NAME; then ?events= small writes, each followed by a
+    wait (bounded) for the test's marker ack-NAME-i. A wait that ran out
+    leaves marker late-NAME."""
+    q = _q(environ)
+    name = q.get("name", "s")
+    write = start_response("200 OK", [("Content-Type", "text/event-stream")])
+    for i in range(int(q.get("bigs", "1"))):
+        write(b"B" * int(q.get("big", "0")))
+    _mark("big-" + name, "done")
+    for i in range(int(q.get("events", "3"))):
+        write(b"event %d\n" % i)
+        ack = os.path.join(_markers(), "ack-%s-%d" % (name, i))
+        deadline = time.monotonic() + float(q.get("wait", "15"))
+        while not os.path.exists(ack):
+            if time.monotonic() > deadline:
+                _mark("late-" + name, str(i))
+                break
+            time.sleep(0.01)
+    return []
+
+
+def r_status(environ, start_response):
+    """Answers ?code= (e.g. 304, 204) with ?cl= as the app's Content-Length."""
+    q = _q(environ)
+    headers = [("ETag", '"v1"')]
+    if q.get("cl") is not None:
+        headers.append(("Content-Length", q["cl"]))
+    start_response("%s Status" % q.get("code", "200"), headers)
+    return [b""]
+
+
+class RaisingClose:
+    """A complete body whose close() raises."""
+
+    def __init__(self, parts):
+        self.parts = parts
+
+    def __iter__(self):
+        return iter(self.parts)
+
+    def close(self):
+        raise RuntimeError("close() failing on purpose")
+
+
+def r_close_raises(environ, start_response):
+    q = _q(environ)
+    headers = [("Content-Type", "text/plain")]
+    if q.get("cl"):
+        headers.append(("Content-Length", q["cl"]))
+    start_response("200 OK", headers)
+    return RaisingClose([b"part one;", b"part two;", b"end"])
 
 
 def r_sleep(environ, start_response):
@@ -483,6 +548,9 @@ ROUTES = {
     "method": r_method,
     "body": r_body,
     "gen": r_gen,
+    "stream": r_stream,
+    "status": r_status,
+    "close-raises": r_close_raises,
     "sleep": r_sleep,
     "raise": r_raise,
     "raise-after-start": r_raise_after_start,

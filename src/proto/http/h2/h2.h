@@ -211,6 +211,10 @@ extern size_t zf__h2_nstreams;
 /* response.c */
 /* on_output: the worker produced headers or body for a stream. */
 extern const struct zf_exchange_ops zf__h2_exchange_ops;
+/* exchange op (stream.c): the server is over its output budget and this
+ * stream's response holds the most: reset it (ENHANCE_YOUR_CALM) and abort
+ * the exchange. */
+void zf__h2_evict(struct zf_exchange *ex);
 /* Answers the stream with a short text/plain page of zfront's own (400,
  * 408, 413, 431, 500, 501); the rest of the request is ignored. Safe inside
  * nghttp2 callbacks. */

@@ -21,7 +21,8 @@
 #include "h2.h"
 
 static void on_output(struct zf_exchange *ex);
-const struct zf_exchange_ops zf__h2_exchange_ops = {.on_output = on_output};
+const struct zf_exchange_ops zf__h2_exchange_ops = {.on_output = on_output,
+                                                    .evict = zf__h2_evict};
 
 /* --------------------------------------------------------- our own answers */
 

@@ -455,6 +455,20 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t error_
     return 0;
 }
 
+void zf__h2_evict(struct zf_exchange *ex)
+{
+    struct zf_h2_stream *st = ex->proto;
+    struct zf_h2_conn *c = st->c;
+    access_log(st); /* now: the stream forgets its exchange */
+    st->ex = NULL;
+    zf_exchange_abort(ex);
+    zf_segment_free(st->seg);
+    st->seg = NULL;
+    st->finished = st->failed = 1; /* read_body resets the stream, if asked */
+    nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_ENHANCE_YOUR_CALM);
+    zf__h2_flush(c);
+}
+
 int zf__h2_upgrade_stream(struct zf_h2_conn *c, struct zf_exchange *ex)
 {
     struct zf_h2_stream *st = stream_new(c, 1);
