@@ -171,6 +171,7 @@ int zf_exchange_set_target(struct zf_exchange *ex, const char *method, size_t ml
     /* A fragment is the client's business (RFC 9112 3.2 leaves it out of
      * the request-target); one sent anyway must not reach the app. */
     const char *hash = memchr(target, '#', tlen);
+    ex->fragment = hash != NULL;
     if (hash)
         tlen = (size_t)(hash - target);
     ex->method = dup_n(method, mlen);

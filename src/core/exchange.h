@@ -128,6 +128,7 @@ struct zf_exchange {
     int remote_port;
     struct zf_body body; /* the complete request body */
     int is_head;
+    int fragment; /* the request-target carried a #fragment (dropped from it) */
     /* Set by request filters (filter.h) on the loop before dispatch: extra
      * environ variables (name = value, both latin-1 strings) the WSGI
      * environ builder adds last, and the level of the lines the app writes

@@ -136,7 +136,7 @@ OUTPUT_BUFFER = 256 << 10
 # buffer (H1_OUT_HIGH, 256 KiB) plus one piece taken from a big chunk
 # (ZF_TAKE_MAX, 256 KiB).
 TRANSPORT = 512 << 10
-CHUNKS = [(1, 1 << 20), (4095, 24 << 20), (300000, 48 << 20), ((1 << 20) + 1, 48 << 20)]
+CHUNKS = [(1, 4 << 20), (4095, 24 << 20), (300000, 48 << 20), ((1 << 20) + 1, 48 << 20)]
 
 
 @pytest.fixture(scope="module")

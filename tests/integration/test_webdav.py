@@ -20,7 +20,7 @@ import subprocess
 
 import pytest
 
-from zftest import APPS, TIMEOUT, wait_until
+from zftest import APPS, TIMEOUT, read_response, wait_until
 
 SOURCE_RE = r"webdav-source: listening on 127\.0\.0\.1:(\d+)"
 BIG = (1 << 30) if os.environ.get("ZF_TEST_BIG") == "1" else (256 << 20)
@@ -528,3 +528,29 @@ def test_big_get_streams_from_the_loop_h1_and_h2(server_factory, tmp_path):
             h.update(b)
     assert h.hexdigest() == expected
     out.unlink()
+
+
+# ---------------------------------------------------------------- fragments
+
+
+@pytest.mark.parametrize("method", ["DELETE", "PUT", "MOVE"])
+def test_fragment_on_a_changing_method_is_refused(server_factory, method):
+    """The core drops a #fragment (GET /a#b is /a, as waitress does), but a
+    method that changes content gets no such guess: 400, and the app never
+    sees it (litmus's delete_fragment: "DELETE /coll/#frag" removing /coll/
+    is unsafe)."""
+    srv = dav_server(server_factory)
+    s = srv.connect()
+    s.sendall(b"%s /coll/#frag HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n"
+              b"Destination: /other\r\n\r\n" % method.encode())
+    r, body = read_response(s.makefile("rb"))
+    s.close()
+    assert r.status == 400 and b"fragment" in body
+    assert not any("/coll/" in c for c in srv.calls()), srv.calls()
+    # the same without a fragment reaches the app; a GET with one too
+    assert h1(srv.port, method, "/coll/", b"", {"Destination": "/other"})[0] == 200
+    s = srv.connect()
+    s.sendall(b"GET /doc#frag HTTP/1.1\r\nHost: t\r\n\r\n")
+    r, body = read_response(s.makefile("rb"))
+    s.close()
+    assert r.status == 200 and json.loads(body)["path"] == "/doc"

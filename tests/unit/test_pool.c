@@ -1,40 +1,17 @@
 /* The worker pool's admission rules: the shared queue bound, expiry after
  * the queue timeout (by a scan and when a worker takes a job), the shutdown
  * drain, and the watchdog's one report per stuck job. Plain threads stand in
- * for Python: the thread-state and stack calls are stubs. */
+ * for Python: no thread hooks, and a stack hook that counts its calls. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <unistd.h>
 
-#define zf_py_thread_new test_thread_new
-#define zf_py_thread_free test_thread_free
-#define zf_py_thread_ident test_thread_ident
-#define zf_py_log_thread_stack test_log_stack
 #include "../../src/core/pool.c"
 
 #include "check.h"
 
-struct zf_py_thread {
-    int unused;
-};
-static struct zf_py_thread dummy_thread;
-
-struct zf_py_thread *test_thread_new(void)
-{
-    return &dummy_thread;
-}
-void test_thread_free(struct zf_py_thread *t)
-{
-    (void)t;
-}
-unsigned long test_thread_ident(struct zf_py_thread *t)
-{
-    (void)t;
-    return (unsigned long)pthread_self();
-}
-
 static atomic_int stacks_logged;
-void test_log_stack(unsigned long ident, int level, const char *what)
+static void test_log_stack(unsigned long ident, int level, const char *what)
 {
     (void)ident;
     (void)level;
@@ -245,6 +222,7 @@ static void test_workers(void)
 int main(void)
 {
     zf_log_open("-", "error");
+    zf_pool_set_stack_hook(test_log_stack);
     test_bound();
     test_withdraw();
     test_expire();
