@@ -16,6 +16,7 @@
 
 #include "config.h"
 #include "exchange.h"
+#include "hub.h"
 #include "log.h"
 #include "pool.h"
 #include "python.h"
@@ -208,6 +209,7 @@ static int run(int argc, char **argv)
     zf_srv = &srv;
 
     zf_core_config_register();
+    zf_hub_config_register();
     for (size_t i = 0; i < zf_nmodules; i++)
         if (zf_modules[i]->keys)
             zf_config_register(zf_modules[i]->keys);
@@ -244,7 +246,8 @@ static int run(int argc, char **argv)
         return 1;
     zf_py_release_main();
 
-    if (zf__server_init_loop(&srv) != ZF_OK || zf_exchange_init_loop(srv.base) != ZF_OK)
+    if (zf__server_init_loop(&srv) != ZF_OK || zf_exchange_init_loop(srv.base) != ZF_OK ||
+        zf_hub_init() != ZF_OK)
         return 1;
     struct event *sigs[3];
     const int signos[3] = {SIGTERM, SIGINT, SIGHUP};
@@ -280,6 +283,7 @@ static int run(int argc, char **argv)
         _exit(exit_code);
     }
     zf_pool_stop();
+    zf_hub_free();
     for (int i = 0; i < 3; i++)
         event_free(sigs[i]);
     zf_exchange_free_loop();
