@@ -249,6 +249,7 @@ static int run(int argc, char **argv)
     if (zf__server_init_loop(&srv) != ZF_OK || zf_exchange_init_loop(srv.base) != ZF_OK ||
         zf_hub_init() != ZF_OK)
         return 1;
+    zf__py_hub_attach();
     struct event *sigs[3];
     const int signos[3] = {SIGTERM, SIGINT, SIGHUP};
     for (int i = 0; i < 3; i++) {

@@ -707,9 +707,21 @@ void zf__py_run_shutdown_hooks(void)
 
 /* ============================================================ the module */
 
-/* Module functions. Later issues add publish, subscribe, enqueue and
- * schedule here (each queues work for the loop; none blocks). */
+/* Module functions. Later issues add enqueue and schedule here (each
+ * queues work for the loop; none blocks). */
 static PyMethodDef zfront_methods[] = {
+    {"publish", (PyCFunction)(void (*)(void))zf__py_publish, METH_VARARGS | METH_KEYWORDS,
+     "publish(topic, data, audience=None) -> bool\n\n"
+     "Publishes data (made JSON with json.dumps) on topic to every subscriber:\n"
+     "WebSocket clients and zfront.subscribe listeners. audience: None (everyone\n"
+     "subscribed) or tokens (\"role:Editor\", \"user:bob\"): only clients holding\n"
+     "one of them get it. Safe from any thread; never blocks (queued for the event\n"
+     "loop). False when it could not be queued (the server is not running)."},
+    {"subscribe", zf__py_subscribe, METH_VARARGS,
+     "subscribe(pattern, callback) -> callback\n\n"
+     "Calls callback(topic, data) on a worker thread for every event on pattern:\n"
+     "an exact topic, or a prefix ending in '*' (\"content/*\", \"*\"). Listeners\n"
+     "see every audience."},
     {"on_shutdown", zfront_on_shutdown, METH_O,
      "on_shutdown(callable) -> callable\n\n"
      "Registers callable() to run once when zfront stops gracefully: after the\n"

@@ -249,6 +249,28 @@ int zf_loop_call(zf_loop_fn fn, void *arg)
     return ZF_OK;
 }
 
+static const struct zf_upgrade *upgrades[4];
+static size_t nupgrades;
+
+int zf_upgrade_register(const struct zf_upgrade *u)
+{
+    for (size_t i = 0; i < nupgrades; i++)
+        if (upgrades[i] == u)
+            return ZF_OK;
+    if (nupgrades == ZF_ARRAY_LEN(upgrades))
+        return ZF_ERROR;
+    upgrades[nupgrades++] = u;
+    return ZF_OK;
+}
+
+const struct zf_upgrade *zf_upgrade_find(const char *token, size_t len)
+{
+    for (size_t i = 0; i < nupgrades; i++)
+        if (strlen(upgrades[i]->token) == len && strncasecmp(upgrades[i]->token, token, len) == 0)
+            return upgrades[i];
+    return NULL;
+}
+
 int zf__server_init_loop(struct zf_server *srv)
 {
     calls.ev = event_new(srv->base, -1, 0, on_calls, NULL);

@@ -100,6 +100,32 @@ typedef void (*zf_loop_fn)(void *arg);
  * or ZF_ERROR (out of memory). */
 int zf_loop_call(zf_loop_fn fn, void *arg);
 
+/* Protocol upgrades of an HTTP/1.1 connection (RFC 9110 7.8), keyed by the
+ * Upgrade token ("websocket"). A module registers its handler when it
+ * configures; HTTP/1.1 looks the token up for a complete request carrying
+ * "Connection: upgrade", so a protocol module never knows another one. */
+struct bufferevent;
+struct zf_upgrade {
+    const char *token; /* case-insensitive Upgrade token */
+    /* Loop thread, the request complete and not dispatched. Returns
+     * ZF_DECLINED (not for this handler: serve it as a normal request),
+     * ZF_OK (a valid handshake the app must authorise: it is dispatched as
+     * usual, the handler may have set ex->channel), ZF_AGAIN (valid, switch
+     * without asking the app), or an HTTP status >= 400 for a bad handshake
+     * with *why set to a static text. */
+    int (*check)(struct zf_exchange *ex, const char **why);
+    /* Loop thread: takes the connection over, after the app answered 2xx
+     * (ex then holds its response headers) or at once after ZF_AGAIN. bev:
+     * ownership passes (callbacks replaced; its input holds what the client
+     * sent after the request). conn is copied. ex is borrowed for this call
+     * only. Returns ZF_OK, or ZF_ERROR (bev freed). */
+    int (*start)(struct bufferevent *bev, const struct zf_conn *conn, struct zf_exchange *ex);
+};
+/* Registers u (kept by pointer). Returns ZF_OK or ZF_ERROR (table full). */
+int zf_upgrade_register(const struct zf_upgrade *u);
+/* The handler for a token (len bytes, case-insensitive), or NULL. */
+const struct zf_upgrade *zf_upgrade_find(const char *token, size_t len);
+
 /* main.c only: set up and tear down the reactor's own loop events. */
 int zf__server_init_loop(struct zf_server *srv);
 void zf__server_free_loop(void);
