@@ -340,12 +340,6 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
         start_close(s, 1003, "binary messages are not supported");
         break;
     case WSLAY_CONNECTION_CLOSE:
-        /* a 1-byte close payload is a protocol error (RFC 6455 5.5.1);
-         * wslay would answer it with an empty close */
-        if (arg->msg_length == 1 && !s->closing) {
-            s->closing = 1;
-            wslay_event_queue_close(ctx, 1002, (const uint8_t *)"invalid close frame", 19);
-        }
         zf_hub_unsubscribe_all(&s->sub);
         s->closing = 1;
         break;
@@ -354,8 +348,22 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
     }
 }
 
+/* A 1-byte close payload is a protocol error (RFC 6455 5.5.1), but wslay
+ * would answer it with an empty close: queue our 1002 first, as the frame
+ * starts (wslay then sends no close of its own). */
+static void on_frame_start(wslay_event_context_ptr ctx,
+                           const struct wslay_event_on_frame_recv_start_arg *arg, void *user)
+{
+    struct ws_session *s = user;
+    if (arg->opcode == WSLAY_CONNECTION_CLOSE && arg->payload_length == 1 && !s->closing) {
+        s->closing = 1;
+        zf_hub_unsubscribe_all(&s->sub);
+        wslay_event_queue_close(ctx, 1002, (const uint8_t *)"invalid close frame", 19);
+    }
+}
+
 static const struct wslay_event_callbacks ws_callbacks = {
-    recv_cb, send_cb, NULL, NULL, NULL, NULL, on_msg,
+    recv_cb, send_cb, NULL, on_frame_start, NULL, NULL, on_msg,
 };
 
 /* Ends the session once the WebSocket conversation is over and the output
