@@ -530,6 +530,11 @@ int zf__ws_session_start(struct bufferevent *bev, const struct zf_conn *conn, co
     set_timer(s, zf_ws_cfg.ping_interval_ms);
     if (evbuffer_get_length(bufferevent_get_input(bev)))
         read_cb(bev, s); /* frames sent right after the handshake */
+    if (zf_srv && zf_srv->state != ZF_RUNNING) {
+        /* the app allowed it while the server began to stop */
+        s->going_away = 1;
+        flush(s);
+    }
     return ZF_OK;
 }
 
