@@ -269,3 +269,61 @@ def test_other_paths_are_not_upgraded(srv):
     c = RawWS(srv, "/elsewhere")
     assert c.status == 404
     c.close()
+
+
+def test_wss_over_the_https_listener(server_factory):
+    import ssl
+    srv = server_factory(start=False, app=APP)
+    srv.args += ["--https", "127.0.0.1:0", "--state-dir", os.path.join(srv.root, "state")]
+    srv.start()
+    m = srv.wait_log(r"https: listening on 127\.0\.0\.1:(\d+)")
+    assert m
+    port = int(m.group(1))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+
+    async def go():
+        ws = await websockets.connect("wss://127.0.0.1:%d/ws?user=bob" % port, ssl=ctx,
+                                      subprotocols=["zfront.v1"])
+        await subscribe(ws, "news/tls")
+        publish(srv, "news/tls", {"secure": True})
+        ev = await recv(ws)
+        await ws.close()
+        return ev
+    assert run(go())["data"] == {"secure": True}
+
+
+def test_client_messages_to_the_app(server_factory):
+    srv = server_factory("--ws-app-path", "/wsmsg", app=APP)
+
+    async def go():
+        ws = await connect(srv, "?user=bob", extra_headers={"Cookie": "session=abc"})
+        await send(ws, type="send", topic="app/echo", data={"a": [1, 2]}, ref=7)
+        ok = await recv(ws)
+        await send(ws, type="send", topic="app/echo", data="fail", ref="x")
+        refused = await recv(ws)
+        await send(ws, type="send", topic="news/x", data=1)
+        forbidden = await recv(ws)
+        await ws.close()
+        return ok, refused, forbidden
+    ok, refused, forbidden = run(go())
+    assert ok == {"type": "reply", "topic": "app/echo", "status": 200, "ref": 7,
+                  "data": {"echo": {"a": [1, 2]}, "topic": "app/echo", "channel": "websocket",
+                           "method": "POST", "user": "bob", "ctype": "application/json",
+                           "cookie": "session=abc"}}
+    assert refused["status"] == 409 and refused["data"] == "not like that"
+    assert refused["ref"] == "x"
+    assert forbidden["type"] == "error" and forbidden["code"] == 403
+    assert "POST /wsmsg?user=bob" in srv.calls()
+
+
+def test_client_messages_off_without_app_path(srv):
+    async def go():
+        ws = await connect(srv, "?user=bob")
+        await send(ws, type="send", topic="app/echo", data=1)
+        r = await recv(ws)
+        await ws.close()
+        return r
+    r = run(go())
+    assert r["type"] == "error" and r["code"] == 403

@@ -43,6 +43,10 @@ static const struct zf_cfg_key ws_keys[] = {
      "Subscriptions one connection may hold."},
     {"ws.max_connections", ZF_CFG_INT, &zf_ws_cfg.max_connections, "20000", NULL,
      "WebSocket sessions at once; handshakes beyond it get 503."},
+    {"ws.app_path", ZF_CFG_STR, &zf_ws_cfg.app_path, "", "--ws-app-path",
+     "Path where client `send` messages reach the app, as POST requests with "
+     "zfront.channel=websocket and the handshake's headers. Empty: no client-to-app "
+     "messages."},
     {NULL, 0, NULL, NULL, NULL, NULL},
 };
 
@@ -62,6 +66,9 @@ void zf__ws_grant_free(struct zf_ws_grant *g)
     strv_free(g->topics);
     strv_free(g->publish);
     strv_free(g->audience);
+    strv_free(g->send);
+    zf_headers_free(&g->headers);
+    free(g->query);
     free(g->protocol);
     memset(g, 0, sizeof *g);
 }
@@ -205,6 +212,29 @@ static void accept_key(const char *key, char out[29])
     EVP_EncodeBlock((unsigned char *)out, md, SHA_DIGEST_LENGTH);
 }
 
+/* Keeps what the app's requests for this client's messages repeat: the
+ * handshake's headers (but not its upgrade fields), query and addresses. */
+static int keep_request(struct zf_ws_grant *g, struct zf_exchange *ex)
+{
+    static const char *const skip[] = {"Upgrade",      "Connection",        "Content-Length",
+                                       "Content-Type", "Transfer-Encoding", NULL};
+    for (size_t i = 0; i < ex->req_headers.n; i++) {
+        const struct zf_header *h = &ex->req_headers.v[i];
+        int drop = h->name_len > 14 && strncasecmp(h->name, "Sec-WebSocket-", 14) == 0;
+        for (const char *const *k = skip; *k && !drop; k++)
+            drop = strlen(*k) == h->name_len && strncasecmp(*k, h->name, h->name_len) == 0;
+        if (!drop &&
+            zf_headers_add(&g->headers, h->name, h->name_len, h->value, h->value_len) != ZF_OK)
+            return ZF_ERROR;
+    }
+    if (!(g->query = strdup(ex->query ? ex->query : "")))
+        return ZF_ERROR;
+    g->scheme = ex->scheme;
+    memcpy(g->server_host, ex->server_host, sizeof g->server_host);
+    g->server_port = ex->server_port;
+    return ZF_OK;
+}
+
 static int start_session(struct bufferevent *bev, const struct zf_conn *conn,
                          struct zf_exchange *ex)
 {
@@ -223,8 +253,12 @@ static int start_session(struct bufferevent *bev, const struct zf_conn *conn,
         if (rc == ZF_OK)
             rc = strv_add_words(&g.audience, zf_headers_get(&ex->resp_headers, "Zfront-Audience"));
     }
+    if (rc == ZF_OK && ex->status && zf_ws_cfg.app_path && *zf_ws_cfg.app_path)
+        rc = strv_add_words(&g.send, zf_headers_get(&ex->resp_headers, "Zfront-Send"));
     if (rc == ZF_OK && !g.publish)
         rc = strv_add_words(&g.publish, NULL);
+    if (rc == ZF_OK && g.send && g.send[0])
+        rc = keep_request(&g, ex);
     if (rc == ZF_OK && zf_headers_get(&ex->req_headers, "Sec-WebSocket-Protocol") &&
         !(g.protocol = strdup("zfront.v1")))
         rc = ZF_ERROR;

@@ -32,6 +32,11 @@ struct ws_session {
     int awaiting_pong;
     int closing, finishing, going_away, dead;
     uint64_t events_sent;
+    /* a client message being answered by the app (one at a time) */
+    struct zf_exchange *ex;
+    json_t *ref; /* the message's "ref", echoed in the reply */
+    char *req_topic;
+    struct evbuffer *reply; /* the app's response body so far */
 };
 
 static struct {
@@ -42,6 +47,7 @@ static struct {
 
 static void session_free(struct ws_session *s);
 static void flush(struct ws_session *s);
+static void do_send(struct ws_session *s, const char *topic, json_t *msg);
 
 /* ------------------------------------------------------------ closing */
 
@@ -291,10 +297,134 @@ static void on_text(struct ws_session *s, const uint8_t *msg, size_t len)
             send_error(s, 404, topic, "not subscribed to this topic");
     } else if (strcmp(type, "publish") == 0) {
         do_publish(s, topic, o);
+    } else if (strcmp(type, "send") == 0) {
+        do_send(s, topic, o);
     } else {
         send_error(s, 400, topic, "unknown message type");
     }
     json_decref(o);
+}
+
+/* ------------------------------------------------------------ to the app */
+
+static void end_request(struct ws_session *s)
+{
+    s->ex = NULL;
+    json_decref(s->ref);
+    s->ref = NULL;
+    free(s->req_topic);
+    s->req_topic = NULL;
+    if (s->reply)
+        evbuffer_free(s->reply);
+    s->reply = NULL;
+}
+
+/* The app's answer, as a "reply" message: its status, and its body as JSON
+ * when it is JSON, else as a string. */
+static void send_reply(struct ws_session *s, struct zf_exchange *ex, int failed)
+{
+    size_t len = evbuffer_get_length(s->reply);
+    const char *body = (const char *)evbuffer_pullup(s->reply, -1);
+    json_t *data = len ? json_loadb(body, len, JSON_DECODE_ANY, NULL) : json_null();
+    if (!data)
+        data = json_stringn(body, len); /* NULL when not UTF-8: left out */
+    json_t *o = json_pack("{s:s,s:s,s:i}", "type", "reply", "topic", s->req_topic, "status",
+                          failed ? 500 : ex->status);
+    if (o && s->ref)
+        json_object_set(o, "ref", s->ref);
+    if (o && data)
+        json_object_set(o, "data", data);
+    json_decref(data);
+    send_json(s, o);
+}
+
+static void on_app_output(struct zf_exchange *ex)
+{
+    struct ws_session *s = ex->proto;
+    if (!s || s->ex != ex || s->dead)
+        return;
+    int finished = 0, failed = 0;
+    int have_headers = zf_exchange_take_headers(ex);
+    struct zf_segment *seg;
+    while ((seg = zf_exchange_take(ex, &finished, &failed))) {
+        if (seg->type == ZF_SEG_DATA)
+            evbuffer_add(s->reply, seg->data, seg->len);
+        else
+            failed = 1; /* a file answer to a message: not supported */
+        zf_segment_free(seg);
+        if (evbuffer_get_length(s->reply) > zf_ws_cfg.max_message) {
+            zf_exchange_abort(ex);
+            send_error(s, 500, s->req_topic, "the app's reply is larger than ws.max_message");
+            end_request(s);
+            flush(s);
+            return;
+        }
+    }
+    if (!finished)
+        return;
+    if (!have_headers)
+        failed = 1;
+    send_reply(s, ex, failed);
+    zf_exchange_release(ex);
+    end_request(s);
+    flush(s);
+}
+
+static const struct zf_exchange_ops app_ops = {on_app_output};
+
+/* A client message for the app: a POST to ws.app_path with the handshake's
+ * headers and query, the message's data as a JSON body, and the topic in
+ * Zfront-Topic. */
+static void do_send(struct ws_session *s, const char *topic, json_t *msg)
+{
+    if (!zf__ws_allowed(s->grant.send, topic) || topic[strlen(topic) - 1] == '*') {
+        send_error(s, 403, topic, "not allowed to send to the app on this topic");
+        return;
+    }
+    if (s->ex) {
+        send_error(s, 429, topic, "the app is still answering the previous message");
+        return;
+    }
+    json_t *data = json_object_get(msg, "data");
+    char *body = json_dumps(data ? data : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
+    char *target = NULL;
+    struct zf_exchange *ex = zf_exchange_new(&app_ops, s, &s->conn);
+    int ok = body && ex &&
+             asprintf(&target, "%s%s%s", zf_ws_cfg.app_path, *s->grant.query ? "?" : "",
+                      s->grant.query) >= 0;
+    ok = ok && zf_exchange_set_target(ex, "POST", 4, target, strlen(target)) == ZF_OK;
+    for (size_t i = 0; ok && i < s->grant.headers.n; i++) {
+        const struct zf_header *h = &s->grant.headers.v[i];
+        ok =
+            zf_headers_add(&ex->req_headers, h->name, h->name_len, h->value, h->value_len) == ZF_OK;
+    }
+    char clen[24];
+    snprintf(clen, sizeof clen, "%zu", body ? strlen(body) : 0);
+    ok =
+        ok && zf_headers_add(&ex->req_headers, "Content-Type", 12, "application/json", 16) == ZF_OK;
+    ok = ok && zf_headers_add(&ex->req_headers, "Content-Length", 14, clen, strlen(clen)) == ZF_OK;
+    ok = ok && zf_headers_add(&ex->req_headers, "Zfront-Topic", 12, topic, strlen(topic)) == ZF_OK;
+    ok = ok && (s->reply = evbuffer_new()) && (s->req_topic = strdup(topic));
+    free(target);
+    if (!ok) {
+        free(body);
+        if (ex)
+            zf_exchange_abort(ex);
+        end_request(s);
+        send_error(s, 500, topic, "cannot pass the message to the app");
+        return;
+    }
+    ex->protocol = "HTTP/1.1";
+    ex->scheme = s->grant.scheme ? s->grant.scheme : "http";
+    ex->channel = "websocket";
+    memcpy(ex->server_host, s->grant.server_host, sizeof ex->server_host);
+    ex->server_port = s->grant.server_port;
+    ex->body.mem = body;
+    ex->body.len = strlen(body);
+    ex->start_us = 0;
+    s->ex = ex;
+    s->ref = json_incref(json_object_get(msg, "ref"));
+    zf_exchange_dispatch(ex);
 }
 
 /* ------------------------------------------------------------ wslay */
@@ -459,6 +589,9 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 static void session_free(struct ws_session *s)
 {
     zf_hub_unsubscribe_all(&s->sub);
+    if (s->ex)
+        zf_exchange_abort(s->ex); /* the app's answer is not wanted any more */
+    end_request(s);
     if (s->prev)
         s->prev->next = s->next;
     else if (ws.head == s)

@@ -14,6 +14,7 @@
 #include <event2/bufferevent.h>
 
 #include "../../core/config.h"
+#include "../../core/exchange.h"
 #include "../../core/log.h"
 #include "../../core/server.h"
 
@@ -30,6 +31,7 @@ struct zf_ws_config {
     uint64_t close_timeout_ms;       /* after our close frame */
     long max_subscriptions;          /* per connection */
     long max_connections;            /* sessions at once; 503 beyond */
+    char *app_path;                  /* client messages go to the app here; "" off */
 };
 extern struct zf_ws_config zf_ws_cfg;
 
@@ -40,6 +42,15 @@ struct zf_ws_grant {
     char **publish;  /* publish: same form */
     char **audience; /* audience tokens */
     char *protocol;  /* the subprotocol chosen ("zfront.v1") or NULL */
+    char **send;     /* topics whose messages go to the app (ws.app_path) */
+    /* the handshake request, kept only when `send` grants something: each
+     * message to the app is a request with the same headers (cookies,
+     * Authorization) and query string */
+    struct zf_headers headers;
+    char *query;
+    const char *scheme; /* static */
+    char server_host[64];
+    int server_port;
 };
 
 /* Starts a session on an upgraded connection: writes the 101 (with

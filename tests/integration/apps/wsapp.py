@@ -6,6 +6,9 @@
   "private/bob", publish on "chat/", audience "user:bob"; "ed" -> 200 with
   topics "news/" and "docs/*", audience "role:Editor". A handshake that does
   not arrive with channel websocket gets 500, so a granted test proves it.
+- POST /wsmsg: a client message passed on by zfront (ws.app_path): echoes it
+  with what the environ says (topic, channel, the handshake's query); data
+  "fail" gets a 409 with a text body. Bob may send on "app/".
 - POST /publish?topic=T[&aud=a,b][&thread=1]: zfront.publish(T, json body).
 - Every call is appended to $ZF_TEST_MARKERS/calls.log ("METHOD PATH?QUERY").
 - A zfront.subscribe listener on "listen/*" appends "TOPIC DATA-as-JSON" to
@@ -53,6 +56,7 @@ def handshake(environ, start_response):
             ("Zfront-Topics", "news/ docs/*"), ("Zfront-Audience", "role:Editor")])
     return _answer(start_response, "200 OK", b"", [
         ("Zfront-Topics", "news/ private/%s" % user), ("Zfront-Publish", "chat/"),
+        ("Zfront-Send", "app/"),
         ("Zfront-Audience", "user:%s" % user)])
 
 
@@ -71,6 +75,20 @@ def publish(environ, start_response):
     return _answer(start_response, "200 OK", b"ok" if ok else b"not queued")
 
 
+def ws_message(environ, start_response):
+    n = int(environ.get("CONTENT_LENGTH") or 0)
+    data = json.loads(environ["wsgi.input"].read(n))
+    if data == "fail":
+        return _answer(start_response, "409 Conflict", b"not like that")
+    body = json.dumps({"echo": data, "topic": environ.get("HTTP_ZFRONT_TOPIC"),
+                       "channel": environ.get("zfront.channel"),
+                       "method": environ["REQUEST_METHOD"],
+                       "user": _q(environ).get("user"),
+                       "ctype": environ.get("CONTENT_TYPE"),
+                       "cookie": environ.get("HTTP_COOKIE")}).encode()
+    return _answer(start_response, "200 OK", body, [("Content-Type", "application/json")])
+
+
 def application(environ, start_response):
     path = environ.get("PATH_INFO", "")
     with open(os.path.join(os.environ.get("ZF_TEST_MARKERS", "/nonexistent"), "calls.log"),
@@ -78,6 +96,8 @@ def application(environ, start_response):
         f.write("%s %s?%s\n" % (environ["REQUEST_METHOD"], path, environ.get("QUERY_STRING")))
     if path == "/ws":
         return handshake(environ, start_response)
+    if path == "/wsmsg":
+        return ws_message(environ, start_response)
     if path == "/publish":
         return publish(environ, start_response)
     return _answer(start_response, "404 Not Found", b"no route")
