@@ -9,6 +9,8 @@
 #include <event2/event.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <wslay/wslay.h>
@@ -656,6 +658,12 @@ int zf__ws_session_start(struct bufferevent *bev, const struct zf_conn *conn, co
     evbuffer_add(out, "\r\n", 2);
     zf_log(ZF_LOG_DEBUG, &s->conn, "WebSocket session started");
 
+    /* events are small and latency matters: no Nagle delay (as asyncio and
+     * most WebSocket servers do) */
+    int one = 1;
+    evutil_socket_t fd = bufferevent_getfd(bev);
+    if (fd >= 0)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     bufferevent_setcb(bev, read_cb, write_cb, event_cb, s);
     bufferevent_setwatermark(bev, EV_READ, 0, 0);
     bufferevent_setwatermark(bev, EV_WRITE, WS_OUT_HIGH / 2, 0);
