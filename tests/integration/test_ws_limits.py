@@ -95,6 +95,24 @@ def test_slow_consumer_closed_1008(server_factory):
     c.close()
 
 
+def test_client_that_sends_but_never_reads_closed_1008(server_factory):
+    """Replies and errors count against the send limit too: a client that
+    floods requests without reading the answers cannot grow the server's
+    memory."""
+    srv = server_factory("--ws-max-send-buffer", "16k", app=APP)
+    c = RawWS(srv, "/ws?user=bob", rcvbuf=4096)
+    batch = b"".join(c.frame(0x1, b'{"type":"nonsense","topic":"x"}') for _ in range(500))
+    for _ in range(400):
+        c.sock.sendall(batch)
+        if "slow consumer" in srv.log():
+            break
+    assert srv.wait_log(r"slow consumer: more than 16384 bytes queued")
+    code, frames = c.read_until_close()
+    assert code == 1008
+    assert all(json.loads(p)["type"] == "error" for op, p in frames if op == 0x1)
+    c.close()
+
+
 def test_dead_peer_dropped(server_factory):
     srv = server_factory("--ws-ping-interval", "300ms", "--ws-pong-timeout", "300ms", app=APP)
     c = RawWS(srv, "/ws?user=bob")

@@ -96,13 +96,36 @@ static void start_close(struct ws_session *s, uint16_t code, const char *reason)
 
 /* ------------------------------------------------------------ sending */
 
-static void send_text(struct ws_session *s, const char *text, size_t len)
+static size_t queued_bytes(struct ws_session *s)
 {
+    return wslay_event_get_queued_msg_length(s->ctx) +
+           evbuffer_get_length(bufferevent_get_output(s->bev));
+}
+
+/* Queues one text message, unless the client is not reading: everything
+ * queued for it (events, replies, errors) counts against
+ * ws.max_send_buffer, and beyond it the client is closed with 1008. Returns
+ * ZF_OK, or ZF_ERROR when the message was dropped. */
+static int send_text(struct ws_session *s, const char *text, size_t len)
+{
+    if (s->closing || s->dead)
+        return ZF_ERROR;
+    if (queued_bytes(s) + len > zf_ws_cfg.max_send_buffer) {
+        ws.slow_consumers++;
+        zf_log(ZF_LOG_WARN, &s->conn,
+               "slow consumer: more than %llu bytes queued (ws.max_send_buffer): closing with "
+               "1008",
+               (unsigned long long)zf_ws_cfg.max_send_buffer);
+        start_close(s, 1008, "slow consumer: send buffer full");
+        return ZF_ERROR;
+    }
     struct wslay_event_msg m = {WSLAY_TEXT_FRAME, (const uint8_t *)text, len};
     if (wslay_event_queue_msg(s->ctx, &m) != 0) {
         zf_log(ZF_LOG_ERROR, &s->conn, "cannot queue a WebSocket message: closing");
         kill_session(s);
+        return ZF_ERROR;
     }
+    return ZF_OK;
 }
 
 /* Sends a JSON object (consumed). */
@@ -162,12 +185,6 @@ static int encode_event(struct zf_hub_event *ev)
     return ZF_OK;
 }
 
-static size_t queued_bytes(struct ws_session *s)
-{
-    return wslay_event_get_queued_msg_length(s->ctx) +
-           evbuffer_get_length(bufferevent_get_output(s->bev));
-}
-
 static void on_event(struct zf_hub_subscriber *sub, struct zf_hub_event *ev)
 {
     struct ws_session *s = (struct ws_session *)sub;
@@ -178,18 +195,10 @@ static void on_event(struct zf_hub_subscriber *sub, struct zf_hub_event *ev)
         kill_session(s);
         return;
     }
-    if (queued_bytes(s) + ev->encoded_len > zf_ws_cfg.max_send_buffer) {
-        ws.slow_consumers++;
-        zf_log(ZF_LOG_WARN, &s->conn,
-               "slow consumer: more than %llu bytes queued (ws.max_send_buffer): closing with "
-               "1008",
-               (unsigned long long)zf_ws_cfg.max_send_buffer);
-        start_close(s, 1008, "slow consumer: send buffer full");
+    if (send_text(s, ev->encoded, ev->encoded_len) != ZF_OK)
         return;
-    }
     ws.events++;
     s->events_sent++;
-    send_text(s, ev->encoded, ev->encoded_len);
     flush(s);
 }
 
@@ -249,7 +258,9 @@ static void do_subscribe(struct ws_session *s, const char *topic, json_t *msg)
         return;
     }
     send_json(s, json_pack("{s:s,s:s}", "type", "subscribed", "topic", topic));
-    if (s->dead || zf_hub_subscribe(&s->sub, topic, since.origin ? &since : NULL) != ZF_OK)
+    if (s->dead || s->closing)
+        return; /* the client stopped reading: being closed */
+    if (zf_hub_subscribe(&s->sub, topic, since.origin ? &since : NULL) != ZF_OK)
         send_error(s, 500, topic, "cannot subscribe");
 }
 
