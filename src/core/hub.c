@@ -24,6 +24,9 @@ static const struct zf_cfg_key hub_keys[] = {
     {"hub.max_topics", ZF_CFG_INT, &zf_hub_cfg.max_topics, "10000", NULL,
      "Topics kept at once (with their history); beyond it the least recently published "
      "topic without subscribers is forgotten."},
+    {"hub.history_memory", ZF_CFG_SIZE, &zf_hub_cfg.history_memory, "64m", NULL,
+     "Bytes of event payload kept in all histories together; beyond it the oldest events of "
+     "the least recently published topics are dropped (a resume from them gets a gap)."},
     {"hub.max_event", ZF_CFG_SIZE, &zf_hub_cfg.max_event, "1m", NULL,
      "Largest event payload (JSON text) that may be published."},
     {NULL, 0, NULL, NULL, NULL, NULL},
@@ -58,6 +61,7 @@ static struct {
     int ready;
     uint64_t epoch;
     uint64_t seq;          /* last local id given */
+    uint64_t hist_bytes;   /* payload bytes held by the histories */
     uint64_t evicted_upto; /* newest id of any topic forgotten */
     struct topic **table;
     size_t nbuckets, ntopics;
@@ -205,10 +209,17 @@ static void lru_push(struct topic *t)
         hub.lru_tail = t;
 }
 
+static size_t event_size(const struct zf_hub_event *ev)
+{
+    return ev->len + strlen(ev->topic) + sizeof *ev;
+}
+
 static void topic_free(struct topic *t)
 {
-    for (size_t i = 0; i < t->hn; i++)
+    for (size_t i = 0; i < t->hn; i++) {
+        hub.hist_bytes -= event_size(t->hist[(t->hstart + i) % t->hcap]);
         zf_hub_event_unref(t->hist[(t->hstart + i) % t->hcap]);
+    }
     free(t->hist);
     free(t->name);
     free(t);
@@ -288,6 +299,28 @@ static struct topic *get_topic(const char *name)
     return t;
 }
 
+static void history_drop_oldest(struct topic *t)
+{
+    struct zf_hub_event *ev = t->hist[t->hstart];
+    hub.hist_bytes -= event_size(ev);
+    zf_hub_event_unref(ev);
+    t->hstart = (t->hstart + 1) % t->hcap;
+    t->hn--;
+}
+
+/* Keeps the histories within hub.history_memory: drops the oldest events
+ * of the least recently published topics first. */
+static void history_trim(void)
+{
+    struct topic *t = hub.lru_tail;
+    while (zf_hub_cfg.history_memory && hub.hist_bytes > zf_hub_cfg.history_memory && t) {
+        if (t->hn)
+            history_drop_oldest(t);
+        else
+            t = t->lprev;
+    }
+}
+
 static void history_add(struct topic *t, struct zf_hub_event *ev)
 {
     size_t cap = zf_hub_cfg.history > 0 ? (size_t)zf_hub_cfg.history : 0;
@@ -299,15 +332,13 @@ static void history_add(struct topic *t, struct zf_hub_event *ev)
             return; /* no history for this topic: resumers get a gap */
         t->hcap = cap;
     }
+    if (t->hn == t->hcap)
+        history_drop_oldest(t);
     zf_hub_event_ref(ev);
-    if (t->hn == t->hcap) {
-        zf_hub_event_unref(t->hist[t->hstart]);
-        t->hist[t->hstart] = ev;
-        t->hstart = (t->hstart + 1) % t->hcap;
-    } else {
-        t->hist[(t->hstart + t->hn) % t->hcap] = ev;
-        t->hn++;
-    }
+    t->hist[(t->hstart + t->hn) % t->hcap] = ev;
+    t->hn++;
+    hub.hist_bytes += event_size(ev);
+    history_trim();
 }
 
 static struct zf_hub_event *hist_at(struct topic *t, size_t i)
@@ -604,6 +635,11 @@ size_t zf_hub_sub_count(void)
     return hub.nsubs;
 }
 
+uint64_t zf_hub_history_bytes(void)
+{
+    return hub.hist_bytes;
+}
+
 size_t zf_hub_event_count(void)
 {
     return atomic_load(&events_alive);
@@ -614,10 +650,11 @@ void zf_hub_stats(struct evbuffer *out)
     evbuffer_add_printf(out,
                         "hub.topics: %zu\nhub.subscriptions: %zu\nhub.published: %llu\n"
                         "hub.delivered: %llu\nhub.gaps: %llu\nhub.topics_evicted: %llu\n"
-                        "hub.dropped: %llu\n",
+                        "hub.dropped: %llu\nhub.history_bytes: %llu\n",
                         hub.ntopics, hub.nsubs, (unsigned long long)hub.published,
                         (unsigned long long)hub.delivered, (unsigned long long)hub.gaps,
-                        (unsigned long long)hub.evicted, (unsigned long long)hub.dropped);
+                        (unsigned long long)hub.evicted, (unsigned long long)hub.dropped,
+                        (unsigned long long)hub.hist_bytes);
 }
 
 /* ------------------------------------------------------------ any thread */

@@ -41,9 +41,10 @@ struct evbuffer;
 
 /* ---- configuration ([hub] section) ---- */
 struct zf_hub_config {
-    long history;       /* events kept per topic for resume (0: none) */
-    long max_topics;    /* topics kept at once; unsubscribed ones are evicted */
-    uint64_t max_event; /* largest payload accepted by zf_hub_publish */
+    long history;            /* events kept per topic for resume (0: none) */
+    long max_topics;         /* topics kept at once; unsubscribed ones are evicted */
+    uint64_t history_memory; /* payload bytes kept in all histories together */
+    uint64_t max_event;      /* largest payload accepted by zf_hub_publish */
 };
 extern struct zf_hub_config zf_hub_cfg;
 
@@ -155,7 +156,8 @@ void zf_hub_stats(struct evbuffer *out);
 /* Counters, for tests and stats. */
 size_t zf_hub_topic_count(void);
 size_t zf_hub_sub_count(void);
-size_t zf_hub_event_count(void); /* events alive */
+size_t zf_hub_event_count(void);     /* events alive */
+uint64_t zf_hub_history_bytes(void); /* held by the histories */
 
 /* ---- any thread ---- */
 

@@ -161,6 +161,31 @@ int main(void)
     CHECK_EQ_INT(r.gaps, 1);
     zf_hub_unsubscribe_all(&r.sub);
 
+    /* all histories together stay within hub.history_memory: the least
+     * recently published topic loses its oldest events first */
+    CHECK_EQ_INT(zf_config_set("hub.history_memory", "1k", "test"), ZF_OK);
+    char payload[101];
+    memset(payload, 'p', 100);
+    payload[100] = 0;
+    struct zf_hub_pos first_a, last_b, prev_b = {0, 0};
+    for (int i = 0; i < 10; i++) {
+        struct zf_hub_pos pa;
+        pub("mem/a", payload, NULL, &pa);
+        if (i == 7)
+            first_a = pa;
+        prev_b = last_b;
+        pub("mem/b", payload, NULL, &last_b);
+    }
+    CHECK(zf_hub_history_bytes() <= 1024);
+    CHECK(zf_hub_history_bytes() > 0);
+    rec_init(&r);
+    CHECK_EQ_INT(zf_hub_subscribe(&r.sub, "mem/a", &first_a), ZF_OK); /* trimmed: gap */
+    CHECK_EQ_INT(r.gaps, 1);
+    CHECK_EQ_INT(zf_hub_subscribe(&r.sub, "mem/b", &prev_b), ZF_OK); /* kept */
+    CHECK_EQ_INT(r.gaps, 1);
+    CHECK_EQ_INT(r.n, 1);
+    zf_hub_unsubscribe_all(&r.sub);
+
     /* publishing from another thread goes through the loop */
     evthread_use_pthreads();
     static struct zf_server srv;
