@@ -11,6 +11,7 @@ import pytest
 import websockets
 
 from wstest import APP, RawWS, connect, publish, recv, run, subscribe
+from zftest import wait_until
 
 
 @pytest.fixture
@@ -193,3 +194,22 @@ def test_broadcast_to_1000_clients(server_factory):
         return await asyncio.gather(*tasks)
     got = asyncio.run(asyncio.wait_for(go(), 150))
     assert got == ["to all"] * n
+
+
+def test_max_connections_503(server_factory):
+    srv = server_factory("--set", "ws.max_connections=2", app=APP)
+    a = RawWS(srv, "/ws?user=bob")
+    b = RawWS(srv, "/ws?user=bob")
+    assert (a.status, b.status) == (101, 101)
+    c = RawWS(srv, "/ws?user=bob")
+    assert c.status == 503
+    assert b"ws.max_connections" in c.buf
+    c.close()
+    a.close()  # a slot frees once the server noticed
+
+    def try_again():
+        d = RawWS(srv, "/ws?user=bob")
+        d.close()
+        return d.status == 101
+    assert wait_until(try_again)
+    b.close()
