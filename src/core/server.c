@@ -271,6 +271,14 @@ const struct zf_upgrade *zf_upgrade_find(const char *token, size_t len)
     return NULL;
 }
 
+int zf_upgrade_pipes(void)
+{
+    for (size_t i = 0; i < nupgrades; i++)
+        if (upgrades[i]->start_pipe)
+            return 1;
+    return 0;
+}
+
 int zf__server_init_loop(struct zf_server *srv)
 {
     calls.ev = event_new(srv->base, -1, 0, on_calls, NULL);

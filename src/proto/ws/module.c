@@ -163,12 +163,13 @@ static int check(struct zf_exchange *ex, const char **why)
     const char *key = zf_headers_get(&ex->req_headers, "Sec-WebSocket-Key");
     const char *version = zf_headers_get(&ex->req_headers, "Sec-WebSocket-Version");
     const char *conn = zf_headers_get(&ex->req_headers, "Connection");
+    int h2 = strcmp(ex->method, "CONNECT") == 0; /* RFC 8441: no key, no Connection */
     unsigned char raw[32];
-    if (strcmp(ex->method, "GET") != 0) {
+    if (!h2 && strcmp(ex->method, "GET") != 0) {
         *why = "a WebSocket handshake must be a GET";
         return 400;
     }
-    if (!conn || !token_in_list(conn, "upgrade")) {
+    if (!h2 && (!conn || !token_in_list(conn, "upgrade"))) {
         *why = "WebSocket handshake without Connection: upgrade";
         return 400;
     }
@@ -176,8 +177,9 @@ static int check(struct zf_exchange *ex, const char **why)
         *why = "unsupported Sec-WebSocket-Version (only 13 is)";
         return 400;
     }
-    if (!key || strlen(key) != 24 || EVP_DecodeBlock(raw, (const unsigned char *)key, 24) != 18 ||
-        key[22] != '=' || key[23] != '=') {
+    if (!h2 &&
+        (!key || strlen(key) != 24 || EVP_DecodeBlock(raw, (const unsigned char *)key, 24) != 18 ||
+         key[22] != '=' || key[23] != '=')) {
         *why = "invalid Sec-WebSocket-Key";
         return 400;
     }
@@ -235,12 +237,11 @@ static int keep_request(struct zf_ws_grant *g, struct zf_exchange *ex)
     return ZF_OK;
 }
 
-static int start_session(struct bufferevent *bev, const struct zf_conn *conn,
-                         struct zf_exchange *ex)
+/* What the handshake grants (public topics, the app's answer). Returns
+ * ZF_OK or ZF_ERROR (out of memory; nothing kept). */
+static int make_grant(struct zf_ws_grant *g0, struct zf_exchange *ex)
 {
     struct zf_ws_grant g = {0};
-    char acc[29];
-    accept_key(zf_headers_get(&ex->req_headers, "Sec-WebSocket-Key"), acc);
     int rc = ZF_OK;
     for (size_t i = 0; i < zf_ws_cfg.public_topics.n && rc == ZF_OK; i++)
         rc = strv_add_words(&g.topics, zf_ws_cfg.public_topics.v[i]);
@@ -262,16 +263,37 @@ static int start_session(struct bufferevent *bev, const struct zf_conn *conn,
     if (rc == ZF_OK && zf_headers_get(&ex->req_headers, "Sec-WebSocket-Protocol") &&
         !(g.protocol = strdup("zfront.v1")))
         rc = ZF_ERROR;
-    if (rc != ZF_OK) {
-        zf_log(ZF_LOG_ERROR, conn, "out of memory while starting a WebSocket session");
+    if (rc != ZF_OK)
         zf__ws_grant_free(&g);
+    *g0 = g;
+    return rc;
+}
+
+static int start_session(struct bufferevent *bev, const struct zf_conn *conn,
+                         struct zf_exchange *ex)
+{
+    struct zf_ws_grant g;
+    char acc[29];
+    accept_key(zf_headers_get(&ex->req_headers, "Sec-WebSocket-Key"), acc);
+    if (make_grant(&g, ex) != ZF_OK) {
+        zf_log(ZF_LOG_ERROR, conn, "out of memory while starting a WebSocket session");
         bufferevent_free(bev);
         return ZF_ERROR;
     }
     return zf__ws_session_start(bev, conn, acc, &g);
 }
 
-static const struct zf_upgrade ws_upgrade = {"websocket", check, start_session};
+static int start_pipe(struct zf_pipe *p, const struct zf_conn *conn, struct zf_exchange *ex)
+{
+    struct zf_ws_grant g;
+    if (make_grant(&g, ex) != ZF_OK) {
+        zf_log(ZF_LOG_ERROR, conn, "out of memory while starting a WebSocket session");
+        return ZF_ERROR;
+    }
+    return zf__ws_session_start_pipe(p, zf_srv->base, conn, &g);
+}
+
+static const struct zf_upgrade ws_upgrade = {"websocket", check, start_session, start_pipe};
 
 /* ------------------------------------------------------------ module hooks */
 

@@ -1,5 +1,5 @@
-/* WebSocket sessions: wslay over the connection's bufferevent, the JSON
- * subscription protocol (libjansson), hub delivery with a send limit,
+/* WebSocket sessions: wslay over the connection (HTTP/1.1 bufferevent) or an HTTP/2 stream (a
+ * zf_pipe, RFC 8441), the JSON subscription protocol (libjansson), hub delivery with a send limit,
  * keepalive, and closing (1001 on shutdown after what is queued).
  *
  * A session's phase is told by two flags: `closing` (our close frame is
@@ -25,7 +25,9 @@ struct ws_session {
     struct zf_hub_subscriber sub; /* first: the hub hands it back */
     struct zf_conn conn;
     struct ws_session *prev, *next;
-    struct bufferevent *bev;
+    struct bufferevent *bev;   /* HTTP/1.1: the socket; NULL over HTTP/2 */
+    struct zf_pipe *pipe;      /* HTTP/2 (RFC 8441): the stream; NULL otherwise */
+    struct evbuffer *in, *out; /* the transport's buffers */
     wslay_event_context_ptr ctx;
     struct event *timer;  /* keepalive, then the close deadline */
     struct event *reaper; /* frees the session from the loop */
@@ -67,6 +69,12 @@ static void kill_session(struct ws_session *s)
     zf_hub_unsubscribe_all(&s->sub);
     if (s->bev)
         bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+    if (s->pipe) {
+        struct zf_pipe *p = s->pipe;
+        s->pipe = NULL;
+        p->ops->close(p); /* the transport sends what is left, ends the stream */
+        s->in = s->out = NULL;
+    }
     event_del(s->timer);
     event_active(s->reaper, EV_TIMEOUT, 0);
 }
@@ -98,8 +106,7 @@ static void start_close(struct ws_session *s, uint16_t code, const char *reason)
 
 static size_t queued_bytes(struct ws_session *s)
 {
-    return wslay_event_get_queued_msg_length(s->ctx) +
-           evbuffer_get_length(bufferevent_get_output(s->bev));
+    return wslay_event_get_queued_msg_length(s->ctx) + evbuffer_get_length(s->out);
 }
 
 /* Queues one text message, unless the client is not reading: everything
@@ -445,7 +452,7 @@ static void do_send(struct ws_session *s, const char *topic, json_t *msg)
 static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user)
 {
     struct ws_session *s = user;
-    int n = evbuffer_remove(bufferevent_get_input(s->bev), buf, len);
+    int n = evbuffer_remove(s->in, buf, len);
     if (n <= 0) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
@@ -457,7 +464,7 @@ static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
                        void *user)
 {
     struct ws_session *s = user;
-    struct evbuffer *out = bufferevent_get_output(s->bev);
+    struct evbuffer *out = s->out;
     if (evbuffer_get_length(out) >= WS_OUT_HIGH) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
@@ -517,10 +524,14 @@ static void check_done(struct ws_session *s)
         return;
     if (!s->finishing && !wslay_event_want_read(s->ctx) && !wslay_event_want_write(s->ctx)) {
         s->finishing = 1;
+        if (s->pipe) {
+            kill_session(s); /* the transport flushes the pipe, then ends the stream */
+            return;
+        }
         bufferevent_disable(s->bev, EV_READ);
         bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
     }
-    if (s->finishing && evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+    if (s->finishing && evbuffer_get_length(s->out) == 0)
         kill_session(s);
 }
 
@@ -530,10 +541,13 @@ static void flush(struct ws_session *s)
 {
     if (s->dead || s->finishing)
         return;
+    size_t before = evbuffer_get_length(s->out);
     if (wslay_event_send(s->ctx) != 0) {
         kill_session(s);
         return;
     }
+    if (s->pipe && evbuffer_get_length(s->out) != before)
+        s->pipe->ops->wrote(s->pipe);
     if (s->going_away && !s->closing && wslay_event_get_queued_msg_count(s->ctx) == 0) {
         start_close(s, 1001, "server shutting down");
         return;
@@ -558,6 +572,24 @@ static void write_cb(struct bufferevent *bev, void *arg)
     flush(s);
     if (!s->dead)
         check_done(s);
+}
+
+static void pipe_read(struct zf_pipe *p)
+{
+    read_cb(NULL, p->proto);
+}
+
+static void pipe_drain(struct zf_pipe *p)
+{
+    write_cb(NULL, p->proto);
+}
+
+static void pipe_closed(struct zf_pipe *p)
+{
+    struct ws_session *s = p->proto;
+    s->pipe = NULL;
+    s->in = s->out = NULL;
+    kill_session(s);
 }
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
@@ -624,11 +656,12 @@ static void session_free(struct ws_session *s)
         zf_server_check_idle();
 }
 
-int zf__ws_session_start(struct bufferevent *bev, const struct zf_conn *conn, const char *accept,
-                         struct zf_ws_grant *g)
+/* The part of starting a session common to both transports. Returns the
+ * session, or NULL (logged; g freed). */
+static struct ws_session *session_new(struct event_base *base, const struct zf_conn *conn,
+                                      struct zf_ws_grant *g)
 {
     struct ws_session *s = calloc(1, sizeof *s);
-    struct event_base *base = bufferevent_get_base(bev);
     if (!s || wslay_event_context_server_init(&s->ctx, &ws_callbacks, s) != 0 ||
         !(s->timer = evtimer_new(base, timer_cb, s)) ||
         !(s->reaper = event_new(base, -1, 0, reap_cb, s))) {
@@ -641,13 +674,11 @@ int zf__ws_session_start(struct bufferevent *bev, const struct zf_conn *conn, co
             free(s);
         }
         zf__ws_grant_free(g);
-        bufferevent_free(bev);
-        return ZF_ERROR;
+        return NULL;
     }
     zf_hub_subscriber_init(&s->sub, on_event, on_gap);
     s->conn = *conn;
     s->conn.action = "WebSocket";
-    s->bev = bev;
     s->grant = *g;
     memset(g, 0, sizeof *g);
     s->sub.tokens = s->grant.audience;
@@ -658,8 +689,34 @@ int zf__ws_session_start(struct bufferevent *bev, const struct zf_conn *conn, co
     ws.head = s;
     ws.open++;
     ws.accepted++;
+    return s;
+}
 
-    struct evbuffer *out = bufferevent_get_output(bev);
+/* Keepalive, frames that came with the handshake, and a server that began
+ * to stop while the app allowed this session. */
+static void session_go(struct ws_session *s)
+{
+    set_timer(s, zf_ws_cfg.ping_interval_ms);
+    if (evbuffer_get_length(s->in))
+        read_cb(NULL, s); /* frames sent right after the handshake */
+    if (!s->dead && zf_srv && zf_srv->state != ZF_RUNNING) {
+        s->going_away = 1;
+        flush(s);
+    }
+}
+
+int zf__ws_session_start(struct bufferevent *bev, const struct zf_conn *conn, const char *accept,
+                         struct zf_ws_grant *g)
+{
+    struct ws_session *s = session_new(bufferevent_get_base(bev), conn, g);
+    if (!s) {
+        bufferevent_free(bev);
+        return ZF_ERROR;
+    }
+    s->bev = bev;
+    s->in = bufferevent_get_input(bev);
+    s->out = bufferevent_get_output(bev);
+    struct evbuffer *out = s->out;
     evbuffer_add_printf(out,
                         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                         "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n",
@@ -679,14 +736,29 @@ int zf__ws_session_start(struct bufferevent *bev, const struct zf_conn *conn, co
     bufferevent_setwatermark(bev, EV_READ, 0, 0);
     bufferevent_setwatermark(bev, EV_WRITE, WS_OUT_HIGH / 2, 0);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
-    set_timer(s, zf_ws_cfg.ping_interval_ms);
-    if (evbuffer_get_length(bufferevent_get_input(bev)))
-        read_cb(bev, s); /* frames sent right after the handshake */
-    if (zf_srv && zf_srv->state != ZF_RUNNING) {
-        /* the app allowed it while the server began to stop */
-        s->going_away = 1;
-        flush(s);
+    session_go(s);
+    return ZF_OK;
+}
+
+int zf__ws_session_start_pipe(struct zf_pipe *p, struct event_base *base,
+                              const struct zf_conn *conn, struct zf_ws_grant *g)
+{
+    struct ws_session *s = session_new(base, conn, g);
+    if (!s)
+        return ZF_ERROR;
+    s->pipe = p;
+    s->in = p->in;
+    s->out = p->out;
+    p->proto = s;
+    p->on_read = pipe_read;
+    p->on_drain = pipe_drain;
+    p->on_closed = pipe_closed;
+    if (s->grant.protocol) {
+        p->reply_name = "sec-websocket-protocol";
+        p->reply_value = s->grant.protocol;
     }
+    zf_log(ZF_LOG_DEBUG, &s->conn, "WebSocket session started (HTTP/2 stream)");
+    session_go(s);
     return ZF_OK;
 }
 

@@ -58,6 +58,11 @@ struct zf_ws_grant {
  * bev and of g's arrays. Returns ZF_OK or ZF_ERROR (everything freed). */
 int zf__ws_session_start(struct bufferevent *bev, const struct zf_conn *conn, const char *accept,
                          struct zf_ws_grant *g);
+/* The same over an HTTP/2 stream (RFC 8441): the transport already
+ * answered 200. Takes g's arrays; on ZF_ERROR the caller resets the stream.
+ * Returns ZF_OK or ZF_ERROR. */
+int zf__ws_session_start_pipe(struct zf_pipe *p, struct event_base *base,
+                              const struct zf_conn *conn, struct zf_ws_grant *g);
 /* Graceful: every session sends what is queued, then closes with 1001;
  * otherwise sessions are freed now. */
 void zf__ws_stop(int graceful);
