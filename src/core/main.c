@@ -17,6 +17,7 @@
 #include "config.h"
 #include "dump.h"
 #include "exchange.h"
+#include "hub.h"
 #include "log.h"
 #include "pool.h"
 #include "python.h"
@@ -267,6 +268,7 @@ static int run(int argc, char **argv)
     /* the pool's server.* keys first: the reference then shows one [server] table */
     zf_config_register(zf_pool_keys);
     zf_core_config_register();
+    zf_hub_config_register();
     for (size_t i = 0; i < zf_nmodules; i++)
         if (zf_modules[i]->keys)
             zf_config_register(zf_modules[i]->keys);
@@ -311,8 +313,10 @@ static int run(int argc, char **argv)
         return 1;
     zf_py_release_main();
 
-    if (zf__server_init_loop(&srv) != ZF_OK || zf_exchange_init_loop(srv.base) != ZF_OK)
+    if (zf__server_init_loop(&srv) != ZF_OK || zf_exchange_init_loop(srv.base) != ZF_OK ||
+        zf_hub_init() != ZF_OK)
         return 1;
+    zf__py_hub_attach();
     struct event *sigs[4];
     const int signos[4] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
     for (int i = 0; i < 4; i++) {
@@ -355,6 +359,7 @@ static int run(int argc, char **argv)
     }
     log_pool_stats();
     zf_pool_stop();
+    zf_hub_free();
     for (int i = 0; i < 4; i++)
         event_free(sigs[i]);
     zf_exchange_free_loop();

@@ -6,6 +6,9 @@ extern const struct zf_module zf_http_module;
 #ifdef ZF_WITH_HTTP2
 extern const struct zf_module zf_h2_module; /* https listeners, TLS, HTTP/2 */
 #endif
+#ifdef ZF_WITH_WS
+extern const struct zf_module zf_ws_module; /* WebSocket notifications (HTTP/1.1 upgrade) */
+#endif
 #ifdef ZF_WITH_SSH
 extern const struct zf_module zf_ssh_module;
 #endif
@@ -21,6 +24,9 @@ const struct zf_module *const zf_modules[] = {
     &zf_http_module,
 #ifdef ZF_WITH_HTTP2
     &zf_h2_module,
+#endif
+#ifdef ZF_WITH_WS
+    &zf_ws_module,
 #endif
 #ifdef ZF_WITH_SSH
     &zf_ssh_module,

@@ -26,6 +26,10 @@ PyObject *zf__pymod_init(void);
  * (once the app's non-daemon threads ended, as in any Python program). */
 void zf__py_run_shutdown_hooks(void);
 
+/* zfront.publish / zfront.subscribe (pyhub.c). */
+PyObject *zf__py_publish(PyObject *self, PyObject *args, PyObject *kw);
+PyObject *zf__py_subscribe(PyObject *self, PyObject *args);
+
 /* The directory holding the Python package sources (<dir>/zfront/...):
  * ZFRONT_PYTHONDIR, else the source tree's python/, else the installed
  * copy. Static string. */

@@ -803,8 +803,8 @@ static PyObject *zfront_enqueue(PyObject *self, PyObject *args, PyObject *kw)
 
 /* ============================================================ the module */
 
-/* Module functions. Later issues add publish, subscribe, enqueue and
- * schedule here (each queues work for the loop; none blocks). */
+/* Module functions. Later issues add enqueue and schedule here (each
+ * queues work for the loop; none blocks). */
 static PyMethodDef zfront_methods[] = {
     {"enqueue", (PyCFunction)(void (*)(void))zfront_enqueue, METH_VARARGS | METH_KEYWORDS,
      "enqueue(method, path, *, headers=None, body=b'', queue='default') -> None\n\n"
@@ -814,6 +814,18 @@ static PyMethodDef zfront_methods[] = {
      "queue runs tasks.concurrency tasks at a time, in order; tasks still queued at\n"
      "a stop are kept in server.state_dir for the next start. body: bytes or str\n"
      "(UTF-8). See docs/operations.md."},
+    {"publish", (PyCFunction)(void (*)(void))zf__py_publish, METH_VARARGS | METH_KEYWORDS,
+     "publish(topic, data, audience=None) -> bool\n\n"
+     "Publishes data (made JSON with json.dumps) on topic to every subscriber:\n"
+     "WebSocket clients and zfront.subscribe listeners. audience: None (everyone\n"
+     "subscribed) or tokens (\"role:Editor\", \"user:bob\"): only clients holding\n"
+     "one of them get it. Safe from any thread; never blocks (queued for the event\n"
+     "loop). False when it could not be queued (the server is not running)."},
+    {"subscribe", zf__py_subscribe, METH_VARARGS,
+     "subscribe(pattern, callback) -> callback\n\n"
+     "Calls callback(topic, data) on a worker thread for every event on pattern:\n"
+     "an exact topic, or a prefix ending in '*' (\"content/*\", \"*\"). Listeners\n"
+     "see every audience."},
     {"on_shutdown", zfront_on_shutdown, METH_O,
      "on_shutdown(callable) -> callable\n\n"
      "Registers callable() to run once when zfront stops gracefully: after the\n"

@@ -84,4 +84,8 @@ void zf_py_run_exchange(struct zf_job *job, struct zf_worker *w);
 /* Pool job that resumes a suspended exchange (zf_app_ops.resume). */
 void zf_py_resume_exchange(struct zf_job *job, struct zf_worker *w);
 
+/* Loop thread, once the loop exists: subscribes the zfront.subscribe
+ * listeners registered before (while the app was loading). pyhub.c. */
+void zf__py_hub_attach(void);
+
 #endif

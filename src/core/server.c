@@ -482,6 +482,36 @@ static struct timeval tv_ms(uint64_t ms)
     return (struct timeval){(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
 }
 
+static const struct zf_upgrade *upgrades[4];
+static size_t nupgrades;
+
+int zf_upgrade_register(const struct zf_upgrade *u)
+{
+    for (size_t i = 0; i < nupgrades; i++)
+        if (upgrades[i] == u)
+            return ZF_OK;
+    if (nupgrades == ZF_ARRAY_LEN(upgrades))
+        return ZF_ERROR;
+    upgrades[nupgrades++] = u;
+    return ZF_OK;
+}
+
+const struct zf_upgrade *zf_upgrade_find(const char *token, size_t len)
+{
+    for (size_t i = 0; i < nupgrades; i++)
+        if (strlen(upgrades[i]->token) == len && strncasecmp(upgrades[i]->token, token, len) == 0)
+            return upgrades[i];
+    return NULL;
+}
+
+int zf_upgrade_pipes(void)
+{
+    for (size_t i = 0; i < nupgrades; i++)
+        if (upgrades[i]->start_pipe)
+            return 1;
+    return 0;
+}
+
 int zf__server_init_loop(struct zf_server *srv)
 {
     setup_limits();

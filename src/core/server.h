@@ -86,10 +86,10 @@ typedef void (*zf_accept_cb)(struct zf_listener *l, evutil_socket_t fd, struct s
                              int salen, void *arg);
 struct zf_listener {
     struct evconnlistener *el;
-    char addr[80];        /* as bound, "127.0.0.1:8080" / "[::1]:8080" */
-    char host[64];        /* numeric host of the bound address */
-    int port;             /* bound port (resolved when 0 was asked) */
-    const char *proto;    /* for log lines */
+    char addr[80];     /* as bound, "127.0.0.1:8080" / "[::1]:8080" */
+    char host[64];     /* numeric host of the bound address */
+    int port;          /* bound port (resolved when 0 was asked) */
+    const char *proto; /* for log lines */
     zf_accept_cb cb;
     void *arg;
     struct event *retry;  /* re-enables accepting after EMFILE */
@@ -162,6 +162,72 @@ int zf_service_listen(struct zf_server *srv, const char *name, const char *addr,
 /* main.c, after every module's configure(): adds the providers of needed
  * services to srv->active. */
 void zf__services_activate(struct zf_server *srv);
+
+/* Protocol upgrades of an HTTP/1.1 connection (RFC 9110 7.8), keyed by the
+ * Upgrade token ("websocket"). A module registers its handler when it
+ * configures; HTTP/1.1 looks the token up for a complete request carrying
+ * "Connection: upgrade", so a protocol module never knows another one. */
+struct bufferevent;
+struct evbuffer;
+
+/* A byte pipe that is not a socket: an HTTP/2 stream carrying another
+ * protocol (RFC 8441). The transport owns the pipe and both buffers. */
+struct zf_pipe;
+struct zf_pipe_ops {
+    /* The protocol added bytes to `out`. Never sends from inside this call. */
+    void (*wrote)(struct zf_pipe *p);
+    /* The protocol is done: the transport sends what `out` holds, ends the
+     * stream and frees the pipe later; it calls no protocol callback after. */
+    void (*close)(struct zf_pipe *p);
+};
+struct zf_pipe {
+    struct evbuffer *in;  /* from the peer: the protocol drains it */
+    struct evbuffer *out; /* to the peer: the transport drains it */
+    const struct zf_pipe_ops *ops;
+    /* the protocol side, set by start_pipe. on_read and on_drain are
+     * called from the loop, never inside the transport's library callbacks;
+     * on_closed may be: the protocol only forgets the pipe there (and
+     * defers the rest) */
+    void (*on_read)(struct zf_pipe *p);   /* `in` has new bytes */
+    void (*on_drain)(struct zf_pipe *p);  /* `out` was taken from */
+    void (*on_closed)(struct zf_pipe *p); /* the stream is gone: forget the pipe */
+    void *proto;
+    /* one header field (lowercase name) the protocol wants in the 2xx that
+     * opens the pipe (the chosen subprotocol), or NULL; set by start_pipe */
+    const char *reply_name, *reply_value;
+};
+
+struct zf_upgrade {
+    const char *token; /* case-insensitive Upgrade token */
+    /* Loop thread, the request complete and not dispatched. Returns
+     * ZF_DECLINED (not for this handler: serve it as a normal request),
+     * ZF_OK (a valid handshake the app must authorise: it is dispatched as
+     * usual, the handler may have set ex->channel), ZF_AGAIN (valid, switch
+     * without asking the app), or an HTTP status >= 400 for a bad handshake
+     * with *why set to a static text. */
+    int (*check)(struct zf_exchange *ex, const char **why);
+    /* Loop thread: takes the connection over, after the app answered 2xx
+     * (ex then holds its response headers) or at once after ZF_AGAIN. bev:
+     * ownership passes (callbacks replaced; its input holds what the client
+     * sent after the request), and so does the socket's count against
+     * server.max_connections: whoever frees bev then calls zf_conn_closed().
+     * conn is copied. ex is borrowed for this call only. Returns ZF_OK, or
+     * ZF_ERROR (bev freed, count released). */
+    int (*start)(struct bufferevent *bev, const struct zf_conn *conn, struct zf_exchange *ex);
+    /* The same over an HTTP/2 stream (RFC 8441 extended CONNECT with
+     * :protocol = token), or NULL when the protocol only runs on HTTP/1.1.
+     * check() then sees method "CONNECT". Takes the pipe over (sets its
+     * protocol side). Returns ZF_OK, or ZF_ERROR (the caller resets the
+     * stream). */
+    int (*start_pipe)(struct zf_pipe *p, const struct zf_conn *conn, struct zf_exchange *ex);
+};
+/* Registers u (kept by pointer). Returns ZF_OK or ZF_ERROR (table full). */
+int zf_upgrade_register(const struct zf_upgrade *u);
+/* The handler for a token (len bytes, case-insensitive), or NULL. */
+const struct zf_upgrade *zf_upgrade_find(const char *token, size_t len);
+/* True when a registered handler also runs over HTTP/2 (start_pipe): HTTP/2
+ * then announces SETTINGS_ENABLE_CONNECT_PROTOCOL. */
+int zf_upgrade_pipes(void);
 
 /* main.c only: set up and tear down the reactor's own loop events. */
 int zf__server_init_loop(struct zf_server *srv);

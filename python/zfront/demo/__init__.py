@@ -114,6 +114,7 @@ server for Zope and any WSGI application. Served over
 event loop with sendfile (try <code>curl -r 0-99</code>)</li>
 <li><a href="/upload">/upload</a> &mdash; send a file, get its size and sha256</li>
 <li><a href="/environ">/environ</a> &mdash; the WSGI environ of your request</li>
+<li><a href="/live">/live</a> &mdash; live notifications over WebSocket</li>
 </ul>
 <h2>Content</h2>
 <p>The folder <code>content</code> of the state directory, editable over WebDAV
@@ -165,6 +166,9 @@ class DemoApp:
             "/upload": (self.upload, ("GET", "HEAD", "POST")),
             "/environ": (self.show_environ, ("GET", "HEAD", "POST")),
         }
+        from . import live  # live notifications: /live, /ws, /zfront-ws.js
+
+        self.routes.update(live.routes())
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO") or "/"

@@ -121,6 +121,7 @@ struct h1conn {
 
     /* ---- the exchange: being read, with the worker, or being sent ---- */
     struct zf_exchange *ex;
+    const struct zf_upgrade *upgrade; /* a protocol switch the app is asked about */
 
     /* ---- the response being written ---- */
     int head_sent;
@@ -186,6 +187,7 @@ static void splice_stop(struct h1conn *c);
 static void close_after_flush(struct h1conn *c);
 static void process_input(struct h1conn *c);
 static void pump(struct h1conn *c);
+static void hand_to_upgrade(struct h1conn *c);
 
 static uint64_t now_us(void)
 {
@@ -678,6 +680,7 @@ static void reset_message(struct h1conn *c)
     c->chunk_nonzero = c->body_chunked = c->rl_done = 0;
     memset(c->rl_tail, 0, sizeof c->rl_tail);
     c->head_sent = c->no_body = c->chunked = c->close_delimited = c->keep_alive = 0;
+    c->upgrade = NULL;
     c->clen = -1;
     c->sent = 0;
     c->warned_excess = 0;
@@ -1127,6 +1130,10 @@ static void pump(struct h1conn *c)
                 no_response(c);
             return;
         }
+        if (c->upgrade && ex->status >= 200 && ex->status < 300) {
+            hand_to_upgrade(c); /* the app allowed the protocol switch */
+            return;
+        }
         write_head(c);
         c->head_sent = 1;
         c->state = H1_SEND;
@@ -1208,12 +1215,61 @@ static int try_h2c_upgrade(struct h1conn *c)
     return 1;
 }
 
+/* Gives the connection to the module registered for the request's Upgrade
+ * token (server.h): the access log says 101, the module writes it. */
+static void hand_to_upgrade(struct h1conn *c)
+{
+    struct zf_exchange *ex = c->ex;
+    struct bufferevent *bev = c->bev;
+    struct zf_conn conn = c->conn;
+    access_log(c, ex, 101, 0);
+    h1.requests++;
+    c->bev = NULL;
+    c->ex = NULL;
+    c->state = H1_DEAD;
+    evtimer_del(c->timer);
+    event_active(c->reaper, EV_TIMEOUT, 0);
+    c->upgrade->start(bev, &conn, ex);
+    zf_exchange_abort(ex); /* the app's body, if any, is not wanted */
+}
+
+/* A request to switch to a protocol a module registered: refused here (bad
+ * handshake), switched at once, or dispatched for the app to authorise
+ * (c->upgrade set). Returns 1 when the request was dealt with here. */
+static int try_upgrade(struct h1conn *c)
+{
+    struct zf_exchange *ex = c->ex;
+    const char *tok = c->parser.upgrade ? zf_headers_get(&ex->req_headers, "Upgrade") : NULL;
+    const struct zf_upgrade *u = tok ? zf_upgrade_find(tok, strcspn(tok, " \t,/")) : NULL;
+    if (!u)
+        return 0;
+    const char *why = "bad protocol upgrade request";
+    int rc = u->check(ex, &why);
+    if (rc == ZF_DECLINED)
+        return 0;
+    if (rc != ZF_OK && rc != ZF_AGAIN) {
+        c->error_status = rc >= 400 && rc < 600 ? rc : 400;
+        snprintf(c->error_text, sizeof c->error_text, "%s", why);
+        reject(c);
+        return 1;
+    }
+    c->upgrade = u;
+    c->req_keep_alive = 0; /* refused: what follows the request is not HTTP */
+    if (rc == ZF_OK)
+        return 0;
+    zf_spool_take(&c->spool, &ex->body);
+    hand_to_upgrade(c);
+    return 1;
+}
+
 /* The request is complete: hand the body to the exchange and the exchange
  * to the worker pool. Parsing stays paused until its response is queued. */
 static void dispatch(struct h1conn *c)
 {
     struct zf_exchange *ex = c->ex;
     if (try_h2c_upgrade(c))
+        return;
+    if (try_upgrade(c))
         return;
     zf_spool_take(&c->spool, &ex->body);
     ex->start_us = now_us();

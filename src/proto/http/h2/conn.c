@@ -540,8 +540,10 @@ int zf__h2_start(struct zf_http_endpoint *ep, struct bufferevent *bev, const str
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, (uint32_t)zf_h2_cfg.max_concurrent_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, (uint32_t)zf_h2_cfg.initial_window_size},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)zf_h2_cfg.max_header_list_size},
+        {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1}, /* RFC 8441, when a module uses it */
     };
-    if (nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, ZF_ARRAY_LEN(iv)) != 0)
+    size_t niv = ZF_ARRAY_LEN(iv) - (zf_upgrade_pipes() ? 0 : 1);
+    if (nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, niv) != 0)
         goto fail;
     if (zf_h2_cfg.connection_window_size > NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE)
         nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0,

@@ -9,6 +9,8 @@
  *   response.c the response pulled from the exchange by nghttp2 data
  *             providers (NO_COPY frames), zfront's own error pages
  *   upgrade.c h2c: the Upgrade request check and HTTP2-Settings decoding
+ *   tunnel.c  RFC 8441 extended CONNECT: the stream as a byte pipe for the
+ *             module the core's upgrade registry names for its :protocol
  *
  * HTTP/1.1 reaches HTTP/2 only through zf_h2c (../http.h), set by the
  * module when HTTP/2 is enabled; everything below is internal to h2/. */
@@ -100,7 +102,10 @@ struct zf_h2_stream {
     long nheaders;
     int reject; /* status to answer once the header block ended, 0 = none */
     char *method, *path, *authority;
-    char *cookie; /* cookie fields joined with "; " */
+    char *protocol;                   /* :protocol (RFC 8441 extended CONNECT) */
+    const struct zf_upgrade *upgrade; /* its handler, while the app decides */
+    struct zf_h2_tunnel *tunnel;      /* the open pipe (tunnel.c) */
+    char *cookie;                     /* cookie fields joined with "; " */
     size_t cookie_len;
     uint64_t last_recv_ms;
     /* response */
@@ -207,6 +212,23 @@ void zf__h2_free_streams(struct zf_h2_conn *c);
 size_t zf__h2_check_stalled(struct zf_h2_conn *c, uint64_t now);
 /* Number of streams alive across connections (stats). */
 extern size_t zf__h2_nstreams;
+
+/* tunnel.c: RFC 8441 extended CONNECT (:protocol), handed to the module
+ * registered for that token in the core's upgrade registry. */
+struct zf_h2_tunnel;
+/* The header block of an extended CONNECT ended (exchange built): asks the
+ * handler. Returns ZF_OK (dispatch to the app, which authorises), ZF_AGAIN
+ * (the tunnel is open already) or ZF_ERROR (answered with an error). */
+int zf__h2_tunnel_check(struct zf_h2_stream *st);
+/* The app allowed it (2xx) or no app is asked: 200 and the pipe. Returns
+ * ZF_OK or ZF_ERROR (stream reset). The exchange is let go. */
+int zf__h2_tunnel_open(struct zf_h2_stream *st);
+/* Tunnel bytes from the client (DATA on the stream). */
+void zf__h2_tunnel_data(struct zf_h2_tunnel *t, const uint8_t *data, size_t len);
+/* The stream is gone: the protocol forgets the pipe, the tunnel is freed. */
+void zf__h2_tunnel_stream_gone(struct zf_h2_tunnel *t);
+/* stream.c: the access log line of a stream (its status set). */
+void zf__h2_access_log(struct zf_h2_stream *st);
 
 /* response.c */
 /* on_output: the worker produced headers or body for a stream. */

@@ -288,6 +288,8 @@ static int submit_response(struct zf_h2_stream *st)
         zf__h2_respond_error(st, 500);
         return ZF_OK;
     }
+    if (st->upgrade && status >= 200 && status < 300)
+        return zf__h2_tunnel_open(st); /* the app allowed the extended CONNECT */
     int64_t clen = ex->content_length;
     int nobody = ex->is_head || status == 204 || status == 304;
 

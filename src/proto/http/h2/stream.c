@@ -77,7 +77,7 @@ static struct zf_h2_stream *stream_new(struct zf_h2_conn *c, int32_t id)
  * before its END_STREAM went out is logged too, as nginx does: status 499
  * when no response headers were sent yet, else the real status, with the
  * body bytes sent so far. */
-static void access_log(struct zf_h2_stream *st)
+void zf__h2_access_log(struct zf_h2_stream *st)
 {
     struct zf_exchange *ex = st->ex;
     if (!ex || !zf_access_log_enabled())
@@ -107,7 +107,9 @@ static void access_log(struct zf_h2_stream *st)
 static void stream_free(struct zf_h2_stream *st)
 {
     struct zf_h2_conn *c = st->c;
-    access_log(st);
+    zf__h2_access_log(st);
+    if (st->tunnel)
+        zf__h2_tunnel_stream_gone(st->tunnel);
     if (st->ex) {
         if (st->state == ZF_H2_APP && !st->finished)
             zf_exchange_abort(st->ex);
@@ -120,6 +122,7 @@ static void stream_free(struct zf_h2_stream *st)
     free(st->method);
     free(st->path);
     free(st->authority);
+    free(st->protocol);
     free(st->cookie);
     if (st->prev)
         st->prev->next = st->next;
@@ -196,6 +199,8 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
             pseudo = &st->path;
         else if (namelen == 10 && memcmp(n, ":authority", 10) == 0)
             pseudo = &st->authority;
+        else if (namelen == 9 && memcmp(n, ":protocol", 9) == 0)
+            pseudo = &st->protocol;
         if (pseudo && !*pseudo && !(*pseudo = dup_n(v, valuelen)))
             return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
         return 0;
@@ -230,6 +235,8 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     return 0;
 }
+
+static void request_complete(struct zf_h2_stream *st);
 
 /* The request header block ended: build the exchange's request line and
  * Host, apply the limits, answer Expect: 100-continue. */
@@ -289,6 +296,15 @@ static void headers_complete(struct zf_h2_stream *st, int end_stream)
                "http.max_body_size: 413",
                st->id, (long long)st->declared_len);
         zf__h2_respond_error(st, 413);
+        return;
+    }
+    if (st->protocol) {
+        /* extended CONNECT (nghttp2 checked its form): the request is
+         * complete now, its DATA frames are the tunnel */
+        if (zf__h2_tunnel_check(st) == ZF_OK) {
+            st->state = ZF_H2_BODY;
+            request_complete(st);
+        }
         return;
     }
     st->state = ZF_H2_BODY;
@@ -353,8 +369,12 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, co
     (void)flags;
     struct zf_h2_conn *c = user_data;
     struct zf_h2_stream *st = zf__h2_get_stream(c, id);
-    if (!st || st->state != ZF_H2_BODY)
+    if (st && st->tunnel) {
+        zf__h2_tunnel_data(st->tunnel, data, len);
         return 0;
+    }
+    if (!st || st->state != ZF_H2_BODY || st->protocol)
+        return 0; /* (a tunnel's bytes before it opened are dropped) */
     c->conn.action = "reading an HTTP/2 request body";
     st->last_recv_ms = zf_now_ms();
     st->body_len += len;
@@ -433,7 +453,7 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
     struct zf_h2_stream *st = zf__h2_get_stream(c, frame->hd.stream_id);
     if (st)
         st->complete = 1; /* the whole response is out */
-    if (st && st->state == ZF_H2_REJECTED &&
+    if (st && (st->state == ZF_H2_REJECTED || st->tunnel) &&
         nghttp2_session_get_stream_remote_close(session, st->id) == 0)
         nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
     return 0;
@@ -459,7 +479,7 @@ void zf__h2_evict(struct zf_exchange *ex)
 {
     struct zf_h2_stream *st = ex->proto;
     struct zf_h2_conn *c = st->c;
-    access_log(st); /* now: the stream forgets its exchange */
+    zf__h2_access_log(st); /* now: the stream forgets its exchange */
     st->ex = NULL;
     zf_exchange_abort(ex);
     zf_segment_free(st->seg);

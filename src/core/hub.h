@@ -1,0 +1,169 @@
+/* The topic hub: topics, per-topic history, audiences and subscribers of any
+ * kind (WebSocket sessions, Python listeners, later the bus).
+ *
+ * Threads: everything here runs on the loop thread, except zf_hub_publish,
+ * which any thread may call (it queues the event for the loop with
+ * zf_loop_call and never blocks on the network).
+ *
+ * Events: a published event is immutable and reference counted (loop thread
+ * only). Its payload is opaque bytes to the hub; zfront's subscribers agree
+ * that it is one JSON value as text (the WebSocket module embeds it, the
+ * Python side json.loads it).
+ *
+ * Positions (resume): every event carries the epoch of the instance that
+ * gave it its id (`origin`, chosen at start-up) and a per-topic id that
+ * increases by one per event published there. A client that saw (origin,
+ * id) of a topic resumes from that position: the hub replays what its
+ * bounded history holds after it, or reports a gap when it cannot tell.
+ * The history is a sequence of events in arrival order, whatever their
+ * origin, so when the bus brings events of other instances into the same
+ * history, a position taken on one instance stays valid on another as long
+ * as the event is still in the history of both.
+ *
+ * Topics and patterns: a subscription is either an exact topic ("a/b") or a
+ * prefix pattern ending in '*' ("a/" + "*" is every topic under "a/"; a lone "*" is
+ * every topic). Only exact
+ * subscriptions can resume.
+ *
+ * Audiences: an event may carry audience tokens ("role:Editor",
+ * "user:bob"); it then reaches only subscribers holding at least one of
+ * them, or subscribers that see every audience (Python listeners, the
+ * bus). An event without audience reaches every subscriber of its topic. */
+#ifndef ZF_HUB_H
+#define ZF_HUB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "zfront.h"
+
+struct evbuffer;
+
+/* ---- configuration ([hub] section) ---- */
+struct zf_hub_config {
+    long history;            /* events kept per topic for resume (0: none) */
+    long max_topics;         /* topics kept at once; unsubscribed ones are evicted */
+    uint64_t history_memory; /* payload bytes kept in all histories together */
+    uint64_t max_event;      /* largest payload accepted by zf_hub_publish */
+};
+extern struct zf_hub_config zf_hub_cfg;
+
+/* Registers the [hub] keys (main.c, before the config is read). */
+void zf_hub_config_register(void);
+
+/* One published event. Read-only for everyone after publishing. */
+struct zf_hub_event {
+    int refs;
+    uint64_t origin; /* epoch of the instance that assigned `id` */
+    uint64_t id;     /* per-topic, per-origin sequence, from 1 */
+    char *topic;
+    char **audience; /* NULL-terminated tokens; NULL: everyone */
+    size_t len;
+    char *data; /* payload (a JSON value as text), NUL-terminated */
+    /* A subscriber kind may cache its wire encoding here (the WebSocket
+     * module's JSON text), built by the first delivery that needs it and
+     * freed with the event. */
+    char *encoded;
+    size_t encoded_len;
+};
+
+/* A resume position. origin 0 means "none". */
+struct zf_hub_pos {
+    uint64_t origin;
+    uint64_t id;
+};
+
+struct zf_hub_sub;
+struct zf_hub_subscriber;
+
+/* Delivers one event to a subscriber (loop thread). The event is borrowed:
+ * take a reference with zf_hub_event_ref to keep it. The callback may call
+ * zf_hub_unsubscribe_all (the hub defers the unlinking) but must not free
+ * the subscriber before that delivery returned. */
+typedef void (*zf_hub_deliver_fn)(struct zf_hub_subscriber *s, struct zf_hub_event *ev);
+/* Tells an exact subscriber that events after `since` are no longer kept
+ * (resume impossible): `first` is the oldest position still in the history
+ * (origin 0 when the history is empty) and `last` the newest. */
+typedef void (*zf_hub_gap_fn)(struct zf_hub_subscriber *s, const char *topic,
+                              const struct zf_hub_pos *since, const struct zf_hub_pos *first,
+                              const struct zf_hub_pos *last);
+
+/* Anyone who receives events. Embedded in its owner (a WebSocket session,
+ * a Python listener, the bus); set up with zf_hub_subscriber_init. */
+struct zf_hub_subscriber {
+    zf_hub_deliver_fn deliver;
+    zf_hub_gap_fn gap; /* may be NULL */
+    /* audience tokens it holds (NULL-terminated, owned by the owner and
+     * kept alive while subscribed), or NULL */
+    char *const *tokens;
+    int all_audiences;       /* sees every event whatever its audience */
+    struct zf_hub_sub *subs; /* its subscriptions (hub-owned) */
+    size_t nsubs;
+};
+
+void zf_hub_subscriber_init(struct zf_hub_subscriber *s, zf_hub_deliver_fn deliver,
+                            zf_hub_gap_fn gap);
+
+/* ---- loop thread ---- */
+
+/* Sets up the hub (epoch, tables). Returns ZF_OK or ZF_ERROR. */
+int zf_hub_init(void);
+/* Frees every topic, event and subscription (subscribers are left as they
+ * are: their owners must not use them with the hub afterwards). */
+void zf_hub_free(void);
+/* This instance's epoch (non-zero). */
+uint64_t zf_hub_epoch(void);
+
+/* Subscribes s to `pattern` (exact topic or prefix ending in '*'). With
+ * `since` (exact topics only, may be NULL) the events of the history after
+ * that position are delivered right away, in order, or s->gap is called
+ * when they are not all kept. Subscribing twice to the same pattern is a
+ * no-op that still replays. Returns ZF_OK, or ZF_ERROR (out of memory, or
+ * an empty pattern). */
+int zf_hub_subscribe(struct zf_hub_subscriber *s, const char *pattern,
+                     const struct zf_hub_pos *since);
+/* Removes one subscription. Returns ZF_OK, or ZF_DECLINED when s had none
+ * for that pattern. */
+int zf_hub_unsubscribe(struct zf_hub_subscriber *s, const char *pattern);
+/* Removes every subscription of s (before its owner frees it). */
+void zf_hub_unsubscribe_all(struct zf_hub_subscriber *s);
+
+/* Publishes an event with a new local id and delivers it now. topic and
+ * audience are copied; data (len bytes, a JSON value) is copied. audience
+ * is NULL-terminated or NULL. *pos (may be NULL) receives its position.
+ * Returns ZF_OK or ZF_ERROR (out of memory, empty topic). */
+int zf_hub_publish_local(const char *topic, const char *data, size_t len,
+                         const char *const *audience, struct zf_hub_pos *pos);
+/* Delivers an event that already has its position (from the bus: another
+ * instance's origin and id). Takes a reference. Returns ZF_OK, or
+ * ZF_DECLINED when that position was already seen (duplicate). */
+int zf_hub_inject(struct zf_hub_event *ev);
+
+/* Builds an event (one reference, owned by the caller); NULL when out of
+ * memory. Copies everything. */
+struct zf_hub_event *zf_hub_event_new(const char *topic, const char *data, size_t len,
+                                      const char *const *audience);
+void zf_hub_event_ref(struct zf_hub_event *ev);
+void zf_hub_event_unref(struct zf_hub_event *ev);
+
+/* True when a subscriber holding `tokens` (or all_audiences) may see ev. */
+int zf_hub_audience_match(const struct zf_hub_event *ev, char *const *tokens, int all);
+/* True when pattern (exact or prefix*) matches topic. */
+int zf_hub_pattern_match(const char *pattern, const char *topic);
+
+/* Appends "hub.NAME: VALUE" lines. */
+void zf_hub_stats(struct evbuffer *out);
+/* Counters, for tests and stats. */
+size_t zf_hub_topic_count(void);
+size_t zf_hub_sub_count(void);
+size_t zf_hub_event_count(void);     /* events alive */
+uint64_t zf_hub_history_bytes(void); /* held by the histories */
+
+/* ---- any thread ---- */
+
+/* Queues an event for the loop, which publishes it with zf_hub_publish_local.
+ * Copies everything; never blocks. Returns ZF_OK, or ZF_ERROR (payload over
+ * hub.max_event, empty topic, out of memory, or the loop is gone). */
+int zf_hub_publish(const char *topic, const char *data, size_t len, const char *const *audience);
+
+#endif
