@@ -50,7 +50,8 @@ s=$src/src
 
 echo "fuzz: building $s into $out with $($cc --version | head -1)"
 # shellcheck disable=SC2086
-$cc $cflags -DZF_FUZZ_HTTP1_C="\"$s/proto/http/http1.c\"" -o "$out/fuzz_http1" \
+$cc $cflags -DZF_FUZZ_HTTP1_C="\"$s/proto/http/http1.c\"" \
+    -DZF_FUZZ_H1_PARSE_C="\"$s/proto/http/h1_parse.c\"" -o "$out/fuzz_http1" \
     "$f/fuzz_http1.c" "$f/fuzz_stubs.c" "$s/core/exchange.c" "$s/core/spool.c" "$s/core/log.c" \
     "$s/core/config.c" "$s/core/util.c" "$s/proto/http/http_util.c" -lhttp_parser $events
 # shellcheck disable=SC2086

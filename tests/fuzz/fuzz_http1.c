@@ -23,8 +23,13 @@
 #include <stdarg.h>
 #include <stdint.h>
 
-/* build.sh may point this at another tree's http1.c (ZF_FUZZ_SRC), to try
+/* build.sh may point these at another tree's files (ZF_FUZZ_SRC), to try
  * a fix before it goes into the shared one */
+#ifdef ZF_FUZZ_H1_PARSE_C
+#include ZF_FUZZ_H1_PARSE_C
+#else
+#include "../../src/proto/http/h1_parse.c"
+#endif
 #ifdef ZF_FUZZ_HTTP1_C
 #include ZF_FUZZ_HTTP1_C
 #else
@@ -167,7 +172,7 @@ static size_t next_step(struct splitter *sp, size_t remaining)
 
 static struct h1conn *conn_new(void)
 {
-    init_settings();
+    zf__h1_init_settings();
     struct h1conn *c = calloc(1, sizeof *c);
     if (!c)
         abort();
@@ -176,7 +181,7 @@ static struct h1conn *conn_new(void)
     c->scheme = "http";
     c->channel = "http";
     zf_spool_init(&c->spool, 0, NULL);
-    reset_message(c);
+    zf__h1_reset_message(c);
     return c;
 }
 
@@ -185,16 +190,16 @@ static void conn_next(struct h1conn *c)
     if (c->ex)
         zf_exchange_abort(c->ex);
     c->ex = NULL;
-    reset_message(c);
+    zf__h1_reset_message(c);
 }
 
 static void conn_free_parser(struct h1conn *c)
 {
     conn_next(c);
     zf_spool_free(&c->spool);
-    buf_free(&c->url);
-    buf_free(&c->name);
-    buf_free(&c->value);
+    zf__h1_buf_free(&c->url);
+    zf__h1_buf_free(&c->name);
+    zf__h1_buf_free(&c->value);
     free(c);
 }
 
@@ -221,7 +226,7 @@ static int feed_request(struct h1conn *c, const char *data, size_t len, struct s
         }
         while (plen > 0) {
             size_t used = 0;
-            int r = parse_some(c, pending, plen, &used);
+            int r = zf__h1_parse_some(c, pending, plen, &used);
             if (used > plen)
                 violation("used", "parse_some consumed %zu of %zu bytes", used, plen);
             memmove(pending, pending + used, plen - used);

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 
 #include "../../src/core/exchange.h"
+#include "../../src/core/filter.h"
+#include "../../src/core/pool.h"
 #include "../../src/core/server.h"
 #include "../../src/proto/http/http.h"
 
@@ -47,9 +49,47 @@ void zf_pool_push_to(struct zf_job *job, int worker_index)
     unreachable("zf_pool_push_to");
 }
 
-void zf_py_run_exchange(struct zf_job *job, struct zf_worker *w)
+struct zf_pool_config zf_pool_cfg;
+
+int zf_pool_admit(struct zf_job *job)
 {
     (void)job;
-    (void)w;
-    unreachable("zf_py_run_exchange");
+    unreachable("zf_pool_admit");
+    return ZF_ERROR;
+}
+
+int zf_pool_withdraw(struct zf_job *job)
+{
+    (void)job;
+    return ZF_DECLINED; /* nothing is ever queued here */
+}
+
+/* No filter module, no upgrade handler: requests go on unchanged. */
+int zf__filters_request(struct zf_exchange *ex)
+{
+    (void)ex;
+    return ZF_OK;
+}
+
+void zf__filters_response(struct zf_exchange *ex, int status, struct zf_headers *headers)
+{
+    (void)ex;
+    (void)status;
+    (void)headers;
+}
+
+const struct zf_upgrade *zf_upgrade_find(const char *token, size_t len)
+{
+    (void)token;
+    (void)len;
+    return NULL;
+}
+
+/* The connection count (server.max_connections) is the server's business. */
+void zf_conn_opened(void)
+{
+}
+
+void zf_conn_closed(void)
+{
 }

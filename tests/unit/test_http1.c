@@ -10,17 +10,25 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
-/* The file is included for its static functions; its public names are
- * renamed so they cannot clash with the copy in the core library. */
+/* The files are included for their static functions; their public names
+ * are renamed so they cannot clash with the copy in the core library. */
 #define zf_http1_start test_http1_start
 #define zf_http_accept test_http_accept
 #define zf__http1_stop test_http1_stop
 #define zf__http1_active test_http1_active
 #define zf__http1_stats test_http1_stats
 #define zf__http1_shed test_http1_shed
+#define zf__h1_init_settings test_h1_init_settings
+#define zf__h1_reset_message test_h1_reset_message
+#define zf__h1_parse_some test_h1_parse_some
+#define zf__h1_fail test_h1_fail
+#define zf__h1_buf_free test_h1_buf_free
+#define zf__h1_ops test_h1_ops
+#define zf__h1_drop_file test_h1_drop_file
 /* The test plays the worker pool: dispatch only takes the worker's
  * reference, as zf_exchange_dispatch does before queueing the job. */
 #define zf_exchange_dispatch test_dispatch
+#include "../../src/proto/http/h1_parse.c"
 #include "../../src/proto/http/http1.c"
 
 #include "check.h"
@@ -37,7 +45,7 @@ void test_dispatch(struct zf_exchange *ex)
 
 static struct h1conn *tc_new(void)
 {
-    init_settings();
+    zf__h1_init_settings();
     struct h1conn *c = calloc(1, sizeof *c);
     c->conn.id = 1;
     c->conn.proto = "http";
@@ -45,7 +53,7 @@ static struct h1conn *tc_new(void)
     c->scheme = "http";
     c->channel = "http";
     zf_spool_init(&c->spool, 0, NULL);
-    reset_message(c);
+    zf__h1_reset_message(c);
     return c;
 }
 
@@ -54,16 +62,16 @@ static void tc_next(struct h1conn *c)
     if (c->ex)
         zf_exchange_abort(c->ex);
     c->ex = NULL;
-    reset_message(c);
+    zf__h1_reset_message(c);
 }
 
 static void tc_free(struct h1conn *c)
 {
     tc_next(c);
     zf_spool_free(&c->spool);
-    buf_free(&c->url);
-    buf_free(&c->name);
-    buf_free(&c->value);
+    zf__h1_buf_free(&c->url);
+    zf__h1_buf_free(&c->name);
+    zf__h1_buf_free(&c->value);
     free(c);
 }
 
@@ -86,7 +94,7 @@ static int tc_feed(struct h1conn *c, const char *data, size_t len, size_t step, 
         }
         while (plen > 0) {
             size_t used = 0;
-            int r = parse_some(c, pending, plen, &used);
+            int r = zf__h1_parse_some(c, pending, plen, &used);
             memmove(pending, pending + used, plen - used);
             plen -= used;
             if (r == ZF_ERROR) {

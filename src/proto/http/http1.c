@@ -1,7 +1,9 @@
-/* HTTP/1.1 connections: request parsing with libhttp-parser, the checks that
- * its non-strict Debian build leaves to us, limits and timeouts, request
- * bodies read completely before dispatch, pipelining, and the response
- * writer that pulls from the exchange as the socket drains.
+/* HTTP/1.1 connections: limits and timeouts, request bodies read completely
+ * before dispatch (spliced into the spool file where they can be),
+ * pipelining, and the response writer that pulls from the exchange as the
+ * socket drains. Request parsing (libhttp-parser and the checks its
+ * non-strict Debian build leaves to us) is in h1_parse.c; the state both
+ * share is in h1.h.
  *
  * One connection carries at most one exchange at a time. The parser pauses
  * at the end of each request; bytes of the next (pipelined) request stay in
@@ -27,115 +29,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../../core/exchange.h"
-#include "../../core/spool.h"
-#include "http.h"
+#include "h1.h"
 #ifdef ZF_WITH_HTTP2
 #include "tls.h"
 #endif
-
-enum {
-    H1_OUT_HIGH = 256 * 1024, /* pull body segments while the output holds less */
-    H1_OUT_LOW = 64 * 1024,   /* ... and pull again when it drained to this */
-    H1_IN_MAX = 256 * 1024,   /* largest read; input buffered while a request is with the worker */
-    H1_METHOD_MAX = 32,       /* longest method token */
-    H1_PRESCAN = 64,          /* bytes looked at to find the method */
-    H1_LINGER_MS = 2000,      /* reading (and dropping) input after our last byte */
-    H1_FILE_SLICE = 1 << 19,  /* file bodies go to the output this much at a time */
-    H1_SPLICE_MIN = 1 << 16,  /* a spooled body with less left is read the usual way */
-    H1_SPLICE_PIPE = 1 << 20, /* pipe size asked for (F_SETPIPE_SZ) */
-    H1_SPLICE_ROUNDS = 8,     /* splices per readiness, so other connections get their turn */
-};
-
-enum h1_state {
-    H1_IDLE,   /* keep-alive: no byte of the next request yet */
-    H1_HEAD,   /* reading the request line and header section */
-    H1_BODY,   /* reading the request body */
-    H1_APP,    /* the request is with a worker; no response header yet */
-    H1_SEND,   /* writing the response */
-    H1_FLUSH,  /* the last response is queued: close once it is written */
-    H1_LINGER, /* our side is shut: dropping input until EOF or the timer */
-    H1_DEAD,   /* closed; the reaper frees it */
-};
-
-/* A growable byte buffer for header pieces (http-parser hands them out in
- * fragments that point into the input, which we drain). */
-struct h1buf {
-    char *p;
-    size_t len, cap;
-};
-
-struct h1conn {
-    struct zf_conn conn; /* first: log lines take it */
-    struct h1conn *prev, *next;
-    struct zf_http_endpoint *ep; /* NULL after the module stopped */
-    const char *scheme, *channel;
-    char local_host[64];
-    int local_port;
-    struct bufferevent *bev;
-    struct event *timer;  /* header, body, keep-alive and linger deadlines */
-    struct event *reaper; /* frees the connection from the loop */
-    enum h1_state state;
-    unsigned long requests; /* responses completed on this connection */
-    int read_closed;        /* the client shut its sending side */
-    int busy, again;        /* process_input re-entrance guard */
-
-    /* ---- the request being parsed ---- */
-    http_parser parser;
-    int in_msg;       /* the method of a request was seen */
-    int msg_done;     /* the parser reached the end of the request */
-    int headers_done; /* header section complete; header callbacks now mean trailers */
-    int error_status; /* first error found (status to answer), 0 for none */
-    char error_text[200];
-    char method[H1_METHOD_MAX + 1];
-    struct h1buf url, name, value;
-    int hstate; /* 0: no field, 1: in a field name, 2: in a value */
-    long nfields;
-    uint64_t header_bytes;
-    int host_seen;
-    int expect_continue;
-    int continue_sent;
-    int http10;
-    int req_keep_alive; /* what the request asks for (http_should_keep_alive) */
-    uint64_t body_bytes;
-    uint64_t body_expected; /* the Content-Length of the body being read, 0 for none/chunked */
-    struct zf_spool spool;
-    /* a Content-Length body going to a spool file on a plain socket is
-     * read with splice(2) (socket -> pipe -> file), bypassing the
-     * bufferevent, whose reading is disabled meanwhile */
-    struct event *splice_ev;
-    int pipefd[2];
-    int piped; /* pipefd is open */
-    uint64_t spliced;
-    uint64_t msg_start_us;
-    /* the framing scan: every byte the parser consumes that is not body data */
-    const char *scan_pos;
-    int scan_on;
-    unsigned char fprev; /* previous framing byte; 0 after body data */
-    size_t line_len;
-    unsigned char fstate;        /* which framing line the scan is in (enum h1_frame) */
-    unsigned char chunk_nonzero; /* the chunk-size being scanned is not all zeros */
-    unsigned char body_chunked;  /* from on_headers_complete (trailers change p->flags) */
-    unsigned char rl_done;       /* the request line was scanned */
-    char rl_tail[9];             /* its last bytes so far: " HTTP/1.1" */
-
-    /* ---- the exchange: being read, with the worker, or being sent ---- */
-    struct zf_exchange *ex;
-    const struct zf_upgrade *upgrade; /* a protocol switch the app is asked about */
-
-    /* ---- the response being written ---- */
-    int head_sent;
-    int no_body, chunked, close_delimited, keep_alive;
-    int64_t clen;
-    uint64_t sent;
-    int warned_excess;
-    /* a file body being fed to the output a slice at a time, so that one
-     * sendfile() never sends more than H1_FILE_SLICE (a huge file must not
-     * hold the loop while other connections wait) */
-    struct evbuffer_file_segment *file;
-    ev_off_t file_pos; /* next byte, relative to the segment */
-    size_t file_left;
-};
 
 /* The open connections, most recently active first: a connection moves to
  * the head when it is accepted and when a request of it is dispatched or
@@ -180,7 +77,6 @@ static void touch(struct h1conn *c)
     }
 }
 
-static http_parser_settings settings;
 
 static void close_now(struct h1conn *c);
 static void splice_stop(struct h1conn *c);
@@ -188,54 +84,6 @@ static void close_after_flush(struct h1conn *c);
 static void process_input(struct h1conn *c);
 static void pump(struct h1conn *c);
 static void hand_to_upgrade(struct h1conn *c);
-
-static uint64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static int buf_add(struct h1buf *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p)
-            return ZF_ERROR;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
-    return ZF_OK;
-}
-
-static void buf_free(struct h1buf *b)
-{
-    free(b->p);
-    memset(b, 0, sizeof *b);
-}
-
-/* Records the first error found in a request: the status to answer and a
- * short text for the log and the response body. Returns -1, which is what a
- * parser callback returns to stop the parser. */
-static int fail(struct h1conn *c, int status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(struct h1conn *c, int status, const char *fmt, ...)
-{
-    if (c->error_status)
-        return -1;
-    c->error_status = status;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(c->error_text, sizeof c->error_text, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 static void set_timer(struct h1conn *c, uint64_t ms)
 {
@@ -249,579 +97,15 @@ static void set_timer(struct h1conn *c, uint64_t ms)
     evtimer_add(c->timer, &tv);
 }
 
-/* ------------------------------------------------------------ the framing scan */
-
-/* Where the framing scan is: the request line and header section, then for
- * a chunked body each chunk-size line (digits, whitespace, extension), the
- * CRLF after each chunk's data, and the trailer section. */
-enum h1_frame {
-    FR_HEAD,      /* request line and field lines */
-    FR_SIZE,      /* start of a chunk-size line: a HEXDIG must come */
-    FR_DIGITS,    /* in the chunk-size */
-    FR_SIZE_WS,   /* BWS after the chunk-size: only ';' or CRLF may follow */
-    FR_EXT,       /* chunk extension: visible characters, SP and HTAB */
-    FR_DATA_END,  /* right after chunk data: CRLF must come */
-    FR_TRAILER,   /* trailer field lines */
-    FR_BODY,      /* Content-Length body: no framing byte expected */
-};
-
-/* Checks the chunked framing byte ch (not CR or LF) in state c->fstate.
- * http-parser (non-strict) takes any byte >= 0x80 as the digit 0, ignores
- * whatever follows a space after the size and any two bytes after the chunk
- * data. Returns ZF_OK or ZF_ERROR (c->error_status set). */
-static int scan_chunk_byte(struct h1conn *c, unsigned char ch)
-{
-    int hex = (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'f');
-    switch (c->fstate) {
-    case FR_SIZE:
-    case FR_DIGITS:
-        if (hex) {
-            c->fstate = FR_DIGITS;
-            c->chunk_nonzero |= ch != '0';
-            return ZF_OK;
-        }
-        if (c->fstate == FR_DIGITS && (ch == ' ' || ch == '\t' || ch == ';')) {
-            c->fstate = ch == ';' ? FR_EXT : FR_SIZE_WS;
-            return ZF_OK;
-        }
-        fail(c, 400, "invalid chunk-size (byte 0x%02x)", ch);
-        return ZF_ERROR;
-    case FR_SIZE_WS:
-        if (ch == ' ' || ch == '\t' || ch == ';') {
-            c->fstate = ch == ';' ? FR_EXT : FR_SIZE_WS;
-            return ZF_OK;
-        }
-        fail(c, 400, "invalid chunk-size (byte 0x%02x after it)", ch);
-        return ZF_ERROR;
-    case FR_EXT:
-        if (ch == '\t' || (ch >= 0x20 && ch != 0x7f))
-            return ZF_OK;
-        fail(c, 400, "control character 0x%02x in a chunk extension", ch);
-        return ZF_ERROR;
-    case FR_DATA_END:
-        fail(c, 400, "chunk data not followed by CRLF");
-        return ZF_ERROR;
-    default:
-        return ZF_OK;
-    }
-}
-
-/* A line of the framing ended (its LF was scanned): checks the version at
- * the end of the request line, and moves from line to line in a chunked
- * body. Returns ZF_OK or ZF_ERROR. */
-static int scan_line_end(struct h1conn *c)
-{
-    if (!c->rl_done) {
-        /* the request line: http-parser (non-strict) lets "HTxx/1.1" through */
-        if (memcmp(c->rl_tail, " HTTP/1.", 8) != 0 ||
-            (c->rl_tail[8] != '0' && c->rl_tail[8] != '1')) {
-            fail(c, 400, "invalid HTTP version in the request line");
-            return ZF_ERROR;
-        }
-        c->rl_done = 1;
-        return ZF_OK;
-    }
-    switch (c->fstate) {
-    case FR_HEAD:
-        if (c->line_len == 1) /* only the CR: the empty line ending the header section */
-            c->fstate = c->body_chunked ? FR_SIZE : FR_BODY;
-        break;
-    case FR_SIZE_WS:
-        fail(c, 400, "whitespace after the chunk-size without an extension");
-        return ZF_ERROR;
-    case FR_DIGITS:
-    case FR_EXT:
-        c->fstate = c->chunk_nonzero ? FR_DATA_END : FR_TRAILER;
-        c->chunk_nonzero = 0;
-        break;
-    case FR_DATA_END:
-        c->fstate = FR_SIZE;
-        break;
-    default:
-        break;
-    }
-    return ZF_OK;
-}
-
-/* Checks bytes that the parser consumed as framing (request line, field
- * lines, chunk-size lines, trailers): every LF preceded by CR, every CR
- * followed by LF, the request line's version, the chunk-size lines and the
- * CRLF after chunk data, no line starting with whitespace (obs-fold), and no
- * unbounded line (chunk extensions). Debian's non-strict http-parser lets all of these
- * through. Returns ZF_OK or ZF_ERROR (c->error_status set). */
-static int scan_framing(struct h1conn *c, const char *p, const char *end)
-{
-    for (; p < end; p++) {
-        unsigned char ch = (unsigned char)*p;
-        if (c->fprev == '\r' && ch != '\n') {
-            fail(c, 400, "CR not followed by LF in the request framing");
-            return ZF_ERROR;
-        }
-        if (ch == '\n') {
-            if (c->fprev != '\r') {
-                fail(c, 400, "bare LF line ending (lines must end with CRLF)");
-                return ZF_ERROR;
-            }
-            if (scan_line_end(c) != ZF_OK)
-                return ZF_ERROR;
-            c->line_len = 0;
-        } else if (ch == '\r' && c->fstate == FR_SIZE) {
-            fail(c, 400, "empty chunk-size line");
-            return ZF_ERROR;
-        } else if (ch != '\r' && c->fstate != FR_HEAD && scan_chunk_byte(c, ch) != ZF_OK) {
-            return ZF_ERROR;
-        } else if (c->fprev == '\n' && (ch == ' ' || ch == '\t')) {
-            fail(c, 400, "obsolete line folding (a header line starts with whitespace)");
-            return ZF_ERROR;
-        } else if (++c->line_len > zf_http_cfg.max_request_line + zf_http_cfg.max_header_size) {
-            /* field lines and the request line meet tighter limits first:
-             * this bounds chunk-size lines (extensions) */
-            fail(c, 400, "line too long in the request framing");
-            return ZF_ERROR;
-        }
-        if (!c->rl_done && ch != '\r') {
-            memmove(c->rl_tail, c->rl_tail + 1, 8);
-            c->rl_tail[8] = (char)ch;
-        }
-        c->fprev = ch;
-    }
-    return ZF_OK;
-}
-
-/* Scans the framing up to at (where the data of the callback running now
- * starts), so that a framing error is found before a later callback acts on
- * a request that will be refused anyway: which error is reported then does
- * not depend on how the bytes arrived. Returns 0 or -1 (stop the parser). */
-static int scan_upto(struct h1conn *c, const char *at)
-{
-    if (!c->scan_on || at < c->scan_pos)
-        return 0;
-    if (scan_framing(c, c->scan_pos, at) != ZF_OK)
-        return -1;
-    c->scan_pos = at;
-    return 0;
-}
-
-/* ------------------------------------------------------------ parser callbacks */
-
-static const struct zf_exchange_ops h1_ops;
-
-static int on_message_begin(http_parser *p)
-{
-    struct h1conn *c = p->data;
-    c->ex = zf_exchange_new(&h1_ops, c, &c->conn);
-    if (!c->ex)
-        return fail(c, 500, "out of memory");
-    c->ex->scheme = c->scheme;
-    c->ex->channel = c->channel;
-    snprintf(c->ex->server_host, sizeof c->ex->server_host, "%s", c->local_host);
-    c->ex->server_port = c->local_port;
-    return 0;
-}
-
-static int on_url(http_parser *p, const char *at, size_t len)
-{
-    struct h1conn *c = p->data;
-    if (scan_upto(c, at))
-        return -1;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)at[i];
-        if (ch <= 0x20 || ch == 0x7f)
-            return fail(c, 400, "invalid character 0x%02x in the request-target", ch);
-    }
-    if (c->url.len + len > zf_http_cfg.max_request_line)
-        return fail(c, 414, "request-target longer than %llu bytes (http.max_request_line)",
-                    (unsigned long long)zf_http_cfg.max_request_line);
-    if (buf_add(&c->url, at, len) != ZF_OK)
-        return fail(c, 500, "out of memory");
-    return 0;
-}
-
-static int count_header_bytes(struct h1conn *c, size_t len)
-{
-    c->header_bytes += len;
-    if (c->header_bytes > zf_http_cfg.max_header_size)
-        return fail(c, 431, "header section larger than %llu bytes (http.max_header_size)",
-                    (unsigned long long)zf_http_cfg.max_header_size);
-    return 0;
-}
-
-static int name_is(const struct h1buf *b, const char *name)
-{
-    return b->len == strlen(name) && strcasecmp(b->p, name) == 0;
-}
-
-/* Ends the field whose name and value are in c->name and c->value: trims
- * optional whitespace from the value and adds the field to the request (a
- * trailer field is checked and dropped: WSGI has no trailers). */
-static int end_field(struct h1conn *c)
-{
-    c->hstate = 0;
-    const char *v = c->value.p ? c->value.p : "";
-    size_t vlen = c->value.len;
-    while (vlen && (*v == ' ' || *v == '\t'))
-        v++, vlen--;
-    while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
-        vlen--;
-    int rc = 0;
-    /* http-parser does not check the first byte of a value */
-    for (size_t i = 0; i < vlen && !rc; i++) {
-        unsigned char ch = (unsigned char)v[i];
-        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
-            rc = fail(c, 400, "control character 0x%02x in a header field value", ch);
-    }
-    if (!rc && !c->headers_done) {
-        if (name_is(&c->name, "Host") && c->host_seen++)
-            rc = fail(c, 400, "more than one Host header field");
-        else if (name_is(&c->name, "Expect"))
-            c->expect_continue = c->expect_continue >= 0 && vlen == 12 &&
-                                         strncasecmp(v, "100-continue", 12) == 0
-                                     ? 1
-                                     : -1;
-        if (!rc && zf_headers_add(&c->ex->req_headers, c->name.p, c->name.len, v, vlen) != ZF_OK)
-            rc = fail(c, 500, "out of memory");
-    }
-    c->name.len = c->value.len = 0;
-    return rc;
-}
-
-static int on_header_field(http_parser *p, const char *at, size_t len)
-{
-    struct h1conn *c = p->data;
-    if (scan_upto(c, at))
-        return -1;
-    if (c->hstate == 2 && end_field(c))
-        return -1;
-    if (c->hstate == 0) {
-        c->hstate = 1;
-        if (++c->nfields > zf_http_cfg.max_headers)
-            return fail(c, 431, "more than %ld header fields (http.max_headers)",
-                        zf_http_cfg.max_headers);
-        if (!c->headers_done)
-            c->conn.action = "reading request headers";
-    }
-    for (size_t i = 0; i < len; i++)
-        if (!zf_http_is_tchar((unsigned char)at[i]))
-            return fail(c, 400, "invalid character 0x%02x in a header field name",
-                        (unsigned char)at[i]);
-    if (count_header_bytes(c, len))
-        return -1;
-    if (buf_add(&c->name, at, len) != ZF_OK)
-        return fail(c, 500, "out of memory");
-    return 0;
-}
-
-static int on_header_value(http_parser *p, const char *at, size_t len)
-{
-    struct h1conn *c = p->data;
-    if (scan_upto(c, at))
-        return -1;
-    c->hstate = 2;
-    if (count_header_bytes(c, len))
-        return -1;
-    if (buf_add(&c->value, at, len) != ZF_OK)
-        return fail(c, 500, "out of memory");
-    return 0;
-}
-
-/* The header section is complete: check the version, set the target, and
- * decide about the body (limit, Expect). Errors stop the parser. */
-static int on_headers_complete(http_parser *p)
-{
-    struct h1conn *c = p->data;
-    if (c->hstate && end_field(c))
-        return -1;
-    c->headers_done = 1;
-    c->body_chunked = (p->flags & F_CHUNKED) != 0;
-    if (p->http_major != 1 || p->http_minor > 1)
-        return fail(c, 400, "unsupported HTTP version %u.%u (only 1.0 and 1.1)", p->http_major,
-                    p->http_minor);
-    c->http10 = p->http_minor == 0;
-    /* http-parser ends a CONNECT (and an Upgrade request without a body)
-     * at its header section, skipping its own Transfer-Encoding check: the
-     * bytes after it would be read as the next request. zfront opens no
-     * tunnel, and switches protocols only before this parser (h2c). */
-    if (p->method == HTTP_CONNECT)
-        return fail(c, 501, "CONNECT is not supported");
-    if (p->uses_transfer_encoding && !(p->flags & F_CHUNKED))
-        return fail(c, 400, "Transfer-Encoding whose last coding is not chunked");
-    if (!c->http10 && !c->host_seen)
-        return fail(c, 400, "HTTP/1.1 request without a Host header field");
-    c->req_keep_alive = http_should_keep_alive(p);
-    if (c->http10 && p->uses_transfer_encoding)
-        c->req_keep_alive = 0; /* RFC 9112 6.1: faulty framing, close after it */
-    c->ex->protocol = c->http10 ? "HTTP/1.0" : "HTTP/1.1";
-    if (zf_exchange_set_target(c->ex, c->method, strlen(c->method), c->url.p ? c->url.p : "",
-                               c->url.len) != ZF_OK)
-        return fail(c, 500, "out of memory");
-    if (c->http10)
-        c->expect_continue = 0; /* RFC 9110 10.1.1: ignored for HTTP/1.0 */
-    if (c->expect_continue < 0)
-        return fail(c, 417,
-                    "unsupported expectation in the Expect header field "
-                    "(only 100-continue is)");
-    uint64_t max = zf_http_cfg.max_body_size;
-    if (!(p->flags & F_CHUNKED) && p->content_length != ULLONG_MAX && max &&
-        p->content_length > max)
-        return fail(c, 413,
-                    "request body of %llu bytes is larger than %llu bytes "
-                    "(http.max_body_size)",
-                    (unsigned long long)p->content_length, (unsigned long long)max);
-    zf_spool_init(&c->spool, zf_cfg.input_spool, zf_cfg.tmp_dir);
-    if (!(p->flags & F_CHUNKED) && p->content_length != ULLONG_MAX)
-        c->body_expected = p->content_length;
-    if (!(p->flags & F_CHUNKED) && p->content_length != ULLONG_MAX && p->content_length > 0 &&
-        zf_spool_expect(&c->spool, p->content_length) != ZF_OK)
-        return fail(c, 500, "cannot store the request body: %s", strerror(errno));
-    if ((p->flags & F_CHUNKED) || (p->content_length != ULLONG_MAX && p->content_length > 0))
-        c->conn.action = "reading request body";
-    return 0;
-}
-
-static int check_body_size(struct h1conn *c, uint64_t n)
-{
-    uint64_t max = zf_http_cfg.max_body_size;
-    if (max && n > max)
-        return fail(c, 413, "chunked request body larger than %llu bytes (http.max_body_size)",
-                    (unsigned long long)max);
-    return 0;
-}
-
-static int on_chunk_header(http_parser *p)
-{
-    struct h1conn *c = p->data;
-    /* p->content_length is the size of the chunk that follows: refuse it
-     * before it arrives when it would pass the limit. */
-    if (p->content_length != ULLONG_MAX && check_body_size(c, c->body_bytes + p->content_length))
-        return -1;
-    return 0;
-}
-
-static int on_body(http_parser *p, const char *at, size_t len)
-{
-    struct h1conn *c = p->data;
-    if (c->scan_on) {
-        if (scan_framing(c, c->scan_pos, at) != ZF_OK)
-            return -1;
-        c->scan_pos = at + len;
-        c->fprev = 0;
-    }
-    c->body_bytes += len;
-    if (check_body_size(c, c->body_bytes))
-        return -1;
-    if (zf_spool_write(&c->spool, at, len) != ZF_OK)
-        return fail(c, 500, "cannot store the request body: %s", strerror(errno));
-    return 0;
-}
-
-static int on_message_complete(http_parser *p)
-{
-    struct h1conn *c = p->data;
-    if (c->hstate && end_field(c)) /* last trailer field */
-        return -1;
-    c->msg_done = 1;
-    http_parser_pause(p, 1);
-    return 0;
-}
-
-static void init_settings(void)
-{
-    if (settings.on_message_complete)
-        return;
-    http_parser_settings_init(&settings);
-    settings.on_message_begin = on_message_begin;
-    settings.on_url = on_url;
-    settings.on_header_field = on_header_field;
-    settings.on_header_value = on_header_value;
-    settings.on_headers_complete = on_headers_complete;
-    settings.on_chunk_header = on_chunk_header;
-    settings.on_body = on_body;
-    settings.on_message_complete = on_message_complete;
-}
-
-/* ------------------------------------------------------------ request parsing */
-
-/* Forgets the previous request: parser, buffers, flags. The exchange must
- * have been handed on or freed already. */
 /* Lets go of the file body being sliced (the output keeps the slices it
  * already holds: the segment is reference counted). */
-static void drop_file(struct h1conn *c)
+void zf__h1_drop_file(struct h1conn *c)
 {
     if (c->file)
         evbuffer_file_segment_free(c->file);
     c->file = NULL;
     c->file_pos = 0;
     c->file_left = 0;
-}
-
-static void reset_message(struct h1conn *c)
-{
-    http_parser_init(&c->parser, HTTP_REQUEST);
-    c->parser.data = c;
-    c->in_msg = c->msg_done = c->headers_done = 0;
-    c->error_status = 0;
-    c->error_text[0] = 0;
-    c->method[0] = 0;
-    c->url.len = c->name.len = c->value.len = 0;
-    c->hstate = 0;
-    c->nfields = 0;
-    c->header_bytes = 0;
-    c->host_seen = c->expect_continue = c->continue_sent = 0;
-    c->http10 = 0;
-    c->req_keep_alive = 0;
-    c->body_bytes = 0;
-    c->body_expected = 0;
-    c->spliced = 0;
-    zf_spool_free(&c->spool);
-    zf_spool_init(&c->spool, 0, NULL);
-    c->fprev = 0;
-    c->line_len = 0;
-    c->fstate = FR_HEAD;
-    c->chunk_nonzero = c->body_chunked = c->rl_done = 0;
-    memset(c->rl_tail, 0, sizeof c->rl_tail);
-    c->head_sent = c->no_body = c->chunked = c->close_delimited = c->keep_alive = 0;
-    c->upgrade = NULL;
-    c->clen = -1;
-    c->sent = 0;
-    c->warned_excess = 0;
-    drop_file(c);
-}
-
-static int method_known(const char *m)
-{
-    for (int i = 0; i <= HTTP_SOURCE; i++)
-        if (strcmp(http_method_str((enum http_method)i), m) == 0)
-            return 1;
-    return 0;
-}
-
-/* Starts a request at data (contiguous, len bytes): skips empty lines, reads
- * the method token and primes the parser with it. http-parser knows only a
- * fixed list of methods; any other token (the rest of WebDAV/DeltaV,
- * extension methods) is fed to it as "GET" and the real token kept for the
- * exchange, so every method reaches the application.
- * Returns ZF_OK (method consumed or left for the parser, *used set),
- * ZF_AGAIN (need more bytes; *used may cover empty lines), ZF_ERROR. */
-static int begin_message(struct h1conn *c, const char *data, size_t len, size_t *used)
-{
-    size_t i = 0;
-    *used = 0;
-    while (i < len && (data[i] == '\r' || data[i] == '\n')) {
-        if (data[i] == '\n') {
-            fail(c, 400, "bare LF line ending before the request line");
-            return ZF_ERROR;
-        }
-        if (i + 1 >= len) {
-            *used = i;
-            return ZF_AGAIN;
-        }
-        if (data[i + 1] != '\n') {
-            fail(c, 400, "CR not followed by LF before the request line");
-            return ZF_ERROR;
-        }
-        i += 2;
-    }
-    *used = i;
-    size_t start = i;
-    while (i < len && data[i] != ' ') {
-        if (!zf_http_is_tchar((unsigned char)data[i])) {
-            fail(c, 400, "invalid character 0x%02x in the request method", (unsigned char)data[i]);
-            return ZF_ERROR;
-        }
-        if (i - start >= H1_METHOD_MAX) {
-            fail(c, 400, "request method longer than %d characters", H1_METHOD_MAX);
-            return ZF_ERROR;
-        }
-        i++;
-    }
-    if (i == len)
-        return ZF_AGAIN;
-    if (i == start) {
-        fail(c, 400, "the request line starts with a space");
-        return ZF_ERROR;
-    }
-    memcpy(c->method, data + start, i - start);
-    c->method[i - start] = 0;
-    c->in_msg = 1;
-    c->msg_start_us = now_us();
-    c->conn.action = "reading request line";
-    c->fprev = 0;
-    if (method_known(c->method))
-        return ZF_OK; /* the parser reads it from the input */
-    size_t n = http_parser_execute(&c->parser, &settings, "GET", 3);
-    if (n != 3 || HTTP_PARSER_ERRNO(&c->parser) != HPE_OK) {
-        if (!c->error_status)
-            fail(c, 500, "cannot start the request parser");
-        return ZF_ERROR;
-    }
-    *used = i;
-    return ZF_OK;
-}
-
-/* Maps a parser error to a status and text (unless a callback set one). */
-static void parser_error(struct h1conn *c)
-{
-    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-    if (c->error_status)
-        return;
-    switch (e) {
-    case HPE_HEADER_OVERFLOW:
-        if (c->nfields == 0 && !c->headers_done)
-            fail(c, 414, "request line too long (http.max_request_line)");
-        else
-            fail(c, 431, "header section too large (http.max_header_size)");
-        break;
-    case HPE_INVALID_VERSION:
-        fail(c, 400, "invalid HTTP version");
-        break;
-    case HPE_INVALID_CONTENT_LENGTH:
-    case HPE_INVALID_CHUNK_SIZE:
-        /* in a chunked body http-parser reports a chunk-size that does not
-         * fit in 64 bits as a bad content-length */
-        if (c->headers_done && c->body_chunked)
-            fail(c, 400, "chunk-size too large or invalid");
-        else
-            fail(c, 400, "malformed request: %s", http_errno_description(e));
-        break;
-    default:
-        fail(c, 400, "malformed request: %s", http_errno_description(e));
-        break;
-    }
-}
-
-/* Feeds len bytes to the parser, then scans what it consumed as framing.
- * Returns ZF_OK (*used bytes consumed; c->msg_done tells whether the
- * request ended) or ZF_ERROR (c->error_status set). */
-static int feed(struct h1conn *c, const char *data, size_t len, size_t *used)
-{
-    c->scan_pos = data;
-    c->scan_on = 1;
-    size_t n = http_parser_execute(&c->parser, &settings, data, len);
-    c->scan_on = 0;
-    *used = n;
-    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-    if (e != HPE_OK && e != HPE_PAUSED) {
-        parser_error(c);
-        return ZF_ERROR;
-    }
-    if (scan_framing(c, c->scan_pos, data + n) != ZF_OK)
-        return ZF_ERROR;
-    if (c->error_status)
-        return ZF_ERROR;
-    if (!c->msg_done && n < len) {
-        fail(c, 400, "malformed request");
-        return ZF_ERROR;
-    }
-    return ZF_OK;
-}
-
-/* One parsing step over contiguous bytes: the start of a request or more of
- * the current one. Returns ZF_OK, ZF_AGAIN or ZF_ERROR as above. */
-static int parse_some(struct h1conn *c, const char *data, size_t len, size_t *used)
-{
-    if (!c->in_msg)
-        return begin_message(c, data, len, used);
-    return feed(c, data, len, used);
 }
 
 /* ------------------------------------------------------------ responses we make */
@@ -998,7 +282,7 @@ static int write_file_slice(struct h1conn *c)
     c->file_left -= n;
     c->sent += n;
     if (c->file_left == 0)
-        drop_file(c);
+        zf__h1_drop_file(c);
     return ZF_OK;
 }
 
@@ -1087,7 +371,7 @@ static void end_response(struct h1conn *c, int failed)
     c->ex = NULL;
     c->requests++;
     h1.requests++;
-    reset_message(c);
+    zf__h1_reset_message(c);
     if (must_close) {
         close_after_flush(c);
         return;
@@ -1182,7 +466,7 @@ static void evict(struct zf_exchange *ex)
         reset_now(c);
 }
 
-static const struct zf_exchange_ops h1_ops = {on_output, evict};
+const struct zf_exchange_ops zf__h1_ops = {on_output, evict};
 
 /* ------------------------------------------------------------ the input side */
 
@@ -1351,7 +635,7 @@ static void splice_cb(evutil_socket_t fd, short what, void *arg)
                    strerror(err), (unsigned long long)c->body_bytes);
             close_now(c);
         } else {
-            fail(c, 500, "cannot store the request body: %s", strerror(err));
+            zf__h1_fail(c, 500, "cannot store the request body: %s", strerror(err));
             reject(c);
         }
         return;
@@ -1429,7 +713,7 @@ static void process_input_once(struct h1conn *c)
             len = v.iov_len;
         }
         uint64_t body_before = c->body_bytes;
-        int rc = parse_some(c, data, len, &used);
+        int rc = zf__h1_parse_some(c, data, len, &used);
         evbuffer_drain(in, used);
         if (rc == ZF_ERROR) {
             reject(c);
@@ -1481,7 +765,7 @@ static void process_input(struct h1conn *c)
 static void conn_free(struct h1conn *c)
 {
     splice_stop(c);
-    drop_file(c);
+    zf__h1_drop_file(c);
     if (c->ex) {
         zf_exchange_abort(c->ex);
         c->ex = NULL;
@@ -1500,9 +784,9 @@ static void conn_free(struct h1conn *c)
     if (c->reaper)
         event_free(c->reaper);
     zf_spool_free(&c->spool);
-    buf_free(&c->url);
-    buf_free(&c->name);
-    buf_free(&c->value);
+    zf__h1_buf_free(&c->url);
+    zf__h1_buf_free(&c->name);
+    zf__h1_buf_free(&c->value);
     free(c);
     if (zf_srv && zf_srv->state == ZF_STOPPING && !h1.stopping_now)
         zf_server_check_idle();
@@ -1696,14 +980,14 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
         close_now(c);
         break;
     case H1_HEAD:
-        fail(c, 408,
+        zf__h1_fail(c, 408,
              "the request header section did not arrive within %llu ms "
              "(http.header_timeout)",
              (unsigned long long)zf_http_cfg.header_timeout_ms);
         reject(c);
         break;
     case H1_BODY:
-        fail(c, 408, "no request body data for %llu ms (http.body_timeout)",
+        zf__h1_fail(c, 408, "no request body data for %llu ms (http.body_timeout)",
              (unsigned long long)zf_http_cfg.body_timeout_ms);
         reject(c);
         break;
@@ -1738,7 +1022,7 @@ static void local_address(struct h1conn *c, evutil_socket_t fd)
 
 int zf_http1_start(struct zf_http_endpoint *ep, struct bufferevent *bev, const struct zf_conn *conn)
 {
-    init_settings();
+    zf__h1_init_settings();
     struct h1conn *c = calloc(1, sizeof *c);
     struct event_base *base = bufferevent_get_base(bev);
     if (c) {
@@ -1762,7 +1046,7 @@ int zf_http1_start(struct zf_http_endpoint *ep, struct bufferevent *bev, const s
     c->channel = ep && ep->channel ? ep->channel : "http";
     c->bev = bev;
     zf_spool_init(&c->spool, 0, NULL);
-    reset_message(c);
+    zf__h1_reset_message(c);
 
     local_address(c, bufferevent_getfd(bev));
     if (!c->local_host[0] && ep && ep->listener) {
