@@ -86,9 +86,20 @@ class Browser:
         try:
             return self.proc.wait(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            self.proc.kill()  # our own child, by its handle
-            self.proc.wait()
+            self.stop()
             return None
+
+    def stop(self):
+        """Ends the script if still running: SIGTERM first (playwright then
+        closes the browser it launched), SIGKILL after 10 s."""
+        if self.proc.poll() is not None:
+            return
+        self.proc.terminate()  # our own child, by its handle
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
     def output(self):
         return "\n".join(self.lines)
@@ -126,9 +137,7 @@ def test_live_page_shows_content_change(server_factory, scheme):
         assert status == 201, body
         rc = b.finish()
     finally:
-        if b.proc.poll() is None:
-            b.proc.kill()
-            b.proc.wait()
+        b.stop()
     out = b.output()
     assert os.path.exists(shot), "no screenshot:\n" + out
     kept = keep_artifact(shot)
