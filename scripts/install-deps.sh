@@ -1,6 +1,10 @@
 #!/bin/sh
-# Installs the Debian packages zfront needs to build and test, if missing.
-# Idempotent: runs apt-get only when something is not installed yet.
+# Installs the Debian packages zfront needs to build and test, if missing,
+# then the browser test's npm packages (tests/browser: playwright-core, pinned
+# in package.json + package-lock.json) with `npm ci` when node_modules is
+# missing or older than the lock file. Idempotent: runs apt-get only when
+# something is not installed yet. No browser is downloaded: the browser test
+# drives Debian's chromium (/usr/bin/chromium).
 set -eu
 
 PACKAGES="
@@ -9,6 +13,7 @@ libevent-dev libssl-dev libhttp-parser-dev libnghttp2-dev libssh-dev libwslay-de
 libpython3.11-dev python3 python3-pastedeploy libcrypt-dev openssl
 python3-pytest python3-websockets curl openssh-client python3-paramiko nghttp2-client python3-h2
 litmus cadaver ssh-audit python3-cryptography davfs2
+chromium
 "
 
 missing=""
@@ -18,16 +23,26 @@ for p in $PACKAGES; do
     fi
 done
 
-if [ -z "$missing" ]; then
-    exit 0
+# node and npm: Debian's unless some other nodejs (that may bundle npm) is there
+command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
+
+if [ -n "$missing" ]; then
+    echo "install-deps: installing:$missing"
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then
+        SUDO=sudo
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -q
+    # shellcheck disable=SC2086
+    $SUDO apt-get install -y -q --no-install-recommends $missing
 fi
 
-echo "install-deps: installing:$missing"
-SUDO=""
-if [ "$(id -u)" != 0 ]; then
-    SUDO=sudo
+BROWSER_DIR="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
+stamp="$BROWSER_DIR/node_modules/.package-lock.json"
+if [ ! -f "$stamp" ] ||
+    [ -n "$(find "$BROWSER_DIR" -maxdepth 1 -name 'package*.json' -newer "$stamp")" ]; then
+    echo "install-deps: npm ci in $BROWSER_DIR"
+    (cd "$BROWSER_DIR" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
 fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
-# shellcheck disable=SC2086
-$SUDO apt-get install -y -q --no-install-recommends $missing

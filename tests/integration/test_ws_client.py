@@ -136,3 +136,44 @@ def test_js_client_reconnects_and_resumes(demo, tmp_path):
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_demo_announces_content_changes(demo):
+    """Every WebDAV change of the demo's content that succeeds is published on
+    demo/content (what /live shows); a refused one is not."""
+    def dav(method, path, body=None, headers=None):
+        status, _, data = demo.request(method, path, body=body, headers=headers)
+        return status
+
+    async def go():
+        ws = await connect(demo)
+        await subscribe(ws, "demo/content")
+        got = []
+        # refused (the parent folder does not exist): nothing is announced,
+        # so the first event is the MKCOL's
+        assert dav("PUT", "/nofolder/a.html", b"x") == 409
+        assert dav("MKCOL", "/docs") == 201
+        assert dav("PUT", "/docs/a.html", b"<p>a</p>") == 201
+        assert dav("PUT", "/docs/a.html", b"<p>b</p>") == 204
+        assert dav("MOVE", "/docs/a.html",
+                   headers={"Destination": demo.url("/docs/b.html")}) == 201
+        assert dav("COPY", "/docs/b.html",
+                   headers={"Destination": demo.url("/docs/c.html")}) == 201
+        assert dav("DELETE", "/docs/b.html") == 204
+        assert dav("DELETE", "/docs/b.html") == 404
+        assert dav("PUT", "/docs/d.html", b"d") == 201
+        for _ in range(7):
+            got.append(await recv(ws))
+        await ws.close()
+        return got
+    got = run(go())
+    assert [e["type"] for e in got] == ["event"] * 7
+    assert [e["topic"] for e in got] == ["demo/content"] * 7
+    data = [e["data"] for e in got]
+    assert [(d["action"], d["path"], d["status"]) for d in data] == [
+        ("MKCOL", "/docs", "201"), ("PUT", "/docs/a.html", "201"),
+        ("PUT", "/docs/a.html", "204"), ("MOVE", "/docs/a.html", "201"),
+        ("COPY", "/docs/b.html", "201"), ("DELETE", "/docs/b.html", "204"),
+        ("PUT", "/docs/d.html", "201")]
+    assert data[3]["destination"] == demo.url("/docs/b.html")
+    assert data[0]["text"] == "content changed: MKCOL /docs"

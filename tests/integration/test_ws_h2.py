@@ -196,3 +196,16 @@ def test_graceful_shutdown_closes_h2_websocket_1001(server_factory):
         pass
     assert srv.wait() == 0
     c.close()
+
+
+def test_demo_accepts_the_h2_handshake(server_factory, tmp_path):
+    """The demo's /ws takes the RFC 8441 CONNECT (what Chromium sends on
+    wss:// to an h2 listener), not only the HTTP/1.1 GET."""
+    srv = server_factory("--demo", "--state-dir", str(tmp_path / "state"), app=None,
+                         python_path=False, env={"ZFRONT_DEMO_BIG_SIZE": "64k"})
+    c = H2WS(srv, "/ws")
+    assert c.response[":status"] == "200", c.response
+    c.send(0x1, json.dumps({"type": "subscribe", "topic": "demo/content"}).encode())
+    op, payload = c.read_frame()
+    assert (op, json.loads(payload)) == (0x1, {"type": "subscribed", "topic": "demo/content"})
+    c.close()

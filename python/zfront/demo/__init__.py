@@ -12,7 +12,9 @@ A small but real WSGI site that shows what the server does:
   everything else the content store: the folder <state>/content served as
                   pages (a folder shows its index.html, else a listing) and
                   editable over WebDAV class 1 and 2 (zfront.demo.dav) --
-                  OPTIONS, PROPFIND, PUT, MKCOL, COPY, MOVE, LOCK, ...
+                  OPTIONS, PROPFIND, PUT, MKCOL, COPY, MOVE, LOCK, ...;
+                  a change that succeeds (PUT, DELETE, MKCOL, COPY, MOVE)
+                  is published on the topic demo/content (/live shows it)
 
 The content is plain files: an edit over WebDAV changes the site. A file
 named index.html at the top of the content replaces the generated home page.
@@ -177,6 +179,8 @@ class DemoApp:
             return self.index(environ, start_response)
         route = self.routes.get(path)
         if route is None or method in ("OPTIONS", "PROPFIND"):
+            if method in CONTENT_CHANGES:
+                return self.dav_and_announce(environ, start_response)
             return self.dav(environ, start_response)
         handler, methods = route
         if method not in methods:
@@ -187,6 +191,29 @@ class DemoApp:
                 extra=[("Allow", ", ".join(methods))],
             )
         return handler(environ, start_response)
+
+    def dav_and_announce(self, environ, start_response):
+        """A WebDAV request that may change the content; when it succeeds
+        (2xx), every open /live page is told on the topic demo/content."""
+        status = []
+
+        def start(st, headers, exc_info=None):
+            status[:] = [st]
+            return start_response(st, headers, exc_info)
+
+        body = self.dav(environ, start)
+        if status and status[0][:1] == "2":
+            method = environ["REQUEST_METHOD"]
+            path = environ.get("PATH_INFO") or "/"
+            event = {"action": method, "path": path, "status": status[0][:3]}
+            text = "%s %s" % (method, path)
+            dest = environ.get("HTTP_DESTINATION")
+            if method in ("COPY", "MOVE") and dest:
+                event["destination"] = dest
+                text += " -> " + dest
+            event["text"] = "content changed: " + text
+            _publish("demo/content", event)
+        return body
 
     def index(self, environ, start_response):
         """The home page: the content's index.html if there is one, else the
@@ -232,6 +259,22 @@ class DemoApp:
     def show_environ(self, environ, start_response):
         lines = [f"{key}: {environ[key]!r}" for key in sorted(environ)]
         return _text(start_response, "200 OK", "\n".join(lines) + "\n")
+
+
+# WebDAV methods that change the content (announced on demo/content)
+CONTENT_CHANGES = ("PUT", "DELETE", "MKCOL", "COPY", "MOVE")
+
+
+def _publish(topic, data):
+    """zfront.publish when the demo runs inside zfront with its WebSocket
+    module; a no-op under another WSGI server."""
+    try:
+        import zfront
+    except ImportError:
+        return
+    publish = getattr(zfront, "publish", None)
+    if publish is not None:
+        publish(topic, data)
 
 
 def make_app(state_dir=DEFAULT_STATE_DIR, big_size=None):

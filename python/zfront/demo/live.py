@@ -1,11 +1,14 @@
 """The demo site's live notifications (WebSocket, docs/protocols/websocket.md).
 
-- ``/ws``: the handshake. zfront passes it to the app with
+- ``/ws``: the handshake (GET, or CONNECT over HTTP/2: RFC 8441, what a
+  browser does on wss:// when the https listener speaks h2). zfront passes it to the app with
   ``zfront.channel == "websocket"``; the demo lets everyone subscribe to
   ``demo/`` topics and publish on ``demo/chat`` (a real site would check the
   user here, as for any page).
-- ``/live``: a page that subscribes to ``demo/notes`` and ``demo/chat`` with
-  the bundled client and lists what arrives.
+- ``/live``: a page that subscribes to ``demo/notes``, ``demo/chat`` and
+  ``demo/content`` (every successful WebDAV change of the content: PUT,
+  DELETE, MKCOL, COPY, MOVE; published by zfront.demo.DemoApp) with the
+  bundled client and lists what arrives.
 - ``/live/note``: POST ``text=...`` publishes a note with ``zfront.publish``
   (what an edit of content would do).
 - ``/zfront-ws.js``: the JavaScript client (python/zfront/static/).
@@ -51,6 +54,7 @@ var zs = new ZfrontSocket("/ws", {
 });
 zs.subscribe("demo/notes");
 zs.subscribe("demo/chat");
+zs.subscribe("demo/content");
 document.getElementById("note").onsubmit = function (e) {
   e.preventDefault();
   var text = this.elements.text.value;
@@ -103,7 +107,8 @@ def client_js(environ, start_response):
 def routes():
     """The demo's routes for these pages: path -> (handler, methods)."""
     return {
-        "/ws": (handshake, ("GET",)),
+        # GET over HTTP/1.1; over HTTP/2 (RFC 8441) the handshake is a CONNECT
+        "/ws": (handshake, ("GET", "CONNECT")),
         "/live": (page, ("GET", "HEAD")),
         "/live/note": (note, ("POST",)),
         "/zfront-ws.js": (client_js, ("GET", "HEAD")),
