@@ -11,7 +11,8 @@ from its event loop (sendfile) and answers Range requests itself. Uploads are
 never held in memory: a body zfront spooled to a file is linked into place
 (or copied in the kernel) through ``wsgi.input.fileno()``, a body in memory
 is read from ``wsgi.input`` in chunks into a temp file; either is renamed
-into place.
+into place. With ``ZFRONT_DEMO_DAV_DEBUG=1`` in the environment each PUT
+writes which way its body went to ``wsgi.errors`` (see ``receive_body``).
 
 There is no authentication: whoever reaches the port may edit (it is a
 demo). XML request bodies are capped (``max_xml`` bytes, 413 above it) and
