@@ -468,6 +468,30 @@ static PyObject *input_tell(struct input *self, PyObject *unused)
     return PyLong_FromSize_t(self->pos);
 }
 
+/* fileno(): the descriptor of the spool file holding the body (bytes 0 to
+ * len), for os.copy_file_range / os.sendfile / os.pread with explicit
+ * offsets. Reads through the stream use pread, so neither side moves the
+ * other's position. zfront owns the descriptor: it is closed when the
+ * request ends (fileno() then raises ValueError, like every method). A body
+ * in memory has none: io.UnsupportedOperation, as io.BytesIO raises. */
+static PyObject *input_fileno(struct input *self, PyObject *unused)
+{
+    if (input_check(self) < 0)
+        return NULL;
+    if (self->fd >= 0)
+        return PyLong_FromLong(self->fd);
+    PyObject *io = PyImport_ImportModule("io");
+    if (!io)
+        return NULL;
+    PyObject *exc = PyObject_GetAttrString(io, "UnsupportedOperation");
+    Py_DECREF(io);
+    if (!exc)
+        return NULL;
+    PyErr_SetString(exc, "fileno: wsgi.input holds this body in memory, not in a file");
+    Py_DECREF(exc);
+    return NULL;
+}
+
 static PyObject *input_true(PyObject *self, PyObject *unused)
 {
     Py_RETURN_TRUE;
@@ -496,6 +520,8 @@ static PyMethodDef input_methods[] = {
     {"readlines", (PyCFunction)input_readlines, METH_VARARGS, "readlines(hint=-1) -> list"},
     {"seek", (PyCFunction)input_seek, METH_VARARGS, "seek(offset, whence=0) -> int"},
     {"tell", (PyCFunction)input_tell, METH_NOARGS, "tell() -> int"},
+    {"fileno", (PyCFunction)input_fileno, METH_NOARGS,
+     "fileno() -> int: the spool file of a spooled body (read it with explicit offsets)"},
     {"seekable", input_true, METH_NOARGS, "True"},
     {"readable", input_true, METH_NOARGS, "True"},
     {"writable", input_false, METH_NOARGS, "False"},

@@ -13,7 +13,7 @@ import time
 
 import pytest
 from davtest import DAV, PROPFIND_ALL, dav, lockinfo, multistatus, start_demo
-from zftest import curl, write_random_file
+from zftest import curl, wait_until, write_random_file
 
 
 @pytest.fixture(scope="module")
@@ -334,3 +334,116 @@ def test_concurrent_clients(server_factory):
             for path in ("/c%d-%d.txt" % (n, i), "/c%d-%d.txt.copy" % (n, i)):
                 assert props[path]["{urn:zf}n"][1].text == str(n), path
     assert "Traceback" not in srv.log()
+
+
+# ------------------------------------------------------------- PUT without a copy
+
+
+def test_put_of_spooled_body_links_the_spool_file(server_factory):
+    """A PUT body zfront spooled (above the 1 MiB --input-spool default) is
+    put in place through wsgi.input.fileno(): the spool file is linked into
+    the store (same file system here), no copy; a small body in memory is
+    read. Content byte-exact, stored files with the store's usual mode, no
+    spool descriptor or temp file left."""
+    srv = start_demo(server_factory, name="davput", env={"ZFRONT_DEMO_DAV_DEBUG": "1"})
+    big = os.urandom((4 << 20) + 123)
+    small = os.urandom(10000)
+    st, _, _ = dav(srv, "PUT", "/put-cl.bin", body=big)
+    assert st == 201
+    assert srv.wait_log(r"dav: PUT /put-cl\.bin: body linked")
+    c = srv.http()
+    try:
+        c.request("PUT", "/put-chunked.bin", body=iter([big[i:i + 65536]
+                                                        for i in range(0, len(big), 65536)]),
+                  encode_chunked=True, headers={"Transfer-Encoding": "chunked"})
+        r = c.getresponse()
+        r.read()
+        assert r.status == 201
+    finally:
+        c.close()
+    assert srv.wait_log(r"dav: PUT /put-chunked\.bin: body linked")
+    assert dav(srv, "PUT", "/put-small.bin", body=small)[0] == 201
+    assert srv.wait_log(r"dav: PUT /put-small\.bin: body read")
+    # a second PUT over an existing file: replaced, 204
+    assert dav(srv, "PUT", "/put-cl.bin", body=big[::-1])[0] == 204
+    assert wait_until(lambda: srv.log().count("dav: PUT /put-cl.bin: body linked") == 2)
+    for name, want in (("put-cl.bin", big[::-1]), ("put-chunked.bin", big),
+                       ("put-small.bin", small)):
+        with open(os.path.join(srv.content, name), "rb") as f:
+            assert f.read() == want, name
+        assert dav(srv, "GET", "/" + name)[2] == want, name
+    modes = {os.stat(os.path.join(srv.content, n)).st_mode & 0o7777
+             for n in ("put-cl.bin", "put-chunked.bin", "put-small.bin")}
+    assert len(modes) == 1, modes  # the linked spool file got the store's mode, not 0600
+    assert os.listdir(os.path.join(srv.state, "dav-tmp")) == []
+    assert wait_until(lambda: not srv.spool_fds()), srv.spool_fds()
+
+
+def _dav_module():
+    import sys
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, os.path.join(here, "..", "..", "python"))
+    sys.dont_write_bytecode = True
+    try:
+        from zfront.demo import dav as mod
+    finally:
+        sys.path.pop(0)
+    return mod
+
+
+class _SpoolStream:
+    """wsgi.input's fileno/tell/seek/read over a descriptor (pread)."""
+
+    def __init__(self, fd, size):
+        self.fd, self.size, self.pos = fd, size, 0
+
+    def fileno(self):
+        return self.fd
+
+    def tell(self):
+        return self.pos
+
+    def seek(self, off, whence=0):
+        self.pos = off if whence == 0 else self.size + off
+        return self.pos
+
+    def read(self, n=-1):
+        n = self.size - self.pos if n < 0 else min(n, self.size - self.pos)
+        data = os.pread(self.fd, n, self.pos)
+        self.pos += len(data)
+        return data
+
+
+@pytest.mark.parametrize("kind", ["o_tmpfile", "o_excl", "memory", "read_some"])
+def test_receive_body_paths(tmp_path, kind):
+    """receive_body (the store's PUT body path), without a server: an
+    O_TMPFILE spool is linked; one that cannot be linked (O_EXCL, like
+    Python's TemporaryFile) is copied with copy_file_range, also from a
+    position past 0; a stream without a descriptor is read."""
+    import io
+    mod = _dav_module()
+    data = os.urandom(3 * mod.CHUNK + 77)
+    fd = -1
+    if kind == "memory":
+        stream = io.BytesIO(data)
+    else:
+        flags = os.O_TMPFILE | os.O_RDWR | (os.O_EXCL if kind == "o_excl" else 0)
+        fd = os.open(str(tmp_path), flags, 0o600)
+        os.write(fd, data)
+        stream = _SpoolStream(fd, len(data))
+    skip = 0
+    if kind == "read_some":
+        skip = 1000
+        assert stream.read(skip) == data[:skip]
+    tmp = os.path.join(str(tmp_path), "put-x").encode()
+    try:
+        with open(tmp, "xb") as f:
+            how = mod.receive_body(stream, f, tmp)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    assert how == {"o_tmpfile": "linked", "o_excl": "copied", "memory": "read",
+                   "read_some": "copied"}[kind]
+    with open(tmp, "rb") as f:
+        assert f.read() == data[skip:]
+    assert sorted(os.listdir(str(tmp_path))) == ["put-x"]

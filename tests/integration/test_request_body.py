@@ -103,6 +103,55 @@ def test_spool_files_do_not_stay(srv):
     assert wait_until(lambda: not srv.spool_fds()), srv.spool_fds()
 
 
+# ------------------------------------------------------------- wsgi.input.fileno()
+
+
+def _fileno_request(srv, data, chunked=False):
+    if not chunked:
+        status, _, body = srv.request("POST", "/body?mode=fileno", body=data)
+        assert status == 200, body[:2000]
+        return json.loads(body)
+    parts = [data[i:i + 100000] for i in range(0, len(data), 100000)]
+    c = srv.http()
+    try:
+        c.request("POST", "/body?mode=fileno", body=iter(parts), encode_chunked=True,
+                  headers={"Transfer-Encoding": "chunked"})
+        r = c.getresponse()
+        assert r.status == 200
+        return json.loads(r.read())
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_fileno_of_spooled_body(srv, chunked):
+    # the descriptor holds exactly the body (os.pread from 0), and reading it
+    # does not move the stream: read(1000) before, read() after still give
+    # the body in order; the descriptor is zfront's and closed after the request
+    info = _fileno_request(srv, LARGE, chunked)
+    assert info["spooled"] is True
+    fi = info["fileno"]
+    assert "error" not in fi, fi
+    assert fi["fd_len"] == len(LARGE)
+    assert fi["fd_sha256"] == sha256_hex(LARGE)
+    assert fi["tell"] == 1000
+    assert info["len"] == len(LARGE) and info["sha256"] == sha256_hex(LARGE)
+    assert info["after_eof"] == 0
+    assert wait_until(lambda: not srv.spool_fds()), srv.spool_fds()
+    # kept past its request: every method raises ValueError, fileno() too
+    status, _, body = srv.request("GET", "/kept_input")
+    assert (status, body) == (200, b"ValueError")
+
+
+def test_fileno_of_body_in_memory_raises(srv):
+    info = _fileno_request(srv, SMALL)
+    assert info["spooled"] is False
+    fi = info["fileno"]
+    # as io.BytesIO: io.UnsupportedOperation (an OSError and a ValueError)
+    assert fi["error"] == "UnsupportedOperation" and fi["oserror"] is True, fi
+    assert info["len"] == len(SMALL) and info["sha256"] == sha256_hex(SMALL)
+
+
 # ------------------------------------------------------------- aborted uploads
 
 

@@ -8,8 +8,11 @@ the If header (tagged and untagged lists, Not, state tokens and ETags).
 Files are returned through ``environ['wsgi.file_wrapper']`` with
 Content-Length, ETag, Last-Modified and Accept-Ranges, so zfront streams them
 from its event loop (sendfile) and answers Range requests itself. Uploads are
-read from ``wsgi.input`` in chunks into a temp file that is renamed into
-place, never held in memory.
+never held in memory: a body zfront spooled to a file is linked into place
+(or copied in the kernel) through ``wsgi.input.fileno()``, a body in memory
+is read from ``wsgi.input`` in chunks into a temp file; either is renamed
+into place. With ``ZFRONT_DEMO_DAV_DEBUG=1`` in the environment each PUT
+writes which way its body went to ``wsgi.errors`` (see ``receive_body``).
 
 There is no authentication: whoever reaches the port may edit (it is a
 demo). XML request bodies are capped (``max_xml`` bytes, 413 above it) and
@@ -333,17 +336,14 @@ class DavApp:
         tmp, f = self.store.temp_file()
         try:
             with f:
-                stream = env["wsgi.input"]
-                while True:
-                    data = stream.read(CHUNK)
-                    if not data:
-                        break
-                    try:
-                        f.write(data)
-                    except OSError as e:
-                        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                            raise HTTPError("507 Insufficient Storage", "no space left") from e
-                        raise
+                try:
+                    how = receive_body(env["wsgi.input"], f, tmp)
+                except OSError as e:
+                    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                        raise HTTPError("507 Insufficient Storage", "no space left") from e
+                    raise
+            if os.environ.get("ZFRONT_DEMO_DAV_DEBUG") == "1":
+                env["wsgi.errors"].write("dav: PUT %s: body %s\n" % (env.get("PATH_INFO"), how))
             with self.store.lock:
                 # check again: the world may have changed while we copied
                 st = self.store.stat(req.segs)
@@ -814,6 +814,87 @@ LISTING = """<!DOCTYPE html>
 </body>
 </html>
 """
+
+
+def receive_body(stream, f, tmp):
+    """Puts the rest of the request body `stream` into the upload temp file
+    `f` (open, empty) at path `tmp`; returns how it went: "linked", "copied"
+    or "read".
+
+    When zfront spooled the body, ``stream.fileno()`` is its unlinked spool
+    file (docs/python-api.md): "linked" gives that file a name at `tmp`
+    (linkat of an O_TMPFILE file through /proc/self/fd: no copy at all; it
+    needs the spool and the store on one file system), else "copied" copies
+    it in the kernel (os.copy_file_range, explicit offsets). A body in memory,
+    or a stream without fileno(), is "read" in CHUNK pieces."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        fd = None
+    if fd is not None:
+        start = stream.tell()
+        end = stream.seek(0, 2)
+        stream.seek(start)
+        if start == 0 and _link_spool(fd, end, f, tmp):
+            return "linked"
+        if _copy_spool(fd, start, end, f):
+            return "copied"
+    while True:
+        data = stream.read(CHUNK)
+        if not data:
+            return "read"
+        f.write(data)
+
+
+def _link_spool(fd, size, f, tmp):
+    """Links the spool file `fd` (exactly `size` bytes) in place of the
+    empty temp file at `tmp`, with its permissions. False when the kernel or
+    the file systems don't allow it (nothing changed then)."""
+    try:
+        if os.fstat(fd).st_size != size:
+            return False
+        mode = os.fstat(f.fileno()).st_mode & 0o7777
+        side = tmp + b".link"
+        # linkat(/proc/self/fd, "N", side, AT_SYMLINK_FOLLOW): a dir fd makes
+        # Python 3.11 call linkat with the follow flag (plain link() would
+        # try to link the /proc symlink itself: EXDEV)
+        proc = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.link(str(fd), side, src_dir_fd=proc, follow_symlinks=True)
+        finally:
+            os.close(proc)
+    except OSError:  # EXDEV, ENOENT (not O_TMPFILE, or no /proc), EPERM, ...
+        return False
+    try:
+        os.chmod(side, mode)
+        os.replace(side, tmp)
+    except OSError:
+        os.unlink(side)
+        raise
+    return True
+
+
+def _copy_spool(fd, start, end, f):
+    """Copies bytes start..end of `fd` into `f` in the kernel. False when
+    copy_file_range is not available for these files before anything was
+    copied; other errors raise."""
+    copy = getattr(os, "copy_file_range", None)
+    if copy is None:
+        return False
+    dst = f.fileno()
+    off = start
+    while off < end:
+        try:
+            n = copy(fd, dst, min(end - off, 1 << 30), off, off - start)
+        except OSError as e:
+            if off == start and e.errno in (errno.EXDEV, errno.ENOSYS, errno.EINVAL,
+                                            errno.EOPNOTSUPP):
+                return False
+            raise
+        if n == 0:
+            raise OSError(errno.EIO, "the spool file is shorter than the request body")
+        off += n
+    return True
 
 
 def _read_file(f):

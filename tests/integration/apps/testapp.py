@@ -177,6 +177,20 @@ def _spooled():
     return False
 
 
+_KEPT_INPUT = None
+
+
+def r_kept_input(environ, start_response):
+    """fileno() of the wsgi.input the last /body?mode=fileno kept, after its
+    request ended."""
+    try:
+        _KEPT_INPUT.fileno()
+        result = "no error"
+    except Exception as e:  # noqa: BLE001 - reported to the test
+        result = type(e).__name__
+    return _text(start_response, "200 OK", result)
+
+
 def r_body(environ, start_response):
     """Reads wsgi.input the way ?mode= says and reports length and sha256."""
     q = _q(environ)
@@ -244,7 +258,37 @@ def r_body(environ, start_response):
         h.update(rest)
         n += len(rest)
         pieces = 4
+    elif mode == "fileno":
+        # fileno() of a spooled body: read 1000 bytes through the stream,
+        # all of the body through the descriptor (os.pread, explicit
+        # offsets), then the rest through the stream: neither moves the other
+        global _KEPT_INPUT
+        _KEPT_INPUT = inp
+        try:
+            fd = inp.fileno()
+        except Exception as e:  # noqa: BLE001 - reported to the test
+            fileno = {"error": type(e).__name__, "oserror": isinstance(e, OSError),
+                      "msg": str(e)}
+            data = inp.read()
+        else:
+            head = inp.read(1000)
+            hf = hashlib.sha256()
+            off = 0
+            while True:
+                piece = os.pread(fd, 65536, off)
+                if not piece:
+                    break
+                hf.update(piece)
+                off += len(piece)
+            fileno = {"fd_len": off, "fd_sha256": hf.hexdigest(), "tell": inp.tell()}
+            data = head + inp.read()
+        h.update(data)
+        n = len(data)
+        pieces = 1
     extra = inp.read()  # must be at EOF now
+    if mode == "fileno":
+        return _json(start_response, {"len": n, "sha256": h.hexdigest(), "spooled": spooled,
+                                      "after_eof": len(extra), "fileno": fileno})
     return _json(start_response, {
         "len": n, "sha256": h.hexdigest(), "pieces": pieces,
         "content_length": environ.get("CONTENT_LENGTH"),
@@ -547,6 +591,7 @@ ROUTES = {
     "env": r_env,
     "method": r_method,
     "body": r_body,
+    "kept_input": r_kept_input,
     "gen": r_gen,
     "stream": r_stream,
     "status": r_status,
