@@ -155,6 +155,42 @@ def test_a_burst_of_newcomers_at_the_limit_does_not_run_out_of_descriptors(serve
     assert m and int(m.group(1)) >= spare + 16, srv.log()[-2000:]
 
 
+def test_a_burst_larger_than_the_limit_does_not_shed_its_own_first_newcomers(server_factory):
+    # One accept callback takes the whole backlog, and a newcomer's request
+    # is read only in a later loop iteration. A burst of more newcomers than
+    # the limit (thousands of attackers reconnecting at once) must not shed
+    # the first of them before their request is even read: a normal client
+    # among them would be reset. The server is stopped while they connect.
+    srv = server_factory("--header-timeout", "60s", nofile=256, name="burst-big")
+    m = re.search(r"connection limit (\d+) \(descriptor limit 256\)", srv.log())
+    assert m, srv.log()
+    limit = int(m.group(1))
+    head = b"GET /hello HTTP/1.1\r\nHost: t\r\n"
+    old = silent(srv.port, limit, head)
+    new = []
+    try:
+        time.sleep(0.5)  # all accepted
+        srv.signal(signal.SIGSTOP)
+        try:
+            client = socket.create_connection(("127.0.0.1", srv.port), TIMEOUT)
+            new.append(client)
+            client.sendall(head + b"\r\n")
+            new += silent(srv.port, limit + 16, head)
+        finally:
+            srv.signal(signal.SIGCONT)
+        data = b""
+        with contextlib.suppress(OSError):
+            while b"Hello" not in data:
+                chunk = client.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 200") and b"Hello" in data, (data, srv.log()[-2000:])
+    finally:
+        for s in old + new:
+            s.close()
+
+
 def test_busy_connections_are_not_shed_and_new_ones_are_refused(server_factory):
     srv = server_factory("--max-connections", "3", "--threads", "1", name="limit3")
     busy = []
