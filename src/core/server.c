@@ -74,6 +74,9 @@ static struct {
     char emfile_addr[80];
     int emfile_errno;
     struct event *tick;
+    size_t burst;            /* connections shed in this accept burst */
+    int burst_held;          /* listeners held until the burst ends */
+    struct event *burst_end; /* runs once the listener callbacks of this loop pass are done */
 } adm;
 
 size_t zf_conn_open_count(void)
@@ -160,6 +163,43 @@ static void episode_event(struct episode *e)
     }
 }
 
+/* A burst at the limit: a listener callback takes the whole backlog in
+ * one go, while a newcomer's request is read only in a later loop pass. A
+ * burst of more newcomers than the limit (thousands of attackers
+ * reconnecting at once) would shed its own first newcomers, a normal
+ * client among them, before reading them. So one burst sheds at most a
+ * quarter of the limit; then the admitting listeners wait for the next
+ * loop pass (burst_end, activated by the burst's first shed, runs after
+ * the listener callbacks of this pass and lets them go on). */
+static void on_burst_end(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    adm.burst = 0;
+    if (!adm.burst_held)
+        return;
+    adm.burst_held = 0;
+    if (!zf_srv || zf_srv->state != ZF_RUNNING)
+        return;
+    for (struct zf_listener *l = listeners; l; l = l->next)
+        if (l->admit && l->el && !l->paused)
+            evconnlistener_enable(l->el);
+}
+
+static void burst_shed(void)
+{
+    if (adm.burst++ == 0 && adm.burst_end)
+        event_active(adm.burst_end, EV_TIMEOUT, 0);
+    size_t cap = adm.max / 4 ? adm.max / 4 : 1;
+    if (adm.burst < cap || adm.burst_held || !adm.burst_end)
+        return;
+    adm.burst_held = 1;
+    for (struct zf_listener *l = listeners; l; l = l->next)
+        if (l->admit && l->el && !l->paused)
+            evconnlistener_disable(l->el);
+}
+
 /* At the limit: asks the modules to shed one connection. Returns ZF_OK
  * when a slot was freed, ZF_ERROR when none could be. */
 static int make_room(void)
@@ -175,6 +215,7 @@ static int make_room(void)
         const struct zf_module *m = zf_srv->active[i];
         if (m->shed && m->shed(zf_srv, 1) > 0) {
             adm.limit.shed++;
+            burst_shed();
             return ZF_OK;
         }
     }
@@ -516,8 +557,9 @@ int zf__server_init_loop(struct zf_server *srv)
 {
     setup_limits();
     adm.tick = evtimer_new(srv->base, on_tick, NULL);
+    adm.burst_end = event_new(srv->base, -1, 0, on_burst_end, NULL);
     calls.ev = event_new(srv->base, -1, 0, on_calls, NULL);
-    if (!calls.ev || !adm.tick)
+    if (!calls.ev || !adm.tick || !adm.burst_end)
         return ZF_ERROR;
     uint64_t limit = zf_pool_cfg.queue_timeout_ms;
     if (limit > 0) {
@@ -545,6 +587,11 @@ void zf__server_free_loop(void)
     if (adm.tick)
         event_free(adm.tick);
     adm.tick = NULL;
+    if (adm.burst_end)
+        event_free(adm.burst_end);
+    adm.burst_end = NULL;
+    adm.burst = 0;
+    adm.burst_held = 0;
     if (shutdown_timer)
         event_free(shutdown_timer);
     shutdown_timer = NULL;

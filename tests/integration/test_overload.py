@@ -13,10 +13,12 @@ accept() running out of descriptors.
 import contextlib
 import os
 import re
+import signal
 import socket
 import ssl
 import time
 
+import pytest
 from test_h2 import H2Conn
 from zftest import TIMEOUT, curl, wait_until
 
@@ -95,6 +97,98 @@ def test_explicit_limit_sheds_oldest_header_phase_connections_first(server_facto
         for s in old:
             s.close()
     assert srv.wait_log(r"connection limit reached \(server\.max_connections = 20\)")
+
+
+def silent(port, n, first=b""):
+    """n connections to port that send `first` and then nothing."""
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), TIMEOUT)
+        if first:
+            s.sendall(first)
+        socks.append(s)
+    return socks
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_burst_of_newcomers_at_the_limit_does_not_run_out_of_descriptors(server_factory,
+                                                                          scheme):
+    # At the limit every accept closes an old connection to make room. The
+    # descriptors so freed must be free at once: libevent closes the socket
+    # of a freed bufferevent only later in the loop iteration, and a burst
+    # of accepts (one listener callback takes the whole backlog) then hits
+    # EMFILE after the descriptor reserve, pausing accept() for 200 ms each
+    # time (slowloris: /hello waited seconds). The server is stopped while
+    # the newcomers connect, so they are all in the backlog at once.
+    # http: header-phase connections; https: TLS handshakes not begun.
+    args = ("--header-timeout", "60s", "--set", "tls.handshake_timeout=60s")
+    if scheme == "https":
+        srv = start_https(server_factory, *args, nofile=256, name="burst-tls")
+        port, first = srv.https_port, b""
+    else:
+        srv = server_factory(*args, nofile=256, name="burst")
+        port, first = srv.port, b"GET /hello HTTP/1.1\r\nHost: t\r\n"
+    m = re.search(r"connection limit (\d+) \(descriptor limit 256\)", srv.log())
+    assert m, srv.log()
+    limit = int(m.group(1))
+    spare = 256 - limit  # the reserve and the descriptors already open
+    assert spare + 16 < limit
+    old = silent(port, limit, first)
+    new = []
+    try:
+        time.sleep(0.5)  # all accepted
+        assert closed_count(old) == 0
+        srv.signal(signal.SIGSTOP)
+        try:
+            new = silent(port, spare + 16, first)  # the kernel completes them
+        finally:
+            srv.signal(signal.SIGCONT)
+        # each newcomer took the place of one old connection
+        assert wait_until(lambda: closed_count(old[:len(new)]) == len(new), TIMEOUT), \
+            srv.log()[-2000:]
+        assert closed_count(new) == 0
+    finally:
+        for s in old + new:
+            s.close()
+    assert not re.search(r"accept\(\) on \S+ failed", srv.log()), srv.log()[-2000:]
+    m = srv.wait_log(r"connection limit episode over after \d+s: (\d+) connection\(s\) shed")
+    assert m and int(m.group(1)) >= spare + 16, srv.log()[-2000:]
+
+
+def test_a_burst_larger_than_the_limit_does_not_shed_its_own_first_newcomers(server_factory):
+    # One accept callback takes the whole backlog, and a newcomer's request
+    # is read only in a later loop iteration. A burst of more newcomers than
+    # the limit (thousands of attackers reconnecting at once) must not shed
+    # the first of them before their request is even read: a normal client
+    # among them would be reset. The server is stopped while they connect.
+    srv = server_factory("--header-timeout", "60s", nofile=256, name="burst-big")
+    m = re.search(r"connection limit (\d+) \(descriptor limit 256\)", srv.log())
+    assert m, srv.log()
+    limit = int(m.group(1))
+    head = b"GET /hello HTTP/1.1\r\nHost: t\r\n"
+    old = silent(srv.port, limit, head)
+    new = []
+    try:
+        time.sleep(0.5)  # all accepted
+        srv.signal(signal.SIGSTOP)
+        try:
+            client = socket.create_connection(("127.0.0.1", srv.port), TIMEOUT)
+            new.append(client)
+            client.sendall(head + b"\r\n")
+            new += silent(srv.port, limit + 16, head)
+        finally:
+            srv.signal(signal.SIGCONT)
+        data = b""
+        with contextlib.suppress(OSError):
+            while b"Hello" not in data:
+                chunk = client.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 200") and b"Hello" in data, (data, srv.log()[-2000:])
+    finally:
+        for s in old + new:
+            s.close()
 
 
 def test_busy_connections_are_not_shed_and_new_ones_are_refused(server_factory):

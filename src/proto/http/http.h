@@ -128,5 +128,13 @@ const char *zf_http_reason(int status);
 /* True for hop-by-hop header names that an app must not send
  * (Connection, Keep-Alive, Transfer-Encoding, Upgrade, ...). */
 int zf_http_is_hop_by_hop(const char *name, size_t len);
+/* Frees a connection's bufferevent and closes its socket now. libevent
+ * closes the socket of a freed bufferevent (BEV_OPT_CLOSE_ON_FREE) only in
+ * its finalizer, later in the loop iteration: connections shed from the
+ * accept callback, which takes the whole backlog in one go, would keep
+ * their descriptors until the burst ends and accept() would fail with
+ * EMFILE (pausing it). The socket is taken from the bufferevent (a plain
+ * one's descriptor, a TLS one's socket BIO) and closed here. */
+void zf__http_bev_free(struct bufferevent *bev);
 
 #endif

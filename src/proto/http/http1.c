@@ -776,7 +776,7 @@ static void conn_free(struct h1conn *c)
 #ifdef ZF_WITH_HTTP2
         zf_tls_close_notify(c->bev); /* TLS only: keeps the session resumable */
 #endif
-        bufferevent_free(c->bev);
+        zf__http_bev_free(c->bev); /* its descriptor is free now */
         zf_conn_closed(); /* a connection handed to HTTP/2 keeps its count */
     }
     if (c->timer)

@@ -1,5 +1,12 @@
 /* Small HTTP helpers shared by HTTP/1.1 and HTTP/2: token characters, the
- * Date header, reason phrases and hop-by-hop field names. */
+ * Date header, reason phrases, hop-by-hop field names, freeing a
+ * connection's bufferevent. */
+#include <event2/bufferevent.h>
+#ifdef ZF_WITH_HTTP2
+#include <event2/bufferevent_ssl.h>
+#include <openssl/bio.h>
+#include <openssl/ssl.h>
+#endif
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -142,4 +149,30 @@ int zf_http_is_hop_by_hop(const char *name, size_t len)
         if (strlen(names[i]) == len && strncasecmp(names[i], name, len) == 0)
             return 1;
     return 0;
+}
+
+void zf__http_bev_free(struct bufferevent *bev)
+{
+    evutil_socket_t fd = -1;
+#ifdef ZF_WITH_HTTP2
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    if (ssl) {
+        /* the socket BIO (made without the close flag) is what the
+         * bufferevent's finalizer closes: it gets no descriptor */
+        BIO *bio = SSL_get_wbio(ssl);
+        fd = bio && SSL_get_rbio(ssl) == bio ? (evutil_socket_t)BIO_get_fd(bio, NULL) : -1;
+        if (fd >= 0 && fd == bufferevent_getfd(bev))
+            BIO_set_fd(bio, -1, BIO_NOCLOSE);
+        else
+            fd = -1;
+    } else
+#endif
+    {
+        fd = bufferevent_getfd(bev);
+        if (fd >= 0)
+            bufferevent_setfd(bev, -1); /* its events go; it no longer owns fd */
+    }
+    bufferevent_free(bev); /* deletes its events now: fd is no longer polled */
+    if (fd >= 0)
+        evutil_closesocket(fd);
 }

@@ -249,7 +249,7 @@ static void conn_free(struct zf_h2_conn *c)
         event_free(c->linger_ev);
     if (c->bev) {
         zf_tls_close_notify(c->bev); /* TLS only: keeps the session resumable */
-        bufferevent_free(c->bev);
+        zf__http_bev_free(c->bev); /* its descriptor is free now */
         zf_conn_closed();
     }
     event_free(c->idle_timer);

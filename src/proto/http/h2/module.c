@@ -120,7 +120,7 @@ static void hs_unlink(struct handshake *hs)
 static void hs_free(struct handshake *hs)
 {
     hs_unlink(hs);
-    bufferevent_free(hs->bev);
+    zf__http_bev_free(hs->bev);
     free(hs);
     zf_conn_closed();
 }
