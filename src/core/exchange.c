@@ -1,6 +1,7 @@
 /* The protocol-neutral exchange: request in, response queue out, and the
  * wake-up that carries worker output to the loop thread. */
 #include <errno.h>
+#include <malloc.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <stdlib.h>
@@ -1019,6 +1020,10 @@ size_t zf_exchange_enforce_budget(void)
             evicted++;
         }
     }
+    /* what the evicted held goes back to the system, not only to glibc's
+     * per-thread arenas, where the RSS would keep it (issue 9) */
+    if (evicted)
+        malloc_trim(0);
     return evicted;
 }
 
