@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <event2/thread.h>
-#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -381,11 +380,5 @@ int main(int argc, char **argv)
     /* a spool file past RLIMIT_FSIZE fails that write (EFBIG), reported as
      * such; it must not kill the server */
     signal(SIGXFSZ, SIG_IGN);
-    /* response buffers (256 KiB pieces, the app's chunks) go back to the
-     * system when freed: glibc otherwise raises this threshold after the
-     * first such free and keeps freed response memory in its per-thread
-     * arenas, so the RSS would stay at its peak and server.max_buffered
-     * would not bound it (issue 9) */
-    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     return run(argc, argv);
 }

@@ -211,6 +211,15 @@ def status_kib(pid, field):
     raise AssertionError("no %s in /proc/%d/status" % (field, pid))
 
 
+def _sanitized():
+    import subprocess
+    from zftest import zfront_bin
+    out = subprocess.run(["ldd", zfront_bin()], capture_output=True, text=True).stdout
+    return "libasan" in out or "libtsan" in out
+
+
+@pytest.mark.skipif(_sanitized(), reason="a sanitizer's allocator keeps freed memory "
+                    "(quarantine): RSS figures mean nothing there")
 def test_memory_budget_bounds_the_server_rss(server_factory):
     """Everything a response holds in memory counts in the budget: what is
     queued in the exchange, what the HTTP/1.1 transport took (its output
@@ -221,7 +230,7 @@ def test_memory_budget_bounds_the_server_rss(server_factory):
     queues little in the exchanges: the rest was outside the budget); with
     a 16 MiB budget it grows by no more than the budget plus 32 MiB (what
     the workers add while the loop evicts, 160 connections' bookkeeping,
-    allocator slack: 25-36 MiB in all measured) over the idle RSS after
+    allocator slack: 26-38 MiB in all measured) over the idle RSS after
     warm-up. The biggest holders are reset and logged, not all of them,
     and /hello answers."""
     budget = 16 * MIB
