@@ -1,6 +1,8 @@
 /* The protocol-neutral exchange: request in, response queue out, and the
  * wake-up that carries worker output to the loop thread. */
 #include <errno.h>
+#include <malloc.h>
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,15 +28,40 @@ static struct {
     size_t cap;
     size_t alive;
     struct zf_exchange *all; /* loop only: every live exchange */
+    struct zf_hold *holds;   /* loop only: every hold not gone */
+    size_t nholds;
     struct event *budget_ev; /* a worker saw a total over its budget */
     atomic_int budget_pending;
 } posts = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 /* Server-wide output totals (any thread): memory of the DATA segments
- * queued in exchanges, and bytes in their spool files. */
-static atomic_size_t mem_total, spool_total;
+ * queued in exchanges or held by transports, and bytes in spool files.
+ * gone_total: the part of mem_total held by transports of connections
+ * that are closing (evicted or closed), which the budget no longer weighs. */
+static atomic_size_t mem_total, spool_total, gone_total;
+
+/* What one connection's transport holds (exchange.h). */
+struct zf_hold {
+    size_t bytes;
+    int refs; /* the connection's (until zf_hold_close) + one per counted segment */
+    int gone; /* closed or evicted: its bytes are in gone_total */
+    void (*evict)(void *proto);
+    void *proto;
+    struct zf_conn *conn;        /* for log lines */
+    struct zf_hold *prev, *next; /* posts.holds while not gone */
+};
 
 static void over_budget(void);
+static size_t budget_mem(void);
+
+/* The memory total is over server.max_buffered (the loop is evicting):
+ * a response whose client has not taken what is queued stops producing
+ * (zf_exchange_congested), so the slow readers do not pile up more while
+ * the biggest holders are closed. Any thread. */
+static int server_pressed(void)
+{
+    return zf_cfg.max_buffered && budget_mem() > zf_cfg.max_buffered;
+}
 
 /* ---------------------------------------------------------------- headers */
 
@@ -217,6 +244,7 @@ static void exchange_free(struct zf_exchange *ex)
     if (ex->all_next)
         ex->all_next->all_prev = ex->all_prev;
     drop_spool_count(ex);
+    atomic_fetch_sub(&mem_total, ex->app_held);
     free_segments(ex->seg_head);
     zf_headers_free(&ex->req_headers);
     zf_headers_free(&ex->resp_headers);
@@ -437,6 +465,7 @@ size_t zf_exchange_pending(struct zf_exchange *ex)
 static void let_go(struct zf_exchange *ex)
 {
     ex->ops = NULL;
+    ex->hold = NULL;
     ex->proto = NULL;
     ex->conn = NULL;
     put_ref(ex);
@@ -681,7 +710,7 @@ int zf_exchange_send_file(struct zf_exchange *ex, int fd, off_t offset, size_t l
 int zf_exchange_congested(struct zf_exchange *ex)
 {
     pthread_mutex_lock(&ex->lock);
-    int over = ex->seg_mem >= zf_cfg.output_buffer;
+    int over = ex->seg_mem >= zf_cfg.output_buffer || (ex->seg_mem && server_pressed());
     pthread_mutex_unlock(&ex->lock);
     return over;
 }
@@ -691,11 +720,27 @@ int zf_exchange_suspend(struct zf_exchange *ex, int worker_index, zf_job_fn resu
     ex->resume_worker = worker_index;
     ex->job.run = resume;
     pthread_mutex_lock(&ex->lock);
-    int wait = !zf_exchange_aborted(ex) && ex->seg_mem > zf_cfg.output_buffer / 2;
+    int wait = !zf_exchange_aborted(ex) &&
+               (ex->seg_mem > zf_cfg.output_buffer / 2 || (ex->seg_mem && server_pressed()));
     if (wait)
         ex->suspended = 1;
     pthread_mutex_unlock(&ex->lock);
     return wait ? ZF_OK : ZF_AGAIN;
+}
+
+void zf_exchange_app_holds(struct zf_exchange *ex, size_t n)
+{
+    pthread_mutex_lock(&ex->lock);
+    size_t was = ex->app_held;
+    ex->app_held = n;
+    pthread_mutex_unlock(&ex->lock);
+    if (n > was) {
+        size_t total = atomic_fetch_add(&mem_total, n - was) + (n - was);
+        if (zf_cfg.max_buffered && total > zf_cfg.max_buffered)
+            over_budget();
+    } else if (n < was) {
+        atomic_fetch_sub(&mem_total, was - n);
+    }
 }
 
 void zf_exchange_finish(struct zf_exchange *ex, int ok)
@@ -764,6 +809,12 @@ static void on_posts(evutil_socket_t fd, short what, void *arg)
 
     for (i = 0; i < n; i++) {
         struct zf_exchange *ex = posts.batch[i];
+        /* over the budget: evict now, before handing out more output (the
+         * workers resume as the protocols take), not after the whole batch;
+         * every exchange of the batch is kept alive by its worker's
+         * reference, an evicted one just has no ops any more */
+        if (zf_cfg.max_buffered && budget_mem() > zf_cfg.max_buffered)
+            zf_exchange_enforce_budget();
         if (posts.gone[i]) {
             /* keep ex alive through on_output even if the protocol lets go */
             if (ex->ops)
@@ -794,25 +845,147 @@ static void on_budget(evutil_socket_t fd, short what, void *arg)
     zf_exchange_enforce_budget();
 }
 
-/* The live, evictable exchange holding the most of one total (spool: 1,
- * memory: 0), or NULL; *most is what it holds. The one holding the most is
- * the one whose client fell furthest behind what the app produced. */
-static struct zf_exchange *biggest_holder(int spool, size_t *most)
+/* ------------------------------------------------------- transport holds */
+
+struct zf_hold *zf_hold_new(void (*evict)(void *proto), void *proto, struct zf_conn *conn)
+{
+    struct zf_hold *h = calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    h->refs = 1;
+    h->evict = evict;
+    h->proto = proto;
+    h->conn = conn;
+    posts.nholds++;
+    h->next = posts.holds;
+    if (posts.holds)
+        posts.holds->prev = h;
+    posts.holds = h;
+    return h;
+}
+
+/* The hold stops counting against the budget: its connection is going. */
+static void hold_retire(struct zf_hold *h)
+{
+    if (!h || h->gone)
+        return;
+    h->gone = 1;
+    h->evict = NULL;
+    atomic_fetch_add(&gone_total, h->bytes);
+    if (h->prev)
+        h->prev->next = h->next;
+    else
+        posts.holds = h->next;
+    if (h->next)
+        h->next->prev = h->prev;
+    h->prev = h->next = NULL;
+    h->conn = NULL;
+    posts.nholds--;
+}
+
+static void hold_put(struct zf_hold *h)
+{
+    if (--h->refs == 0) {
+        hold_retire(h);
+        free(h);
+    }
+}
+
+void zf_hold_close(struct zf_hold *h)
+{
+    if (!h)
+        return;
+    hold_retire(h);
+    hold_put(h);
+}
+
+size_t zf_hold_bytes(const struct zf_hold *h)
+{
+    return h ? h->bytes : 0;
+}
+
+/* The output buffer let go of a counted segment. */
+static void hold_segment_gone(const void *data, size_t len, void *arg)
+{
+    (void)data;
+    (void)len;
+    struct zf_segment *s = arg;
+    struct zf_hold *h = s->hold;
+    if (h) {
+        h->bytes -= s->cap;
+        atomic_fetch_sub(&mem_total, s->cap);
+        if (h->gone)
+            atomic_fetch_sub(&gone_total, s->cap);
+        hold_put(h);
+    }
+    zf_segment_free(s);
+}
+
+int zf_hold_add_reference(struct zf_hold *h, struct evbuffer *out, struct zf_segment *s, size_t n)
+{
+    s->hold = h;
+    if (h) {
+        h->refs++;
+        h->bytes += s->cap;
+        if (h->gone)
+            atomic_fetch_add(&gone_total, s->cap);
+        size_t total = atomic_fetch_add(&mem_total, s->cap) + s->cap;
+        if (zf_cfg.max_buffered && total > zf_cfg.max_buffered)
+            over_budget();
+    }
+    if (evbuffer_add_reference(out, s->data, n, hold_segment_gone, s) != 0) {
+        hold_segment_gone(s->data, n, s);
+        return ZF_ERROR;
+    }
+    return ZF_OK;
+}
+
+void zf_exchange_set_hold(struct zf_exchange *ex, struct zf_hold *h)
+{
+    ex->hold = h;
+}
+
+/* The live, evictable exchange or transport hold holding the most of one
+ * total (spool: 1, memory: 0); *most is what it holds. The one holding the
+ * most is the one whose client fell furthest behind what the app produced.
+ * Returns the exchange, or NULL with *hold set to the hold (or NULL when
+ * nothing is evictable). */
+static struct zf_exchange *biggest_holder(int spool, size_t *most, struct zf_hold **hold)
 {
     struct zf_exchange *victim = NULL;
     *most = 0;
+    *hold = NULL;
     for (struct zf_exchange *ex = posts.all; ex; ex = ex->all_next) {
         if (!ex->ops || !ex->ops->evict || zf_exchange_aborted(ex))
             continue;
         pthread_mutex_lock(&ex->lock);
-        size_t held = spool ? ex->spool_held : ex->seg_held;
+        size_t held = spool ? ex->spool_held : ex->seg_held + ex->app_held;
         pthread_mutex_unlock(&ex->lock);
+        if (!spool && ex->hold && !ex->hold->gone)
+            held += ex->hold->bytes;
         if (held > *most) {
             *most = held;
             victim = ex;
         }
     }
+    if (spool)
+        return victim;
+    for (struct zf_hold *h = posts.holds; h; h = h->next) {
+        if (h->evict && h->bytes > *most) {
+            *most = h->bytes;
+            *hold = h;
+            victim = NULL;
+        }
+    }
     return victim;
+}
+
+/* What the budget weighs of the memory total: without the transports of
+ * connections already going. */
+static size_t budget_mem(void)
+{
+    size_t all = atomic_load(&mem_total), gone = atomic_load(&gone_total);
+    return all > gone ? all - gone : 0;
 }
 
 size_t zf_exchange_enforce_budget(void)
@@ -820,22 +993,37 @@ size_t zf_exchange_enforce_budget(void)
     size_t evicted = 0;
     for (int spool = 0; spool < 2; spool++) {
         uint64_t limit = spool ? zf_cfg.max_spool : zf_cfg.max_buffered;
-        atomic_size_t *total = spool ? &spool_total : &mem_total;
         /* bounded: a protocol whose evict failed to abort is not retried */
-        for (size_t tries = posts.alive; limit && atomic_load(total) > limit && tries; tries--) {
-            size_t most;
-            struct zf_exchange *ex = biggest_holder(spool, &most);
-            if (!ex)
+        for (size_t tries = posts.alive + posts.nholds; limit && tries; tries--) {
+            size_t total = spool ? atomic_load(&spool_total) : budget_mem();
+            if (total <= limit)
                 break;
-            zf_log(ZF_LOG_WARN, ex->conn,
+            size_t most;
+            struct zf_hold *h;
+            struct zf_exchange *ex = biggest_holder(spool, &most, &h);
+            if (!ex && !h)
+                break;
+            zf_log(ZF_LOG_WARN, ex ? ex->conn : h->conn,
                    "closing the connection of a slow reader: its response holds %zu bytes %s "
                    "and the server %zu, over server.%s (%llu)",
-                   most, spool ? "spooled to disk" : "in memory", atomic_load(total),
+                   most, spool ? "spooled to disk" : "in memory", total,
                    spool ? "max_spool" : "max_buffered", (unsigned long long)limit);
-            ex->ops->evict(ex); /* may free ex */
+            if (ex) {
+                hold_retire(ex->hold);
+                ex->ops->evict(ex); /* may free ex */
+            } else {
+                void (*evict)(void *) = h->evict;
+                void *proto = h->proto;
+                hold_retire(h);
+                evict(proto);
+            }
             evicted++;
         }
     }
+    /* what the evicted held goes back to the system, not only to glibc's
+     * per-thread arenas, where the RSS would keep it (issue 9) */
+    if (evicted)
+        malloc_trim(0);
     return evicted;
 }
 

@@ -71,14 +71,17 @@ struct zf_segment {
     size_t len;
     off_t offset; /* FILE: where in fd; DATA (exchange only): bytes already taken */
     int fd;
-    size_t cap; /* DATA (exchange only): room allocated after `data` */
+    size_t cap;           /* DATA (exchange only): room allocated after `data` */
+    struct zf_hold *hold; /* DATA in a transport: what counts it (zf_hold_add_reference) */
     char data[];
 };
 #define ZF_TAKE_MAX (256u * 1024u)
 void zf_segment_free(struct zf_segment *s);
 
 struct zf_exchange;
+struct zf_hold;
 struct event_base;
+struct evbuffer;
 
 /* The application side as the exchange layer sees it: the pool jobs that
  * run a dispatched exchange (ex->job) and resume one its bridge suspended.
@@ -147,6 +150,7 @@ struct zf_exchange {
     struct zf_segment *seg_head, *seg_tail; /* under lock */
     size_t seg_mem;     /* under lock: bytes of DATA segments queued, not yet taken */
     size_t seg_held;    /* under lock: memory of the DATA segments queued */
+    size_t app_held;    /* under lock: what the app keeps while suspended (zf_exchange_app_holds) */
     int done;           /* under lock: worker produced everything */
     int failed;         /* under lock: the body is incomplete (app error) */
     atomic_int aborted; /* client gone: worker stops, output discarded */
@@ -174,6 +178,7 @@ struct zf_exchange {
     uint64_t bytes_sent;
     struct zf_exchange *post_next;
     struct zf_exchange *all_prev, *all_next; /* every live exchange (eviction) */
+    struct zf_hold *hold; /* loop only: what its transport holds (zf_exchange_set_hold) */
 };
 
 /* ---- loop thread, protocol side ---- */
@@ -248,15 +253,23 @@ int zf_exchange_send_data(struct zf_exchange *ex, const void *p, size_t n);
  * Returns ZF_OK or ZF_ERROR (client gone; fd closed). */
 int zf_exchange_send_file(struct zf_exchange *ex, int fd, off_t offset, size_t len);
 /* True when the loop is behind: wsgi.output_buffer or more of this
- * response is queued in memory. A bridge that can stop producing (an iterator) then
- * suspends instead of sending more. */
+ * response is queued in memory, or anything is while the server is over
+ * server.max_buffered (the loop is evicting). A bridge that can stop
+ * producing (an iterator) then suspends instead of sending more. */
 int zf_exchange_congested(struct zf_exchange *ex);
 /* Suspends the response until the client took half of what is queued, or
- * went away: the job (ex->job, its run set to `resume`) is then queued
+ * went away (while the server is over server.max_buffered it suspends with
+ * less queued too, until the client takes some): the job (ex->job, its run set to `resume`) is then queued
  * again for worker `worker_index`. Returns ZF_OK when suspended (the
  * worker returns at once and must not touch ex), or ZF_AGAIN when the loop
  * already caught up (go on producing). */
 int zf_exchange_suspend(struct zf_exchange *ex, int worker_index, zf_job_fn resume);
+/* The app itself keeps n bytes of this response in memory while it is
+ * suspended (the last chunk its iterator yielded, still referenced by the
+ * iterator, as a generator's local is): they count in the memory total
+ * (server.max_buffered) and for this exchange's eviction until the next
+ * call (n = 0 when the iterator moved on) or the exchange is freed. */
+void zf_exchange_app_holds(struct zf_exchange *ex, size_t n);
 /* The worker is done with the exchange; ok=0 marks the body incomplete.
  * After this call the worker must not touch ex. */
 void zf_exchange_finish(struct zf_exchange *ex, int ok);
@@ -282,15 +295,52 @@ int zf_exchange_init_loop(struct event_base *base);
 void zf_exchange_free_loop(void);
 /* Number of exchanges alive (for stats and leak checks). */
 size_t zf_exchange_count(void);
-/* Server-wide response bytes queued in memory (DATA segments in the
- * exchanges' queues; what a protocol took is bounded by its own output
- * buffer) and spooled to disk by live exchanges. Any thread. */
+/* Server-wide response bytes held in memory (DATA segments in the
+ * exchanges' queues and the ones transports hold, struct zf_hold) and
+ * spooled to disk by live exchanges. Any thread. */
 size_t zf_exchange_buffered(void);
 size_t zf_exchange_spooled(void);
-/* Loop thread: evicts exchanges (ops->evict), the biggest holder first,
- * until the totals are within server.max_buffered and server.max_spool, or
- * nothing evictable is left; logs each eviction. Workers trigger it when a
- * total goes over. Returns the number evicted. */
+/* Loop thread: evicts exchanges (ops->evict) and transport holds (their
+ * evict), the biggest holder first, until the totals are within
+ * server.max_buffered and server.max_spool, or nothing evictable is left;
+ * logs each eviction. An exchange counts what is queued in it plus what its
+ * transport hold holds (zf_exchange_set_hold). What an evicted connection
+ * still holds until its buffers are freed no longer counts against the
+ * budget here (it is going), only in zf_exchange_buffered. Workers and
+ * zf_hold_add_reference trigger it when the memory total goes over.
+ * Returns the number evicted. */
 size_t zf_exchange_enforce_budget(void);
+
+/* ---- response memory a transport holds (loop thread) ----
+ *
+ * What a protocol took out of an exchange (zf_exchange_take) and still
+ * holds in memory — its output buffer, a frame being written — counts
+ * against server.max_buffered like the bytes still queued. A connection owns
+ * one zf_hold; each DATA segment it hands to its output buffer through
+ * zf_hold_add_reference is counted (its cap) until the buffer lets go of it.
+ * File segments are not memory and are never counted. Everything here runs
+ * on the loop thread; the hold lives until the connection closed it and
+ * every counted segment is freed. */
+
+/* A hold for one connection. evict(proto) closes that connection when the
+ * hold is the biggest over the budget (no exchange, or its exchange counts
+ * less); the core stops counting the hold against the budget before calling
+ * it; conn (kept by pointer until zf_hold_close) names the connection in
+ * the log line. NULL when out of memory. */
+struct zf_hold *zf_hold_new(void (*evict)(void *proto), void *proto, struct zf_conn *conn);
+/* The connection is gone (or handed its transport on): evict is never
+ * called again; what the buffers still hold stays counted in
+ * zf_exchange_buffered until they free it, not against the budget. NULL is
+ * a no-op. */
+void zf_hold_close(struct zf_hold *h);
+/* Bytes the hold counts now. */
+size_t zf_hold_bytes(const struct zf_hold *h);
+/* Adds n bytes of DATA segment s (consumed: freed when the buffer lets go
+ * of it, or at once on failure) to out by reference, counted in h (NULL:
+ * not counted). Returns ZF_OK or ZF_ERROR (out of memory). */
+int zf_hold_add_reference(struct zf_hold *h, struct evbuffer *out, struct zf_segment *s, size_t n);
+/* The exchange's transport hold: eviction weighs the exchange by what is
+ * queued plus what h holds, and evicting it stops counting h. */
+void zf_exchange_set_hold(struct zf_exchange *ex, struct zf_hold *h);
 
 #endif

@@ -67,6 +67,7 @@ struct wsgi_req {
     int worker;
     PyObject *errors, *environ, *responder, *sr, *result, *it;
     int single;
+    size_t kept; /* bytes of the last chunk the iterator still references */
 };
 
 /* May a response with this status carry a Content-Length we computed? */
@@ -637,10 +638,17 @@ static int iterate(struct wsgi_req *r)
         }
         if (r->sent_headers && zf_exchange_congested(ex)) {
             ex->app_state = r;
+            /* the iterator may keep its last chunk while suspended */
+            if (r->kept)
+                zf_exchange_app_holds(ex, r->kept);
             if (zf_exchange_suspend(ex, r->worker, zf_py_resume_exchange) == ZF_OK)
                 return 1;
         }
         PyObject *chunk = PyIter_Next(r->it);
+        if (r->kept) {
+            zf_exchange_app_holds(ex, 0); /* the iterator moved on */
+            r->kept = 0;
+        }
         if (!chunk) {
             if (PyErr_Occurred())
                 app_failed(r, "application error while iterating the response");
@@ -670,6 +678,8 @@ static int iterate(struct wsgi_req *r)
         if (r->single && !r->sent_headers && r->cl < 0 && cl_allowed(r->status))
             r->cl = (int64_t)n;
         int rc = emit(r, PyBytes_AS_STRING(chunk), n);
+        /* someone else (a generator's local) still references it */
+        r->kept = Py_REFCNT(chunk) > 1 ? n : 0;
         Py_DECREF(chunk);
         if (rc == ZF_OK && ex->is_head && r->sent_headers) {
             r->body_done = 1;

@@ -119,6 +119,9 @@ struct h1conn {
     struct evbuffer_file_segment *file;
     ev_off_t file_pos; /* next byte, relative to the segment */
     size_t file_left;
+    /* the response memory the output holds, counted against
+     * server.max_buffered (exchange.h, struct zf_hold) */
+    struct zf_hold *hold;
 };
 
 static inline uint64_t now_us(void)

@@ -259,13 +259,6 @@ static void write_head(struct h1conn *c)
     evbuffer_add(out, "\r\n", 2);
 }
 
-static void free_segment_cb(const void *data, size_t len, void *arg)
-{
-    (void)data;
-    (void)len;
-    zf_segment_free(arg);
-}
-
 /* Queues the next slice of the file body being sent. Returns ZF_OK or
  * ZF_ERROR (out of memory). */
 static int write_file_slice(struct h1conn *c)
@@ -329,9 +322,8 @@ static int write_segment(struct h1conn *c, struct zf_segment *s)
         evbuffer_add_printf(out, "%zx\r\n", n);
     int rc;
     if (n >= 4096) {
-        rc = evbuffer_add_reference(out, s->data, n, free_segment_cb, s);
-        if (rc != 0)
-            zf_segment_free(s);
+        /* counted against server.max_buffered until the output lets go */
+        rc = zf_hold_add_reference(c->hold, out, s, n) == ZF_OK ? 0 : -1;
     } else {
         rc = evbuffer_add(out, s->data, n);
         zf_segment_free(s);
@@ -418,6 +410,7 @@ static void pump(struct h1conn *c)
             hand_to_upgrade(c); /* the app allowed the protocol switch */
             return;
         }
+        zf_exchange_set_hold(ex, c->hold);
         write_head(c);
         c->head_sent = 1;
         c->state = H1_SEND;
@@ -467,6 +460,15 @@ static void evict(struct zf_exchange *ex)
 }
 
 const struct zf_exchange_ops zf__h1_ops = {on_output, evict};
+
+/* Over the output budget, the output of this connection (a response the
+ * exchange already let go of) holds the most: reset it. */
+static void evict_hold(void *proto)
+{
+    struct h1conn *c = proto;
+    if (c->state != H1_DEAD)
+        reset_now(c);
+}
 
 /* ------------------------------------------------------------ the input side */
 
@@ -772,6 +774,7 @@ static void conn_free(struct h1conn *c)
     }
     list_unlink(c);
     h1.open--;
+    zf_hold_close(c->hold); /* what the output still holds stays counted until freed */
     if (c->bev) {
 #ifdef ZF_WITH_HTTP2
         zf_tls_close_notify(c->bev); /* TLS only: keeps the session resumable */
@@ -981,14 +984,14 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
         break;
     case H1_HEAD:
         zf__h1_fail(c, 408,
-             "the request header section did not arrive within %llu ms "
-             "(http.header_timeout)",
-             (unsigned long long)zf_http_cfg.header_timeout_ms);
+                    "the request header section did not arrive within %llu ms "
+                    "(http.header_timeout)",
+                    (unsigned long long)zf_http_cfg.header_timeout_ms);
         reject(c);
         break;
     case H1_BODY:
         zf__h1_fail(c, 408, "no request body data for %llu ms (http.body_timeout)",
-             (unsigned long long)zf_http_cfg.body_timeout_ms);
+                    (unsigned long long)zf_http_cfg.body_timeout_ms);
         reject(c);
         break;
     case H1_LINGER:
@@ -1028,9 +1031,12 @@ int zf_http1_start(struct zf_http_endpoint *ep, struct bufferevent *bev, const s
     if (c) {
         c->timer = evtimer_new(base, timer_cb, c);
         c->reaper = event_new(base, -1, 0, reap_cb, c);
+        c->hold = zf_hold_new(evict_hold, c, &c->conn);
     }
-    if (!c || !c->timer || !c->reaper) {
+    if (!c || !c->timer || !c->reaper || !c->hold) {
         zf_log(ZF_LOG_ERROR, conn, "out of memory for a new connection");
+        if (c)
+            zf_hold_close(c->hold);
         if (c && c->timer)
             event_free(c->timer);
         if (c && c->reaper)
