@@ -473,23 +473,29 @@ static PyObject *thread_stack(unsigned long ident)
     return text;
 }
 
+/* Logs "what:" and a multi-line text (a stack) as one log entry. */
+static void log_titled(int level, const char *what, const char *text)
+{
+    size_t hn = strlen(what), n = strlen(text);
+    char *buf = malloc(hn + n + 3);
+    if (!buf) {
+        zf_log(level, NULL, "%s (no memory to show it)", what);
+        return;
+    }
+    memcpy(buf, what, hn);
+    memcpy(buf + hn, ":\n", 2);
+    memcpy(buf + hn + 2, text, n + 1);
+    zf_log_text(level, NULL, buf, hn + 2 + n);
+    free(buf);
+}
+
 void zf_py_log_thread_stack(unsigned long ident, int level, const char *what)
 {
     PyGILState_STATE g = PyGILState_Ensure();
     PyObject *text = thread_stack(ident);
     const char *s = text && text != Py_None ? PyUnicode_AsUTF8(text) : NULL;
     if (s) {
-        size_t hn = strlen(what), n = strlen(s);
-        char *buf = malloc(hn + n + 3);
-        if (buf) {
-            memcpy(buf, what, hn);
-            memcpy(buf + hn, ":\n", 2);
-            memcpy(buf + hn + 2, s, n + 1);
-            zf_log_text(level, NULL, buf, hn + 2 + n);
-            free(buf);
-        } else {
-            zf_log(level, NULL, "%s (no memory to show it)", what);
-        }
+        log_titled(level, what, s);
     } else if (text == Py_None) {
         zf_log(level, NULL, "%s: the thread is not running Python code", what);
     } else {
@@ -519,15 +525,7 @@ void zf_py_log_all_stacks(int level, const char *what, const struct zf_worker_in
     Py_XDECREF(names);
     const char *s = text ? PyUnicode_AsUTF8(text) : NULL;
     if (s) {
-        size_t hn = strlen(what), len = strlen(s);
-        char *buf = malloc(hn + len + 3);
-        if (buf) {
-            memcpy(buf, what, hn);
-            memcpy(buf + hn, ":\n", 2);
-            memcpy(buf + hn + 2, s, len + 1);
-            zf_log_text(level, NULL, buf, hn + 2 + len);
-            free(buf);
-        }
+        log_titled(level, what, s);
     } else {
         zf__py_log_exception(ZF_LOG_ERROR, NULL, "cannot take the Python stacks");
     }
