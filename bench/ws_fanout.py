@@ -120,12 +120,15 @@ def wait_port(port, proc, timeout=20):
     raise RuntimeError("server did not listen")
 
 
-def start_zfront(tmp, port):
+def start_zfront(tmp, port, n):
     with open(os.path.join(tmp, "wsbenchapp.py"), "w") as f:
         f.write(APP)
     cmd = [os.environ.get("ZFRONT", os.path.join(REPO, "build", "zfront")), "--app",
            "wsbenchapp:application", "--python-path", tmp, "--http", "127.0.0.1:%d" % port,
-           "--threads", "2", "--tmp-dir", tmp, "--error-log", os.path.join(tmp, "zf.log")]
+           "--threads", "2", "--tmp-dir", tmp,
+           # the default limit is 10,000 connections: N subscribers + the publisher
+           "--max-connections", str(max(10000, n + 100)),
+           "--error-log", os.path.join(tmp, "zf.log")]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -222,7 +225,7 @@ def main():
         for n in ns:
             for name in a.server.split(","):
                 port = free_port()
-                proc = (start_zfront(tmp, port) if name == "zfront"
+                proc = (start_zfront(tmp, port, n) if name == "zfront"
                         else start_peer(tmp, port, name))
                 rate = a.rate or a.deliveries / n / a.seconds
                 try:

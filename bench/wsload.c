@@ -63,25 +63,29 @@ static double first_rx, last_rx;
 static float *lat; /* latency samples, ms */
 static size_t nlat, lat_cap, lat_stride = 1, lat_seen;
 
-static double now_real(void) {
+static double now_real(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static double now_mono(void) {
+static double now_mono(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static void die(const char *what) {
+static void die(const char *what)
+{
     fprintf(stderr, "wsload: %s: %s\n", what, strerror(errno));
     exit(2);
 }
 
 /* Sends all of buf (small messages on loopback: a short write is waited out with poll). */
-static int send_all(int fd, const char *buf, size_t n) {
+static int send_all(int fd, const char *buf, size_t n)
+{
     while (n > 0) {
         ssize_t w = send(fd, buf, n, MSG_NOSIGNAL);
         if (w < 0) {
@@ -99,7 +103,8 @@ static int send_all(int fd, const char *buf, size_t n) {
 }
 
 /* A masked client frame (opcode op) carrying payload p. */
-static int send_frame(int fd, int op, const char *p, size_t n) {
+static int send_frame(int fd, int op, const char *p, size_t n)
+{
     char out[16 + 4096];
     size_t h = 0;
     if (n > 4096) {
@@ -123,7 +128,8 @@ static int send_frame(int fd, int op, const char *p, size_t n) {
     return send_all(fd, out, h + n);
 }
 
-static void add_latency(double ms) {
+static void add_latency(double ms)
+{
     lat_seen++;
     if (lat_seen % lat_stride) {
         return;
@@ -138,7 +144,8 @@ static void add_latency(double ms) {
     lat[nlat++] = (float)ms;
 }
 
-static void on_text(struct conn *c, const char *p, size_t n, double t) {
+static void on_text(struct conn *c, const char *p, size_t n, double t)
+{
     /* The messages are small JSON objects; the test is on their type field. */
     if (memmem(p, n, "\"event\"", 7)) {
         const char *q = memmem(p, n, "\"t\":", 4);
@@ -164,7 +171,8 @@ static void on_text(struct conn *c, const char *p, size_t n, double t) {
     }
 }
 
-static void close_conn(struct conn *c) {
+static void close_conn(struct conn *c)
+{
     if (c->state != ST_CLOSED) {
         if (c->state == ST_HANDSHAKE) {
             handshaking--;
@@ -176,7 +184,8 @@ static void close_conn(struct conn *c) {
 }
 
 /* Parses whole frames from c->buf. */
-static void parse_frames(struct conn *c, double t) {
+static void parse_frames(struct conn *c, double t)
+{
     size_t off = 0;
     while (c->len - off >= 2) {
         unsigned char *b = (unsigned char *)c->buf + off;
@@ -227,7 +236,8 @@ static void parse_frames(struct conn *c, double t) {
     c->len -= off;
 }
 
-static void on_readable(struct conn *c) {
+static void on_readable(struct conn *c)
+{
     for (;;) {
         if (c->len == c->cap) {
             c->cap = c->cap ? c->cap * 2 : 4096;
@@ -252,8 +262,7 @@ static void on_readable(struct conn *c) {
                 continue;
             }
             if (c->len < 12 || memcmp(c->buf + 9, "101", 3) != 0) {
-                fprintf(stderr, "wsload: handshake refused: %.*s\n", (int)(end - c->buf),
-                        c->buf);
+                fprintf(stderr, "wsload: handshake refused: %.*s\n", (int)(end - c->buf), c->buf);
                 close_conn(c);
                 return;
             }
@@ -263,8 +272,8 @@ static void on_readable(struct conn *c) {
             handshaking--;
             if (nsubs > 0) {
                 char msg[1200];
-                int m = snprintf(msg, sizeof msg, "{\"type\":\"subscribe\",\"topic\":\"%s\"}",
-                                 topic);
+                int m =
+                    snprintf(msg, sizeof msg, "{\"type\":\"subscribe\",\"topic\":\"%s\"}", topic);
                 c->state = ST_SUBSCRIBING;
                 if (send_frame(c->fd, 1, msg, (size_t)m) < 0) {
                     close_conn(c);
@@ -281,7 +290,8 @@ static void on_readable(struct conn *c) {
     }
 }
 
-static void start_conn(int ep, struct sockaddr_in *sa, int i) {
+static void start_conn(int ep, struct sockaddr_in *sa, int i)
+{
     struct conn *c = &conns[i];
     c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     if (c->fd < 0) {
@@ -301,7 +311,8 @@ static void start_conn(int ep, struct sockaddr_in *sa, int i) {
     started++;
 }
 
-static void on_connected(int ep, struct conn *c, int i) {
+static void on_connected(int ep, struct conn *c, int i)
+{
     int err = 0;
     socklen_t el = sizeof err;
     getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
@@ -325,34 +336,69 @@ static void on_connected(int ep, struct conn *c, int i) {
     }
 }
 
-static int cmp_float(const void *a, const void *b) {
+static int cmp_float(const void *a, const void *b)
+{
     float x = *(const float *)a, y = *(const float *)b;
     return (x > y) - (x < y);
 }
 
-int main(int argc, char **argv) {
-    static struct option opts[] = {
-        {"host", 1, 0, 'H'},        {"port", 1, 0, 'p'},       {"path", 1, 0, 'P'},
-        {"topic", 1, 0, 't'},       {"subs", 1, 0, 'n'},       {"expect", 1, 0, 'e'},
-        {"idle", 1, 0, 'i'},        {"timeout", 1, 0, 'T'},    {"burst", 1, 0, 'b'},
-        {"pub-rate", 1, 0, 'r'},    {"pub-seconds", 1, 0, 's'}, {"hold", 0, 0, 'h'},
-        {0, 0, 0, 0}};
+int main(int argc, char **argv)
+{
+    static struct option opts[] = {{"host", 1, 0, 'H'},
+                                   {"port", 1, 0, 'p'},
+                                   {"path", 1, 0, 'P'},
+                                   {"topic", 1, 0, 't'},
+                                   {"subs", 1, 0, 'n'},
+                                   {"expect", 1, 0, 'e'},
+                                   {"idle", 1, 0, 'i'},
+                                   {"timeout", 1, 0, 'T'},
+                                   {"burst", 1, 0, 'b'},
+                                   {"pub-rate", 1, 0, 'r'},
+                                   {"pub-seconds", 1, 0, 's'},
+                                   {"hold", 0, 0, 'h'},
+                                   {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
-        case 'H': host = optarg; break;
-        case 'p': port = atoi(optarg); break;
-        case 'P': path = optarg; break;
-        case 't': topic = optarg; break;
-        case 'n': nsubs = atoi(optarg); break;
-        case 'e': expect = strtoull(optarg, NULL, 10); break;
-        case 'i': idle_s = atof(optarg); break;
-        case 'T': timeout_s = atof(optarg); break;
-        case 'b': burst = atoi(optarg); break;
-        case 'r': pub_rate = atof(optarg); break;
-        case 's': pub_seconds = atof(optarg); break;
-        case 'h': hold = 1; break;
-        default: fprintf(stderr, "wsload: see the comment at the top of bench/wsload.c\n"); return 2;
+        case 'H':
+            host = optarg;
+            break;
+        case 'p':
+            port = atoi(optarg);
+            break;
+        case 'P':
+            path = optarg;
+            break;
+        case 't':
+            topic = optarg;
+            break;
+        case 'n':
+            nsubs = atoi(optarg);
+            break;
+        case 'e':
+            expect = strtoull(optarg, NULL, 10);
+            break;
+        case 'i':
+            idle_s = atof(optarg);
+            break;
+        case 'T':
+            timeout_s = atof(optarg);
+            break;
+        case 'b':
+            burst = atoi(optarg);
+            break;
+        case 'r':
+            pub_rate = atof(optarg);
+            break;
+        case 's':
+            pub_seconds = atof(optarg);
+            break;
+        case 'h':
+            hold = 1;
+            break;
+        default:
+            fprintf(stderr, "wsload: see the comment at the top of bench/wsload.c\n");
+            return 2;
         }
     }
     int publisher = pub_rate > 0;
