@@ -53,8 +53,13 @@ async def handler(ws, path=None):
     finally:
         subs.discard(ws)
 async def main():
+    ctx = None
+    if len(sys.argv) > 2:  # wss://: certificate and key
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(sys.argv[2], sys.argv[3])
     async with websockets.serve(handler, "127.0.0.1", int(sys.argv[1]), compression=None,
-                                ping_interval=None, max_queue=None):
+                                ping_interval=None, max_queue=None, ssl=ctx):
         print("ready", flush=True)
         await asyncio.Future()
 asyncio.run(main())
@@ -82,10 +87,16 @@ class Broadcast(WebSocketServerProtocol):
     def onClose(self, was_clean, code, reason):
         subs.discard(self)
 port = int(sys.argv[1])
-factory = WebSocketServerFactory("ws://127.0.0.1:%d" % port)
+factory = WebSocketServerFactory("%s://127.0.0.1:%d" % ("wss" if len(sys.argv) > 2 else "ws",
+                                                          port))
 factory.protocol = Broadcast
 factory.setProtocolOptions(autoPingInterval=0, openHandshakeTimeout=60)
-reactor.listenTCP(port, factory, backlog=1024, interface="127.0.0.1")
+if len(sys.argv) > 2:  # wss://: certificate and key
+    from twisted.internet import ssl
+    reactor.listenSSL(port, factory, ssl.DefaultOpenSSLContextFactory(sys.argv[3], sys.argv[2]),
+                      backlog=1024, interface="127.0.0.1")
+else:
+    reactor.listenTCP(port, factory, backlog=1024, interface="127.0.0.1")
 print("ready", flush=True)
 reactor.run()
 '''
@@ -120,23 +131,36 @@ def wait_port(port, proc, timeout=20):
     raise RuntimeError("server did not listen")
 
 
-def start_zfront(tmp, port, n):
+def make_cert(tmp):
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return cert, key
+
+
+def start_zfront(tmp, port, n, tls=None):
     with open(os.path.join(tmp, "wsbenchapp.py"), "w") as f:
         f.write(APP)
     cmd = [os.environ.get("ZFRONT", os.path.join(REPO, "build", "zfront")), "--app",
-           "wsbenchapp:application", "--python-path", tmp, "--http", "127.0.0.1:%d" % port,
-           "--threads", "2", "--tmp-dir", tmp,
-           # the default limit is 10,000 connections: N subscribers + the publisher
-           "--max-connections", str(max(10000, n + 100)),
-           "--error-log", os.path.join(tmp, "zf.log")]
+           "wsbenchapp:application", "--python-path", tmp]
+    if tls:
+        cmd += ["--https", "127.0.0.1:%d" % port, "--cert", tls[0], "--key", tls[1],
+                "--http", "127.0.0.1:%d" % free_port()]
+    else:
+        cmd += ["--http", "127.0.0.1:%d" % port]
+    # the default limit is 10,000 connections: N subscribers + the publisher
+    cmd += ["--threads", "2", "--tmp-dir", tmp, "--max-connections", str(max(10000, n + 100)),
+            "--error-log", os.path.join(tmp, "zf.log")]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def start_peer(tmp, port, name):
+def start_peer(tmp, port, name, tls=None):
     path = os.path.join(tmp, "peer_%s.py" % name)
     with open(path, "w") as f:
         f.write(PEERS[name])
-    return subprocess.Popen(["/usr/bin/python3", path, str(port)], stdout=subprocess.DEVNULL)
+    return subprocess.Popen(["/usr/bin/python3", path, str(port)] + list(tls or ()),
+                            stdout=subprocess.DEVNULL)
 
 
 def cpu_s(pid):
@@ -147,16 +171,17 @@ def cpu_s(pid):
 
 def build_wsload(tmp):
     exe = os.path.join(tmp, "wsload")
-    subprocess.run(["gcc", "-O2", "-Wall", "-o", exe, os.path.join(BENCH, "wsload.c")],
-                   check=True)
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", exe, os.path.join(BENCH, "wsload.c"), "-lssl",
+                    "-lcrypto"], check=True)
     return exe
 
 
-def run_one(wsload, name, proc, port, n, seconds, rate, procs, timeout):
+def run_one(wsload, name, proc, port, n, seconds, rate, procs, timeout, tls):
+    wsload = [wsload] + (["--tls"] if tls else [])
     base = rss_kib(proc.pid)
     total = max(1, int(seconds * rate))
     per = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
-    subs = [subprocess.Popen([wsload, "--port", str(port), "--subs", str(k), "--expect",
+    subs = [subprocess.Popen(wsload + ["--port", str(port), "--subs", str(k), "--expect",
                               str(total), "--idle", "10", "--timeout", str(timeout)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             for k in per if k]
@@ -170,7 +195,7 @@ def run_one(wsload, name, proc, port, n, seconds, rate, procs, timeout):
         time.sleep(1.0)
         idle = rss_kib(proc.pid)
         cpu0 = cpu_s(proc.pid)
-        pub = subprocess.Popen([wsload, "--port", str(port), "--pub-rate", str(rate),
+        pub = subprocess.Popen(wsload + ["--port", str(port), "--pub-rate", str(rate),
                                 "--pub-seconds", str(seconds), "--timeout", str(timeout + 5),
                                 "--hold"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                text=True)
@@ -191,7 +216,8 @@ def run_one(wsload, name, proc, port, n, seconds, rate, procs, timeout):
     got = sum(r["received"] for r in results)
     last = max(r["last_rx"] for r in results)
     elapsed = max(1e-9, last - p["pub_start"])
-    return {"server": name, "n": n, "connected": connected, "rate": rate, "sent": p["sent"],
+    return {"server": name, "scheme": "wss" if tls else "ws", "n": n, "connected": connected,
+            "rate": rate, "sent": p["sent"],
             "received": got, "expected": p["sent"] * connected,
             "delivered_per_s": got / elapsed,
             # each subscriber process reports its own percentiles: the worst is shown
@@ -215,6 +241,7 @@ def main():
     ap.add_argument("--timeout", type=float, default=20, help="bound of each part, seconds")
     ap.add_argument("--server", default="zfront,websockets,autobahn")
     ap.add_argument("--json", help="also write the rows to this file")
+    ap.add_argument("--tls", action="store_true", help="wss:// (a self-signed certificate)")
     a = ap.parse_args()
     ns = a.n or [100, 1000]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -222,16 +249,17 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory(prefix="zf-wsbench-") as tmp:
         wsload = build_wsload(tmp)
+        tls = make_cert(tmp) if a.tls else None
         for n in ns:
             for name in a.server.split(","):
                 port = free_port()
-                proc = (start_zfront(tmp, port, n) if name == "zfront"
-                        else start_peer(tmp, port, name))
+                proc = (start_zfront(tmp, port, n, tls) if name == "zfront"
+                        else start_peer(tmp, port, name, tls))
                 rate = a.rate or a.deliveries / n / a.seconds
                 try:
                     wait_port(port, proc)
                     rows.append(run_one(wsload, name, proc, port, n, a.seconds, rate, a.procs,
-                                        a.timeout))
+                                        a.timeout, tls))
                 finally:
                     proc.terminate()
                     proc.wait(20)
@@ -243,8 +271,9 @@ def main():
           "| RSS KiB/idle conn | server CPU s | client CPU s | elapsed s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print("| %s | %d | %.0f | %d/%d | %.0f | %.1f | %.1f | %.1f | %.2f | %.2f | %.2f |" % (
-            r["server"], r["n"], r["rate"], r["received"], r["expected"], r["delivered_per_s"],
+        print("| %s %s | %d | %.0f | %d/%d | %.0f | %.1f | %.1f | %.1f | %.2f | %.2f | %.2f |" % (
+            r["server"], r["scheme"], r["n"], r["rate"], r["received"], r["expected"],
+            r["delivered_per_s"],
             r["p50_ms"], r["p99_ms"], r["rss_idle_kib_per_conn"], r["server_cpu_s"],
             r["client_cpu_s"], r["elapsed_s"]))
 

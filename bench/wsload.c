@@ -10,6 +10,8 @@
  *       until every connection got M of them, or nothing came for --idle seconds, or stdin
  *       is closed (--hold: only that), or --timeout. Each event's data carries "t", the
  *       publisher's send time (CLOCK_REALTIME seconds): receipt - t is the latency.
+ * --tls: wss:// (OpenSSL; HTTP/1.1 by ALPN; the certificate is not checked: loopback).
+ *
  *   wsload --port P --pub-rate R --pub-seconds S [--topic T] [--hold]
  *       one publisher connection: R publish messages per second for S seconds, then reads
  *       (acks) for a second, or with --hold until stdin is closed: a server may drop the
@@ -27,6 +29,8 @@
 #include <getopt.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -38,11 +42,12 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { ST_CONNECTING, ST_HANDSHAKE, ST_SUBSCRIBING, ST_OPEN, ST_CLOSED };
+enum { ST_CONNECTING, ST_TLS, ST_HANDSHAKE, ST_SUBSCRIBING, ST_OPEN, ST_CLOSED };
 
 struct conn {
     int fd;
     int state;
+    SSL *ssl;        /* --tls */
     size_t len, cap; /* input buffer */
     char *buf;
     uint64_t events;
@@ -55,6 +60,7 @@ static const char *topic = "bench";
 static int nsubs, burst = 200, hold;
 static double pub_rate, pub_seconds, idle_s = 3, timeout_s = 55;
 static uint64_t expect;
+static SSL_CTX *tls;
 
 static struct conn *conns;
 static int nconns, started, handshaking, subscribed, closed_early;
@@ -84,13 +90,23 @@ static void die(const char *what)
 }
 
 /* Sends all of buf (small messages on loopback: a short write is waited out with poll). */
-static int send_all(int fd, const char *buf, size_t n)
+static int send_all(struct conn *c, const char *buf, size_t n)
 {
     while (n > 0) {
-        ssize_t w = send(fd, buf, n, MSG_NOSIGNAL);
+        ssize_t w;
+        short want = POLLOUT;
+        if (c->ssl) {
+            int r = SSL_write(c->ssl, buf, (int)n);
+            int e = r > 0 ? 0 : SSL_get_error(c->ssl, r);
+            w = r > 0 ? r : -1;
+            errno = e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ? EAGAIN : EPIPE;
+            want = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
+        } else {
+            w = send(c->fd, buf, n, MSG_NOSIGNAL);
+        }
         if (w < 0) {
             if (errno == EAGAIN || errno == EINTR) {
-                struct pollfd p = {fd, POLLOUT, 0};
+                struct pollfd p = {c->fd, want, 0};
                 poll(&p, 1, 1000);
                 continue;
             }
@@ -102,8 +118,26 @@ static int send_all(int fd, const char *buf, size_t n)
     return 0;
 }
 
+/* recv(), or SSL_read() with --tls: -1 and EAGAIN when nothing is ready. */
+static ssize_t conn_recv(struct conn *c, char *buf, size_t n)
+{
+    if (!c->ssl) {
+        return recv(c->fd, buf, n, 0);
+    }
+    int r = SSL_read(c->ssl, buf, (int)n);
+    if (r > 0) {
+        return r;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        errno = EAGAIN;
+        return -1;
+    }
+    return 0;
+}
+
 /* A masked client frame (opcode op) carrying payload p. */
-static int send_frame(int fd, int op, const char *p, size_t n)
+static int send_frame(struct conn *c, int op, const char *p, size_t n)
 {
     char out[16 + 4096];
     size_t h = 0;
@@ -125,7 +159,7 @@ static int send_frame(int fd, int op, const char *p, size_t n)
     for (size_t i = 0; i < n; i++) {
         out[h + i] = (char)(p[i] ^ mask[i & 3]);
     }
-    return send_all(fd, out, h + n);
+    return send_all(c, out, h + n);
 }
 
 static void add_latency(double ms)
@@ -174,8 +208,12 @@ static void on_text(struct conn *c, const char *p, size_t n, double t)
 static void close_conn(struct conn *c)
 {
     if (c->state != ST_CLOSED) {
-        if (c->state == ST_HANDSHAKE) {
+        if (c->state == ST_HANDSHAKE || c->state == ST_TLS) {
             handshaking--;
+        }
+        if (c->ssl) {
+            SSL_free(c->ssl);
+            c->ssl = NULL;
         }
         close(c->fd);
         c->state = ST_CLOSED;
@@ -225,7 +263,7 @@ static void parse_frames(struct conn *c, double t)
         if (op == 1) {
             on_text(c, p, n, t);
         } else if (op == 9) {
-            send_frame(c->fd, 10, p, n);
+            send_frame(c, 10, p, n);
         } else if (op == 8) {
             close_conn(c);
             return;
@@ -246,7 +284,7 @@ static void on_readable(struct conn *c)
                 die("realloc");
             }
         }
-        ssize_t r = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+        ssize_t r = conn_recv(c, c->buf + c->len, c->cap - c->len);
         if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
             return;
         }
@@ -275,7 +313,7 @@ static void on_readable(struct conn *c)
                 int m =
                     snprintf(msg, sizeof msg, "{\"type\":\"subscribe\",\"topic\":\"%s\"}", topic);
                 c->state = ST_SUBSCRIBING;
-                if (send_frame(c->fd, 1, msg, (size_t)m) < 0) {
+                if (send_frame(c, 1, msg, (size_t)m) < 0) {
                     close_conn(c);
                     return;
                 }
@@ -311,6 +349,42 @@ static void start_conn(int ep, struct sockaddr_in *sa, int i)
     started++;
 }
 
+static void send_request(int ep, struct conn *c, int i)
+{
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: d3NiZW5jaC1rZXktMDAwMQ==\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n",
+                     path, host, port);
+    c->state = ST_HANDSHAKE;
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+    if (send_all(c, req, (size_t)n) < 0) {
+        close_conn(c);
+    }
+}
+
+/* Advances the TLS handshake (--tls); the HTTP request follows it. */
+static void tls_step(int ep, struct conn *c, int i)
+{
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        send_request(ep, c, i);
+        return;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+        fprintf(stderr, "wsload: TLS handshake failed\n");
+        ERR_print_errors_fp(stderr);
+        close_conn(c);
+        return;
+    }
+    struct epoll_event ev = {.events = e == SSL_ERROR_WANT_READ ? EPOLLIN : EPOLLOUT,
+                             .data.u32 = (uint32_t)i};
+    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
 static void on_connected(int ep, struct conn *c, int i)
 {
     int err = 0;
@@ -322,18 +396,17 @@ static void on_connected(int ep, struct conn *c, int i)
         close_conn(c);
         return;
     }
-    char req[512];
-    int n = snprintf(req, sizeof req,
-                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
-                     "Connection: Upgrade\r\nSec-WebSocket-Key: d3NiZW5jaC1rZXktMDAwMQ==\r\n"
-                     "Sec-WebSocket-Version: 13\r\n\r\n",
-                     path, host, port);
-    c->state = ST_HANDSHAKE;
-    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
-    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
-    if (send_all(c->fd, req, (size_t)n) < 0) {
-        close_conn(c);
+    if (tls) {
+        c->ssl = SSL_new(tls);
+        if (!c->ssl || !SSL_set_fd(c->ssl, c->fd)) {
+            die("SSL_new");
+        }
+        SSL_set_connect_state(c->ssl);
+        c->state = ST_TLS;
+        tls_step(ep, c, i);
+        return;
     }
+    send_request(ep, c, i);
 }
 
 static int cmp_float(const void *a, const void *b)
@@ -344,19 +417,13 @@ static int cmp_float(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-    static struct option opts[] = {{"host", 1, 0, 'H'},
-                                   {"port", 1, 0, 'p'},
-                                   {"path", 1, 0, 'P'},
-                                   {"topic", 1, 0, 't'},
-                                   {"subs", 1, 0, 'n'},
-                                   {"expect", 1, 0, 'e'},
-                                   {"idle", 1, 0, 'i'},
-                                   {"timeout", 1, 0, 'T'},
-                                   {"burst", 1, 0, 'b'},
-                                   {"pub-rate", 1, 0, 'r'},
-                                   {"pub-seconds", 1, 0, 's'},
-                                   {"hold", 0, 0, 'h'},
-                                   {0, 0, 0, 0}};
+    static struct option opts[] = {{"host", 1, 0, 'H'},        {"port", 1, 0, 'p'},
+                                   {"path", 1, 0, 'P'},        {"topic", 1, 0, 't'},
+                                   {"subs", 1, 0, 'n'},        {"expect", 1, 0, 'e'},
+                                   {"idle", 1, 0, 'i'},        {"timeout", 1, 0, 'T'},
+                                   {"burst", 1, 0, 'b'},       {"pub-rate", 1, 0, 'r'},
+                                   {"pub-seconds", 1, 0, 's'}, {"tls", 0, 0, 'S'},
+                                   {"hold", 0, 0, 'h'},        {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -395,6 +462,14 @@ int main(int argc, char **argv)
             break;
         case 'h':
             hold = 1;
+            break;
+        case 'S':
+            tls = SSL_CTX_new(TLS_client_method());
+            if (!tls) {
+                die("SSL_CTX_new");
+            }
+            SSL_CTX_set_verify(tls, SSL_VERIFY_NONE, NULL); /* loopback, self-signed */
+            SSL_CTX_set_alpn_protos(tls, (const unsigned char *)"\x08http/1.1", 9);
             break;
         default:
             fprintf(stderr, "wsload: see the comment at the top of bench/wsload.c\n");
@@ -463,7 +538,7 @@ int main(int argc, char **argv)
                                  "{\"type\":\"publish\",\"topic\":\"%s\",\"data\":"
                                  "{\"i\":%llu,\"t\":%.6f}}",
                                  topic, (unsigned long long)sent, now_real());
-                if (conns[0].state == ST_CLOSED || send_frame(conns[0].fd, 1, msg, (size_t)m) < 0) {
+                if (conns[0].state == ST_CLOSED || send_frame(&conns[0], 1, msg, (size_t)m) < 0) {
                     fprintf(stderr, "wsload: publisher connection lost\n");
                     stop = 1;
                     break;
@@ -498,6 +573,8 @@ int main(int argc, char **argv)
             }
             if (c->state == ST_CONNECTING) {
                 on_connected(ep, c, (int)i);
+            } else if (c->state == ST_TLS) {
+                tls_step(ep, c, (int)i);
             } else {
                 uint64_t before = received;
                 on_readable(c);
@@ -543,11 +620,15 @@ int main(int argc, char **argv)
     fflush(stdout);
     for (int i = 0; i < nconns; i++) {
         if (conns[i].state != ST_CLOSED) {
+            SSL_free(conns[i].ssl);
             close(conns[i].fd);
         }
         free(conns[i].buf);
     }
     free(conns);
     free(lat);
+    if (tls) {
+        SSL_CTX_free(tls);
+    }
     return 0;
 }

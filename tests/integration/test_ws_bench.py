@@ -1,6 +1,7 @@
 """bench/wsload.c, the fan-out benchmark's load client (bench/ws_fanout.py), against
-zfront: it compiles, opens and subscribes its connections, and counts every event
-with its publish-to-receive latency, so the benchmark's figures can be trusted."""
+zfront over ws:// and wss://: it compiles, opens and subscribes its connections, and
+counts every event with its publish-to-receive latency, so the benchmark's figures can
+be trusted."""
 import json
 import shutil
 import subprocess
@@ -23,22 +24,33 @@ def wsload(tmp_path):
     if not shutil.which("gcc"):
         pytest.skip("gcc is not installed")
     exe = str(tmp_path / "wsload")
-    subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-o", exe, REPO + "/bench/wsload.c"],
+    subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-o", exe, REPO + "/bench/wsload.c",
+                    "-lssl", "-lcrypto"],
                    check=True)
     return exe
 
 
-def test_wsload_counts_every_event_of_a_fan_out(server_factory, tmp_path, wsload):
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
+def test_wsload_counts_every_event_of_a_fan_out(server_factory, tmp_path, wsload, scheme):
     (tmp_path / "wsbenchapp.py").write_text(APP)
-    srv = server_factory(app="wsbenchapp:application", extra_python_path=[str(tmp_path)])
+    srv = server_factory(start=False, app="wsbenchapp:application",
+                         extra_python_path=[str(tmp_path)])
+    if scheme == "wss":
+        srv.args += ["--https", "127.0.0.1:0", "--state-dir", str(tmp_path / "state")]
+    srv.start()
     port = str(srv.port)
-    subs = subprocess.Popen([wsload, "--port", port, "--subs", "40", "--burst", "7",
+    if scheme == "wss":
+        port = srv.wait_log(r"https: listening on 127\.0\.0\.1:(\d+)").group(1)
+        wsload = [wsload, "--tls"]
+    else:
+        wsload = [wsload]
+    subs = subprocess.Popen(wsload + ["--port", port, "--subs", "40", "--burst", "7",
                              "--expect", "25", "--idle", "5", "--timeout", "20"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     pub = None
     try:
         assert subs.stdout.readline() == "ready 40\n"
-        pub = subprocess.Popen([wsload, "--port", port, "--pub-rate", "250", "--pub-seconds",
+        pub = subprocess.Popen(wsload + ["--port", port, "--pub-rate", "250", "--pub-seconds",
                                 "0.1", "--hold", "--timeout", "20"],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         r = json.loads(subs.stdout.readline())
