@@ -2,7 +2,7 @@
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 
-.PHONY: all deps build run test bench bench-dav asan test-asan test-tsan fuzz fuzz-regress format clean
+.PHONY: all deps build run test bench bench-ws bench-dav asan test-asan test-tsan fuzz fuzz-regress format clean
 
 all: build
 
@@ -32,6 +32,12 @@ bench: build
 bench-dav: build
 	./bench/setup.sh
 	ZFRONT=$(CURDIR)/$(BUILD)/zfront ./bench/dav/run $(BENCH_DAV_ARGS)
+
+# WebSocket fan-out (docs/benchmarks.md): zfront beside python3-websockets and
+# Autobahn/Twisted, load from the C client bench/wsload.c; BENCH_WS_ARGS=--n 100 for a quick run.
+bench-ws: build
+	./bench/setup.sh
+	ZFRONT=$(CURDIR)/$(BUILD)/zfront ./bench/ws_fanout.py $(BENCH_WS_ARGS)
 
 # AddressSanitizer + UndefinedBehaviorSanitizer build; runs every suite against it.
 $(ASAN_BUILD)/build.ninja:

@@ -4,7 +4,9 @@
 # the load tools (wrk; ab and curl for looking by hand) and Debian's python3;
 # for the HTTP/2 part (bench/h2.py): h2load, hypercorn and openssl;
 # for the WebDAV anchors (bench/dav/run): Apache (mod_dav_fs), nginx's dav-ext
-# module, PyWebDAV and litmus.
+# module, PyWebDAV and litmus; for the WebSocket fan-out (bench/ws_fanout.py):
+# gcc (it compiles the load client bench/wsload.c), python3-websockets and
+# Autobahn/Twisted (with python3-openssl for wss://) as the peer servers.
 # Nothing else: bench/run uses only /usr/bin/python3's standard library.
 # Does nothing (and needs no root) when everything is already there.
 set -eu
@@ -39,6 +41,10 @@ need /usr/sbin/apache2 apache2
 need /usr/lib/nginx/modules/ngx_http_dav_ext_module.so libnginx-mod-http-dav-ext
 need /usr/bin/davserver3 python3-webdav
 need /usr/bin/litmus litmus
+need /usr/bin/gcc gcc
+need_module websockets python3-websockets
+need_module autobahn.twisted.websocket python3-autobahn
+need_module OpenSSL python3-openssl
 
 if [ -z "$missing" ]; then
     echo "bench/setup.sh: all benchmark peers and tools are installed"

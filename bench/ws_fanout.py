@@ -1,26 +1,27 @@
 #!/usr/bin/python3
 """WebSocket fan-out: one publisher -> N subscribers, zfront side by side with
-a python3-websockets broadcast server doing the same job, in one run.
+python3-websockets and Autobahn/Twisted broadcast servers doing the same job, in one run.
 
-  bench/ws_fanout.py                     N = 100, 1000; 3 s of publishing each
-  bench/ws_fanout.py --n 100 --seconds 2 --rate 200
+  bench/ws_fanout.py                         N = 100, 1000; ws://
+  bench/ws_fanout.py --n 10000 --deliveries 300000
+  bench/ws_fanout.py --server zfront --n 100 --rate 20   (light load: latency)
 
 For each server and N: messages delivered per second (all subscribers),
-publish-to-receive latency p50/p99, server RSS per idle connection, and the
-load clients' CPU time (so a client-bound figure is visible as such). The
-load is K subscriber processes (asyncio + python3-websockets) and one
-publisher sending `rate` messages per second, each carrying its send time.
+publish-to-receive latency p50/p99, server RSS growth per idle subscribed
+connection, server CPU seconds during the publishing, and the load client's
+CPU seconds (so a client-bound figure is visible as such).
 
-Uses /usr/bin/python3's stdlib and python3-websockets only. Loopback only.
+The load client is bench/wsload.c (C, epoll, many sockets per process; compiled
+here with gcc into the temp dir): --procs subscriber processes hold the N
+connections, one publisher process sends `rate` messages per second (default:
+deliveries / N / seconds), each carrying its send time. Every part is bounded
+(wsload --timeout), loopback only, processes stopped by PID.
 """
 import argparse
-import asyncio
 import json
-import multiprocessing as mp
 import os
 import resource
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,7 +37,7 @@ def application(environ, start_response):
     return [b""]
 '''
 
-PEER = r'''
+PEER_WEBSOCKETS = r'''
 import asyncio, json, sys, websockets
 subs = set()
 async def handler(ws, path=None):
@@ -52,12 +53,55 @@ async def handler(ws, path=None):
     finally:
         subs.discard(ws)
 async def main():
+    ctx = None
+    if len(sys.argv) > 2:  # wss://: certificate and key
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(sys.argv[2], sys.argv[3])
     async with websockets.serve(handler, "127.0.0.1", int(sys.argv[1]), compression=None,
-                                ping_interval=None, max_queue=None):
+                                ping_interval=None, max_queue=None, ssl=ctx):
         print("ready", flush=True)
         await asyncio.Future()
 asyncio.run(main())
 '''
+
+
+PEER_AUTOBAHN = r'''
+import json, sys
+from twisted.internet import epollreactor
+epollreactor.install()
+from twisted.internet import reactor
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+subs = set()
+class Broadcast(WebSocketServerProtocol):
+    def onMessage(self, payload, is_binary):
+        m = json.loads(payload)
+        if m["type"] == "subscribe":
+            subs.add(self)
+            self.sendMessage(json.dumps({"type": "subscribed", "topic": m["topic"]}).encode())
+        elif m["type"] == "publish":
+            msg = self.factory.prepareMessage(json.dumps(
+                {"type": "event", "topic": m["topic"], "data": m["data"]}).encode())
+            for s in subs:
+                s.sendPreparedMessage(msg)
+    def onClose(self, was_clean, code, reason):
+        subs.discard(self)
+port = int(sys.argv[1])
+factory = WebSocketServerFactory("%s://127.0.0.1:%d" % ("wss" if len(sys.argv) > 2 else "ws",
+                                                          port))
+factory.protocol = Broadcast
+factory.setProtocolOptions(autoPingInterval=0, openHandshakeTimeout=60)
+if len(sys.argv) > 2:  # wss://: certificate and key
+    from twisted.internet import ssl
+    reactor.listenSSL(port, factory, ssl.DefaultOpenSSLContextFactory(sys.argv[3], sys.argv[2]),
+                      backlog=1024, interface="127.0.0.1")
+else:
+    reactor.listenTCP(port, factory, backlog=1024, interface="127.0.0.1")
+print("ready", flush=True)
+reactor.run()
+'''
+
+PEERS = {"websockets": PEER_WEBSOCKETS, "autobahn": PEER_AUTOBAHN}
 
 
 def free_port():
@@ -87,141 +131,151 @@ def wait_port(port, proc, timeout=20):
     raise RuntimeError("server did not listen")
 
 
-def start_zfront(tmp, port):
+def make_cert(tmp):
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return cert, key
+
+
+def start_zfront(tmp, port, n, tls=None):
     with open(os.path.join(tmp, "wsbenchapp.py"), "w") as f:
         f.write(APP)
     cmd = [os.environ.get("ZFRONT", os.path.join(REPO, "build", "zfront")), "--app",
-           "wsbenchapp:application", "--python-path", tmp, "--http", "127.0.0.1:%d" % port,
-           "--threads", "2", "--tmp-dir", tmp, "--error-log", os.path.join(tmp, "zf.log")]
+           "wsbenchapp:application", "--python-path", tmp]
+    if tls:
+        cmd += ["--https", "127.0.0.1:%d" % port, "--cert", tls[0], "--key", tls[1],
+                "--http", "127.0.0.1:%d" % free_port()]
+    else:
+        cmd += ["--http", "127.0.0.1:%d" % port]
+    # the default limit is 10,000 connections: N subscribers + the publisher
+    cmd += ["--threads", "2", "--tmp-dir", tmp, "--max-connections", str(max(10000, n + 100)),
+            "--error-log", os.path.join(tmp, "zf.log")]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def start_peer(tmp, port):
-    path = os.path.join(tmp, "peer.py")
+def start_peer(tmp, port, name, tls=None):
+    path = os.path.join(tmp, "peer_%s.py" % name)
     with open(path, "w") as f:
-        f.write(PEER)
-    return subprocess.Popen(["/usr/bin/python3", path, str(port)], stdout=subprocess.DEVNULL)
+        f.write(PEERS[name])
+    return subprocess.Popen(["/usr/bin/python3", path, str(port)] + list(tls or ()),
+                            stdout=subprocess.DEVNULL)
 
 
-def subscriber(port, n, expect, ready, go, out):
-    import websockets
-
-    async def one(lat, counts):
-        ws = await websockets.connect("ws://127.0.0.1:%d/ws" % port, compression=None,
-                                      ping_interval=None, max_queue=None, open_timeout=60)
-        await ws.send(json.dumps({"type": "subscribe", "topic": "bench"}))
-        await ws.recv()
-        return ws
-
-    async def main():
-        conns = []
-        for i in range(0, n, 50):
-            conns += await asyncio.gather(*[one(None, None) for _ in range(min(50, n - i))])
-        ready.put(len(conns))
-        lat = []
-        got = [0]
-
-        async def drain(ws):
-            try:
-                while got[0] < expect * n:
-                    m = json.loads(await asyncio.wait_for(ws.recv(), 20))
-                    if m.get("type") == "event":
-                        lat.append(time.time() - m["data"]["t"])
-                        got[0] += 1
-            except Exception:
-                pass
-        await asyncio.gather(*[drain(ws) for ws in conns])
-        for ws in conns:
-            await ws.close()
-        t = os.times()
-        out.put((got[0], lat[::max(1, len(lat) // 20000)], t.user + t.system))
-    asyncio.run(main())
+def cpu_s(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def publisher(port, seconds, rate):
-    import websockets
-
-    async def main():
-        ws = await websockets.connect("ws://127.0.0.1:%d/ws" % port, compression=None,
-                                      max_queue=None)
-
-        async def acks():  # zfront answers each publish ("published"): read them
-            async for _ in ws:
-                pass
-        reader = asyncio.create_task(acks())
-        total = int(seconds * rate)
-        start = time.monotonic()
-        for i in range(total):
-            await ws.send(json.dumps({"type": "publish", "topic": "bench",
-                                      "data": {"i": i, "t": time.time()}}))
-            delay = start + (i + 1) / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        await asyncio.sleep(0.5)
-        await ws.close()
-        reader.cancel()
-        return total
-    return asyncio.run(main())
+def build_wsload(tmp):
+    exe = os.path.join(tmp, "wsload")
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", exe, os.path.join(BENCH, "wsload.c"), "-lssl",
+                    "-lcrypto"], check=True)
+    return exe
 
 
-def run_one(name, proc, port, n, seconds, rate, procs):
+def run_one(wsload, name, proc, port, n, seconds, rate, procs, timeout, tls):
+    wsload = [wsload] + (["--tls"] if tls else [])
     base = rss_kib(proc.pid)
-    ready, out, go = mp.Queue(), mp.Queue(), mp.Event()
-    expect = int(seconds * rate)
+    total = max(1, int(seconds * rate))
     per = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
-    workers = [mp.Process(target=subscriber, args=(port, k, expect, ready, go, out))
-               for k in per if k]
-    for w in workers:
-        w.start()
-    connected = sum(ready.get(timeout=120) for _ in workers)
-    time.sleep(0.5)
-    idle = rss_kib(proc.pid)
-    t0 = time.monotonic()
-    sent = publisher(port, seconds, rate)
-    results = [out.get(timeout=120) for _ in workers]
-    elapsed = time.monotonic() - t0
-    for w in workers:
-        w.join(10)
-    got = sum(r[0] for r in results)
-    lat = sorted(x for r in results for x in r[1])
-    cpu = sum(r[2] for r in results)
-    p = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000) if lat else (lambda q: 0)
-    return {"server": name, "n": n, "connected": connected, "sent": sent, "received": got,
-            "delivered_per_s": got / elapsed, "p50_ms": p(0.5), "p99_ms": p(0.99),
+    subs = [subprocess.Popen(wsload + ["--port", str(port), "--subs", str(k), "--expect",
+                              str(total), "--idle", "10", "--timeout", str(timeout)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            for k in per if k]
+    try:
+        connected = 0
+        for s in subs:
+            line = s.stdout.readline().split()
+            if len(line) != 2 or line[0] != "ready":
+                raise RuntimeError("subscriber did not get ready: %r" % line)
+            connected += int(line[1])
+        time.sleep(1.0)
+        idle = rss_kib(proc.pid)
+        cpu0 = cpu_s(proc.pid)
+        pub = subprocess.Popen(wsload + ["--port", str(port), "--pub-rate", str(rate),
+                                "--pub-seconds", str(seconds), "--timeout", str(timeout + 5),
+                                "--hold"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               text=True)
+        subs.append(pub)  # killed below if anything goes wrong
+        results = []
+        for s in subs[:-1]:  # each ends by itself (all expected events, --idle, --timeout)
+            results.append(json.loads(s.stdout.readline()))
+            s.communicate(timeout=10)
+        out, _ = pub.communicate(timeout=timeout + 10)  # closes its stdin: it stops
+        p = json.loads(out.strip().splitlines()[-1])
+        server_cpu = cpu_s(proc.pid) - cpu0
+        peak = rss_kib(proc.pid)
+    finally:
+        for s in subs:
+            if s.poll() is None:
+                s.kill()
+                s.wait()
+    got = sum(r["received"] for r in results)
+    last = max(r["last_rx"] for r in results)
+    elapsed = max(1e-9, last - p["pub_start"])
+    return {"server": name, "scheme": "wss" if tls else "ws", "n": n, "connected": connected,
+            "rate": rate, "sent": p["sent"],
+            "received": got, "expected": p["sent"] * connected,
+            "delivered_per_s": got / elapsed,
+            # each subscriber process reports its own percentiles: the worst is shown
+            "p50_ms": max(r["p50_ms"] for r in results),
+            "p99_ms": max(r["p99_ms"] for r in results),
             "rss_idle_kib_per_conn": (idle - base) / max(1, connected),
-            "client_cpu_s": cpu, "elapsed_s": elapsed}
+            "rss_base_kib": base, "rss_idle_kib": idle, "rss_after_kib": peak,
+            "server_cpu_s": server_cpu,
+            "client_cpu_s": sum(r["cpu_s"] for r in results) + p["cpu_s"],
+            "elapsed_s": elapsed}
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, action="append")
-    ap.add_argument("--seconds", type=float, default=3)
-    ap.add_argument("--rate", type=float, default=100)
-    ap.add_argument("--procs", type=int, default=2)
-    ap.add_argument("--server", default="zfront,websockets")
+    ap.add_argument("--seconds", type=float, default=2)
+    ap.add_argument("--rate", type=float, help="publish rate (default: deliveries/N/seconds)")
+    ap.add_argument("--deliveries", type=int, default=200000,
+                    help="deliveries to ask for per run when --rate is not given")
+    ap.add_argument("--procs", type=int, default=2, help="subscriber processes")
+    ap.add_argument("--timeout", type=float, default=20, help="bound of each part, seconds")
+    ap.add_argument("--server", default="zfront,websockets,autobahn")
+    ap.add_argument("--json", help="also write the rows to this file")
+    ap.add_argument("--tls", action="store_true", help="wss:// (a self-signed certificate)")
     a = ap.parse_args()
     ns = a.n or [100, 1000]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     rows = []
     with tempfile.TemporaryDirectory(prefix="zf-wsbench-") as tmp:
-        for name in a.server.split(","):
-            for n in ns:
+        wsload = build_wsload(tmp)
+        tls = make_cert(tmp) if a.tls else None
+        for n in ns:
+            for name in a.server.split(","):
                 port = free_port()
-                proc = start_zfront(tmp, port) if name == "zfront" else start_peer(tmp, port)
+                proc = (start_zfront(tmp, port, n, tls) if name == "zfront"
+                        else start_peer(tmp, port, name, tls))
+                rate = a.rate or a.deliveries / n / a.seconds
                 try:
                     wait_port(port, proc)
-                    rows.append(run_one(name, proc, port, n, a.seconds, a.rate, a.procs))
+                    rows.append(run_one(wsload, name, proc, port, n, a.seconds, rate, a.procs,
+                                        a.timeout, tls))
                 finally:
                     proc.terminate()
                     proc.wait(20)
                 print(json.dumps(rows[-1]), flush=True)
-    print("\n| server | N | delivered/s | p50 ms | p99 ms | RSS KiB/idle conn | client CPU s |")
-    print("|---|---|---|---|---|---|---|")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    print("\n| server | N | msg/s published | delivered/expected | delivered/s | p50 ms | p99 ms "
+          "| RSS KiB/idle conn | server CPU s | client CPU s | elapsed s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print("| %s | %d | %.0f | %.1f | %.1f | %.1f | %.1f |" % (
-            r["server"], r["n"], r["delivered_per_s"], r["p50_ms"], r["p99_ms"],
-            r["rss_idle_kib_per_conn"], r["client_cpu_s"]))
+        print("| %s %s | %d | %.0f | %d/%d | %.0f | %.1f | %.1f | %.1f | %.2f | %.2f | %.2f |" % (
+            r["server"], r["scheme"], r["n"], r["rate"], r["received"], r["expected"],
+            r["delivered_per_s"],
+            r["p50_ms"], r["p99_ms"], r["rss_idle_kib_per_conn"], r["server_cpu_s"],
+            r["client_cpu_s"], r["elapsed_s"]))
 
 
 if __name__ == "__main__":
