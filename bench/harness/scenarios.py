@@ -138,28 +138,21 @@ def upload(run, ctx):
 RUNNERS = {"blob": blob, "gen": gen, "hello": hello, "upload": upload}
 
 
-def run_h2(ctx, short, log, servers):
-    """Runs bench/h2.py (the HTTP/2 issue's h2load comparison: zfront,
-    hypercorn, nginx; its own servers, files and thread setting) in its own
-    session, stopped by PID. Returns its JSON ({"params", "results"}) or
-    {"skipped": why}."""
-    script = os.path.join(ctx.bench_dir, "h2.py")
-    if not os.path.exists(script):
-        return {"skipped": "bench/h2.py not present"}
-    if shutil.which("h2load") is None:
-        return {"skipped": "h2load not found (Debian package nghttp2-client)"}
-    out = os.path.join(ctx.tmp, "h2.json")
+def _run_script(ctx, name, extra, limit, log, servers):
+    """Runs bench/<name>.py (its own servers) in its own session with
+    --zfront, --json and --server, stopped by PID after `limit` seconds.
+    Returns its JSON or {"skipped": why} with the tail of its log."""
+    script = os.path.join(ctx.bench_dir, name + ".py")
+    out = os.path.join(ctx.tmp, name + ".json")
     argv = [sys.executable, script, "--zfront", ctx.zfront, "--json", out,
             "--server", ",".join(servers)]
-    argv += ["--zfront-arg=" + a for a in ctx.zfront_args]
-    if short:
-        argv.append("--short")
-    logfile = os.path.join(ctx.tmp, "h2.log")
+    argv += ["--zfront-arg=" + a for a in ctx.zfront_args] + extra
+    logfile = os.path.join(ctx.tmp, name + ".log")
     proc = procs.spawn(argv, cwd=ctx.bench_dir, log=logfile)
     try:
-        proc.wait(H2_LIMIT)
+        proc.wait(limit)
     except subprocess.TimeoutExpired:
-        log("  h2: still running after %d s: stopped" % H2_LIMIT)
+        log("  %s: still running after %d s: stopped" % (name, limit))
     finally:
         procs.stop(proc, signal.SIGTERM)
     try:
@@ -168,32 +161,23 @@ def run_h2(ctx, short, log, servers):
     except (OSError, ValueError):
         with open(logfile, "rb") as f:
             tail = f.read().decode("utf-8", "replace").strip().splitlines()[-5:]
-        return {"skipped": "bench/h2.py gave no results: " + " / ".join(tail)}
+        return {"skipped": "bench/%s.py gave no results: %s" % (name, " / ".join(tail))}
+
+
+def run_h2(ctx, short, log, servers):
+    """Runs bench/h2.py (the HTTP/2 issue's h2load comparison: zfront,
+    hypercorn, nginx; its own servers, files and thread setting). Returns its
+    JSON ({"params", "results"}) or {"skipped": why}."""
+    if not os.path.exists(os.path.join(ctx.bench_dir, "h2.py")):
+        return {"skipped": "bench/h2.py not present"}
+    if shutil.which("h2load") is None:
+        return {"skipped": "h2load not found (Debian package nghttp2-client)"}
+    return _run_script(ctx, "h2", ["--short"] if short else [], H2_LIMIT, log, servers)
 
 
 def run_overload(ctx, short, log, servers):
     """Runs bench/overload.py (issue 9: slowloris, non-readers, stuck workers;
-    its own servers) in its own session, stopped by PID. Returns its JSON
-    ({"params", "results", "table"}) or {"skipped": why}."""
-    script = os.path.join(ctx.bench_dir, "overload.py")
-    out = os.path.join(ctx.tmp, "overload.json")
-    argv = [sys.executable, script, "--zfront", ctx.zfront, "--json", out,
-            "--server", ",".join(servers)]
-    argv += ["--zfront-arg=" + a for a in ctx.zfront_args]
-    if short:
-        argv += ["--hold", "3"]
-    logfile = os.path.join(ctx.tmp, "overload.log")
-    proc = procs.spawn(argv, cwd=ctx.bench_dir, log=logfile)
-    try:
-        proc.wait(OVERLOAD_LIMIT)
-    except subprocess.TimeoutExpired:
-        log("  overload: still running after %d s: stopped" % OVERLOAD_LIMIT)
-    finally:
-        procs.stop(proc, signal.SIGTERM)
-    try:
-        with open(out) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        with open(logfile, "rb") as f:
-            tail = f.read().decode("utf-8", "replace").strip().splitlines()[-5:]
-        return {"skipped": "bench/overload.py gave no results: " + " / ".join(tail)}
+    its own servers). Returns its JSON ({"params", "results", "table"}) or
+    {"skipped": why}."""
+    return _run_script(ctx, "overload", ["--hold", "3"] if short else [], OVERLOAD_LIMIT, log,
+                       servers)
