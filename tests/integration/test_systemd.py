@@ -165,8 +165,15 @@ def sd_factory():
         return s.start() if start else s
 
     yield make
+    reports = []
     for s in servers:
+        s.stop()
+        log = s.log()
         s.cleanup()
+        # under `make test-asan`: no leak, overflow or undefined behaviour
+        if "Sanitizer" in log or "runtime error:" in log:
+            reports.append(log[-4000:])
+    assert not reports, "\n".join(reports)
 
 
 def listening_socket(host="127.0.0.1", family=socket.AF_INET):
