@@ -475,3 +475,29 @@ def test_unit_files_verify(tmp_path):
     problems = [line for line in (r.stdout + r.stderr).splitlines()
                 if "zfront" in line and line.strip()]
     assert r.returncode == 0 and not problems, r.stdout + r.stderr
+
+
+@pytest.mark.tsan
+@pytest.mark.usefixtures("libsystemd")
+def test_notifier_hand_off_has_no_data_race(sd_factory, notify, tmp_path):
+    """The loop queues notifications while the notifier thread sends them
+    (and a newer STATUS= replaces a queued one): every access to the queue
+    is ordered by its lock. Selected only by `make test-tsan`."""
+    tsan = os.environ.get("ZFRONT_TSAN_BIN")
+    assert tsan, "ZFRONT_TSAN_BIN must name a ThreadSanitizer build of zfront"
+    logs = tmp_path / "tsan"
+    srv = sd_factory("--set", "systemd.status_interval=10ms", start=False,
+                     env={"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "20000",
+                          "TSAN_OPTIONS": "halt_on_error=0 exitcode=0 log_path=%s" % logs})
+    srv.command = lambda orig=srv.command: [tsan] + orig()[1:]
+    srv.start()
+    for _ in range(10):
+        assert srv.get("/")[0] == 200
+    srv.signal(signal.SIGHUP)
+    assert notify.wait_key("RELOADING")
+    assert notify.wait_key("READY")
+    assert srv.stop() == 0
+    assert notify.wait_key("STOPPING")
+    reports = "".join(p.read_text(errors="replace") for p in tmp_path.glob("tsan*"))
+    ours = [r for r in reports.split("WARNING: ThreadSanitizer")[1:] if "core/systemd.c" in r]
+    assert ours == [], ours[0][:3000]
