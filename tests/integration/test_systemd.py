@@ -5,6 +5,7 @@ systemd's socket activation does (fd 3 and up, LISTEN_FDS, LISTEN_PID,
 LISTEN_FDNAMES)."""
 import contextlib
 import ctypes
+import http.client
 import json
 import os
 import queue
@@ -382,6 +383,26 @@ def test_socket_activation_serves_the_inherited_socket(sd_factory, notify):
     names = json.loads(srv.get("/os-environ")[2])
     assert not {"LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"} & set(names), names
     assert srv.stop() == 0
+
+
+@pytest.mark.usefixtures("libsystemd")
+def test_socket_activation_ipv6(sd_factory):
+    sock = listening_socket("::1", socket.AF_INET6)
+    port = sock.getsockname()[1]
+    inode = os.fstat(sock.fileno()).st_ino
+    try:
+        srv = sd_factory(http="[::1]:%d" % port, inherit=[sock], wait_listen=False)
+        assert srv.wait_log(r"http: listening on \[::1\]:%d \(socket from systemd: fd 3, "
+                            r"unknown\)" % port), srv.log()[-3000:]
+        assert socket_inode(srv.pid, 3) == inode
+    finally:
+        sock.close()
+    c = http.client.HTTPConnection("::1", port, timeout=TIMEOUT)
+    try:
+        c.request("GET", "/")
+        assert c.getresponse().status == 200
+    finally:
+        c.close()
 
 
 @pytest.mark.usefixtures("libsystemd")
