@@ -318,6 +318,7 @@ static int run(int argc, char **argv)
     zf_systemd_status("loading the application");
     if (zf_py_load_app() != ZF_OK) {
         zf_systemd_status("start-up failed: cannot load the application (see the error log)");
+        zf__systemd_free(); /* lets the notifier send it */
         return 1;
     }
     zf_py_release_main();

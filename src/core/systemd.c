@@ -50,7 +50,7 @@ static struct {
     int n;            /* inherited descriptors: SD_LISTEN_FDS_START .. + n - 1 */
     int err;          /* sd_listen_fds_with_names failed with this (negative errno) */
     char **names;     /* LISTEN_FDNAMES ("unknown" without it) */
-    int *taken;       /* a listener owns it now */
+    int *taken;       /* 1: a listener owns it, -1: closed (no listener wanted it) */
     uint64_t wd_usec; /* WATCHDOG_USEC for this process, 0: no watchdog */
     char *notify;     /* NOTIFY_SOCKET, or NULL: nothing is sent */
     struct event *watchdog, *status;
