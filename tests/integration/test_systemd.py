@@ -240,6 +240,17 @@ def test_ready_after_listening_status_and_stopping(sd_factory, notify):
 
 
 @pytest.mark.usefixtures("libsystemd")
+def test_failed_start_says_why_in_status(sd_factory, notify):
+    srv = sd_factory(app="systemdapp:no_such_app", wait_listen=False,
+                     env={"NOTIFY_SOCKET": notify.path})
+    assert srv.wait() not in (0, None)
+    failed = notify.wait(lambda m: m.get("STATUS", "").startswith("start-up failed"), 5)
+    assert failed == {"STATUS": "start-up failed: cannot load the application (see the error "
+                                "log)"}, notify.msgs
+    assert not any("READY" in m for m in notify.msgs)
+
+
+@pytest.mark.usefixtures("libsystemd")
 def test_sighup_reloading_then_ready(sd_factory, notify):
     srv = sd_factory(env={"NOTIFY_SOCKET": notify.path})
     assert notify.wait_key("READY")
