@@ -313,11 +313,14 @@ def test_watchdog_held_while_every_worker_is_stuck(sd_factory, notify):
 
 @pytest.mark.usefixtures("libsystemd")
 def test_watchdog_keeps_pinging_with_stuck_workers_by_default(sd_factory, notify):
-    srv, t, results = stuck_server(sd_factory, notify)
+    srv, t, results = stuck_server(sd_factory, notify, "--set", "systemd.status_interval=100ms")
     try:
         notify.drain()
         for _ in range(3):
             assert notify.wait(lambda m: m.get("WATCHDOG") == "1")
+        # the STATUS= line tells the admin
+        assert notify.wait(lambda m: m.get("STATUS", "").endswith(
+            ": 1 connection(s), 1/1 worker(s) busy, 0 queued, 1 stuck")), notify.msgs[-5:]
         assert t.is_alive()
     finally:
         t.join()
