@@ -11,6 +11,7 @@ PACKAGES="
 meson ninja-build pkg-config gcc
 libevent-dev libssl-dev libhttp-parser-dev libnghttp2-dev libssh-dev libwslay-dev libjansson-dev libzmq3-dev
 libpython3.11-dev python3 python3-pastedeploy libcrypt-dev openssl
+systemd
 python3-pytest python3-websockets curl openssh-client python3-paramiko nghttp2-client python3-h2
 litmus cadaver ssh-audit python3-cryptography davfs2
 python3-zmq redis-server python3-redis libsystemd-dev python3-matplotlib

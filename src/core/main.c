@@ -22,6 +22,7 @@
 #include "pool.h"
 #include "python.h"
 #include "server.h"
+#include "systemd.h"
 
 static const char *config_path;
 
@@ -180,10 +181,12 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     }
     if (sig == SIGHUP) {
         zf_log(ZF_LOG_INFO, NULL, "SIGHUP: re-opening logs and reloading");
+        zf_systemd_reloading();
         zf_log_reopen();
         for (size_t i = 0; i < zf_srv->nactive; i++)
             if (zf_srv->active[i]->reload)
                 zf_srv->active[i]->reload(zf_srv);
+        zf_systemd_reloaded();
         return;
     }
     const char *name = sig == SIGTERM ? "SIGTERM" : "SIGINT";
@@ -269,6 +272,7 @@ static int run(int argc, char **argv)
     zf_config_register(zf_pool_keys);
     zf_core_config_register();
     zf_hub_config_register();
+    zf_systemd_config_register();
     for (size_t i = 0; i < zf_nmodules; i++)
         if (zf_modules[i]->keys)
             zf_config_register(zf_modules[i]->keys);
@@ -279,6 +283,8 @@ static int run(int argc, char **argv)
     unset_demo_keys();
     if (apply_args(argc, argv, 1) != ZF_OK)
         return 2;
+    /* before Python copies the environment into os.environ */
+    zf__systemd_init();
     if (zf_py_init(argv[0]) != ZF_OK)
         return 1;
     if (config_path && zf_py_read_config(config_path) != ZF_OK)
@@ -309,12 +315,16 @@ static int run(int argc, char **argv)
     }
     if (configure_modules() != ZF_OK)
         return 2;
-    if (zf_py_load_app() != ZF_OK)
+    zf_systemd_status("loading the application");
+    if (zf_py_load_app() != ZF_OK) {
+        zf_systemd_status("start-up failed: cannot load the application (see the error log)");
+        zf__systemd_free(); /* lets the notifier send it */
         return 1;
+    }
     zf_py_release_main();
 
     if (zf__server_init_loop(&srv) != ZF_OK || zf_exchange_init_loop(srv.base) != ZF_OK ||
-        zf_hub_init() != ZF_OK)
+        zf_hub_init() != ZF_OK || zf__systemd_start(srv.base) != ZF_OK)
         return 1;
     zf__py_hub_attach();
     struct event *sigs[4];
@@ -335,9 +345,11 @@ static int run(int argc, char **argv)
     if (!start_failed && write_pid_file() != ZF_OK)
         start_failed = 1;
     if (start_failed) {
+        zf_systemd_status("start-up failed: a module cannot start (see the error log)");
         zf_server_shutdown(0);
     } else {
         zf_log(ZF_LOG_INFO, NULL, "zfront %s ready (pid %ld)", ZF_VERSION, (long)getpid());
+        zf__systemd_ready(); /* every listener is up and the app loaded */
     }
     event_base_dispatch(srv.base);
 
@@ -360,6 +372,7 @@ static int run(int argc, char **argv)
     log_pool_stats();
     zf_pool_stop();
     zf_hub_free();
+    zf__systemd_free();
     for (int i = 0; i < 4; i++)
         event_free(sigs[i]);
     zf_exchange_free_loop();

@@ -17,6 +17,7 @@
 #include "exchange.h"
 #include "pool.h"
 #include "server.h"
+#include "systemd.h"
 
 struct zf_server *zf_srv;
 
@@ -415,10 +416,24 @@ struct zf_listener *zf_listen(struct zf_server *srv, const char *addr, const cha
     l->cb = cb;
     l->arg = arg;
     l->proto = proto;
-    l->el = evconnlistener_new_bind(srv->base, on_accept, l,
-                                    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-                                        LEV_OPT_CLOSE_ON_EXEC,
-                                    511, (struct sockaddr *)&ss, (int)len);
+    const char *sd_name = NULL;
+    int fd = zf_systemd_take_listener((struct sockaddr *)&ss, len, &sd_name);
+    if (fd >= 0) {
+        /* socket activation: systemd bound and listens already (backlog 0:
+         * no listen() call, its Backlog= stays) */
+        l->el = evconnlistener_new(srv->base, on_accept, l,
+                                   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
+        if (!l->el) {
+            int err = errno;
+            close(fd);
+            errno = err;
+        }
+    } else {
+        l->el = evconnlistener_new_bind(srv->base, on_accept, l,
+                                        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+                                            LEV_OPT_CLOSE_ON_EXEC,
+                                        511, (struct sockaddr *)&ss, (int)len);
+    }
     if (!l->el) {
         zf_log(ZF_LOG_ERROR, NULL, "%s: cannot listen on %s: %s", proto, addr,
                strerror(errno));
@@ -432,8 +447,31 @@ struct zf_listener *zf_listen(struct zf_server *srv, const char *addr, const cha
     socklen_t blen = sizeof bound;
     getsockname(evconnlistener_get_fd(l->el), (struct sockaddr *)&bound, &blen);
     describe(l, (struct sockaddr *)&bound);
-    zf_log(ZF_LOG_INFO, NULL, "%s: listening on %s", proto, l->addr);
+    if (fd >= 0)
+        zf_log(ZF_LOG_INFO, NULL, "%s: listening on %s (socket from systemd: fd %d, %s)", proto,
+               l->addr, fd, sd_name);
+    else
+        zf_log(ZF_LOG_INFO, NULL, "%s: listening on %s", proto, l->addr);
     return l;
+}
+
+size_t zf__listeners_describe(char *buf, size_t size)
+{
+    /* the list is newest first: name them in the order they were opened */
+    const struct zf_listener *v[32];
+    size_t n = 0, len = 0;
+    for (const struct zf_listener *l = listeners; l && n < ZF_ARRAY_LEN(v); l = l->next)
+        v[n++] = l;
+    if (size)
+        buf[0] = 0;
+    while (n-- > 0 && len < size) {
+        int k =
+            snprintf(buf + len, size - len, "%s%s %s", len ? ", " : "", v[n]->proto, v[n]->addr);
+        if (k < 0)
+            break;
+        len += (size_t)k;
+    }
+    return len < size ? len : size ? size - 1 : 0;
 }
 
 void zf_listener_free(struct zf_listener *l)
@@ -677,6 +715,7 @@ void zf_server_shutdown(int graceful)
     }
     zf_srv->state = ZF_STOPPING;
     zf_log(ZF_LOG_INFO, NULL, "shutting down%s", graceful ? " gracefully" : "");
+    zf_systemd_stopping();
     uint64_t ms = zf_cfg.shutdown_timeout_ms;
     if (graceful)
         stop_deadline = zf_now_ms() + ms;

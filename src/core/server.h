@@ -109,6 +109,14 @@ int zf_parse_addr(const char *text, struct sockaddr_storage *ss, socklen_t *len)
 struct zf_listener *zf_listen(struct zf_server *srv, const char *addr, const char *proto,
                               zf_accept_cb cb, void *arg);
 void zf_listener_free(struct zf_listener *l);
+/* Socket activation: zf_listen first asks zf_systemd_take_listener
+ * (systemd.h) for a socket systemd passed bound to that very address, and
+ * uses it instead of binding (logged "... (socket from systemd: fd N,
+ * NAME)"), so every module's listeners can be socket-activated. */
+
+/* Writes "http 127.0.0.1:8080, ssh 127.0.0.1:8022" (every open listener,
+ * in the order opened) into buf, truncated to size. Returns its length. */
+size_t zf__listeners_describe(char *buf, size_t size);
 
 /* Asks the server to stop (from a signal or a module). graceful=1 waits for
  * in-flight work up to server.shutdown_timeout; half-way through, requests
