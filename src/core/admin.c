@@ -92,6 +92,29 @@ static struct {
     uint64_t served, streams_total, streams_cut;
 } adm;
 
+/* ------------------------------------------------------------ answers */
+
+static void reply(struct evhttp_request *req, int code, const char *reason, const char *type,
+                  struct evbuffer *body)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Content-Type", type);
+    evhttp_add_header(h, "Cache-Control", "no-store");
+    evhttp_send_reply(req, code, reason, body);
+}
+
+/* A short text/plain answer (evhttp_send_error would drop our headers). */
+static void reply_text(struct evhttp_request *req, int code, const char *reason,
+                       const char *text)
+{
+    struct evbuffer *b = evbuffer_new();
+    if (b)
+        evbuffer_add_printf(b, "%s\n", text);
+    reply(req, code, reason, "text/plain; charset=utf-8", b);
+    if (b)
+        evbuffer_free(b);
+}
+
 /* ------------------------------------------------------------ status JSON */
 
 static double now_s(void)
@@ -209,7 +232,7 @@ static void open_stream(struct evhttp_request *req)
         zf_log(ZF_LOG_WARN, NULL, "admin: %zu status streams open (admin.max_streams): refused",
                adm.nstreams);
         evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "5");
-        evhttp_send_error(req, 503, "Too many status streams (admin.max_streams)");
+        reply_text(req, 503, "Service Unavailable", "too many status streams (admin.max_streams)");
         return;
     }
     struct stream *s = calloc(1, sizeof *s);
@@ -272,14 +295,6 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
 /* ------------------------------------------------------------ requests */
 
-static void reply(struct evhttp_request *req, int code, const char *reason, const char *type,
-                  struct evbuffer *body)
-{
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    evhttp_add_header(h, "Content-Type", type);
-    evhttp_add_header(h, "Cache-Control", "no-store");
-    evhttp_send_reply(req, code, reason, body);
-}
 
 static void admin_metrics(struct zf_metrics *m, void *arg)
 {
@@ -304,7 +319,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         path = "/";
     if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
-        evhttp_send_error(req, 405, "Only GET and HEAD on the admin listener");
+        reply_text(req, 405, "Method Not Allowed", "only GET and HEAD on the admin listener");
         return;
     }
     struct evbuffer *body = evbuffer_new();
@@ -328,7 +343,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         open_stream(req);
     } else if (strcmp(path, "/") == 0 || strcmp(path, "/status") == 0) {
         if (!adm.page) {
-            evhttp_send_error(req, 404, "The status page (zfront/static/status.html) is missing");
+            reply_text(req, 404, "Not Found", "the status page (zfront/static/status.html) is missing");
         } else {
             evbuffer_add_reference(body, adm.page, adm.page_len, NULL, NULL);
             reply(req, 200, "OK", "text/html; charset=utf-8", body);
