@@ -265,6 +265,12 @@ static void open_stream(struct evhttp_request *req)
     evhttp_add_header(h, "Cache-Control", "no-store");
     evhttp_connection_set_closecb(s->evcon, on_stream_closed, s);
     evhttp_send_reply_start(req, 200, "OK");
+    /* a page only reads: no read timeout (evhttp's admin.timeout would cut
+     * every stream after that long), the write timeout stays */
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(s->evcon);
+    struct timeval wt = {(time_t)(cfg.timeout_ms / 1000), (suseconds_t)(cfg.timeout_ms % 1000) * 1000};
+    if (bev)
+        bufferevent_set_timeouts(bev, NULL, &wt);
     size_t len = evbuffer_get_length(first);
     char *text = (char *)evbuffer_pullup(first, -1);
     if (text)

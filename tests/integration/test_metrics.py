@@ -285,6 +285,20 @@ def test_status_stream_pushes_changes(server_factory):
     assert val(metrics(srv), "zfront_hub_subscriptions") == 0
 
 
+def test_status_stream_outlives_the_idle_timeout(server_factory):
+    """A page only reads: admin.timeout (1 s here) must not cut its stream,
+    which gets eight events 300 ms apart (so it lives well past 1 s)."""
+    srv = start(server_factory, "--set", "admin.timeout=1s", "--set",
+                "admin.status_interval=300ms")
+    s, r = _open_stream(srv)
+    try:
+        times = [_read_event(r)["time"] for _ in range(8)]
+        assert times == sorted(times) and times[-1] - times[0] > 1.5, times
+        assert val(metrics(srv), "zfront_admin_status_streams") == 1
+    finally:
+        _close_stream(s, r)
+
+
 def test_status_streams_are_bounded(server_factory):
     srv = start(server_factory, "--set", "admin.max_streams=1")
     s, r = _open_stream(srv)
