@@ -287,13 +287,14 @@ def test_status_stream_pushes_changes(server_factory):
 
 def test_status_stream_outlives_the_idle_timeout(server_factory):
     """A page only reads: admin.timeout (1 s here) must not cut its stream,
-    which gets eight events 300 ms apart (so it lives well past 1 s)."""
+    although nothing is written to it for longer than that between two
+    events (1.5 s apart)."""
     srv = start(server_factory, "--set", "admin.timeout=1s", "--set",
-                "admin.status_interval=300ms")
+                "admin.status_interval=1500ms")
     s, r = _open_stream(srv)
     try:
-        times = [_read_event(r)["time"] for _ in range(8)]
-        assert times == sorted(times) and times[-1] - times[0] > 1.5, times
+        times = [_read_event(r)["time"] for _ in range(3)]
+        assert times == sorted(times), times
         assert val(metrics(srv), "zfront_admin_status_streams") == 1
     finally:
         _close_stream(s, r)
