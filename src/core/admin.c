@@ -104,8 +104,7 @@ static void reply(struct evhttp_request *req, int code, const char *reason, cons
 }
 
 /* A short text/plain answer (evhttp_send_error would drop our headers). */
-static void reply_text(struct evhttp_request *req, int code, const char *reason,
-                       const char *text)
+static void reply_text(struct evhttp_request *req, int code, const char *reason, const char *text)
 {
     struct evbuffer *b = evbuffer_new();
     if (b)
@@ -141,9 +140,9 @@ static int status_json(struct evbuffer *out)
                         (unsigned long long)zf_pool_cfg.stuck_after_ms);
     for (size_t i = 0; i < n; i++) {
         int stuck = zf_pool_cfg.stuck_after_ms && w[i].busy_ms >= zf_pool_cfg.stuck_after_ms;
-        evbuffer_add_printf(out, "%s{\"index\":%d,\"busy_ms\":%llu,\"stuck\":%s,\"doing\":",
-                            i ? "," : "", w[i].index, (unsigned long long)w[i].busy_ms,
-                            stuck ? "true" : "false");
+        evbuffer_add_printf(
+            out, "%s{\"index\":%d,\"busy_ms\":%llu,\"stuck\":%s,\"doing\":", i ? "," : "",
+            w[i].index, (unsigned long long)w[i].busy_ms, stuck ? "true" : "false");
         zf_metrics_json_string(out, w[i].busy_ms ? w[i].doing : "");
         evbuffer_add(out, "}", 1);
     }
@@ -268,7 +267,8 @@ static void open_stream(struct evhttp_request *req)
     /* a page only reads: no read timeout (evhttp's admin.timeout would cut
      * every stream after that long), the write timeout stays */
     struct bufferevent *bev = evhttp_connection_get_bufferevent(s->evcon);
-    struct timeval wt = {(time_t)(cfg.timeout_ms / 1000), (suseconds_t)(cfg.timeout_ms % 1000) * 1000};
+    struct timeval wt = {(time_t)(cfg.timeout_ms / 1000),
+                         (suseconds_t)(cfg.timeout_ms % 1000) * 1000};
     if (bev)
         bufferevent_set_timeouts(bev, NULL, &wt);
     size_t len = evbuffer_get_length(first);
@@ -300,7 +300,6 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 }
 
 /* ------------------------------------------------------------ requests */
-
 
 static void admin_metrics(struct zf_metrics *m, void *arg)
 {
@@ -349,7 +348,8 @@ static void on_request(struct evhttp_request *req, void *arg)
         open_stream(req);
     } else if (strcmp(path, "/") == 0 || strcmp(path, "/status") == 0) {
         if (!adm.page) {
-            reply_text(req, 404, "Not Found", "the status page (zfront/static/status.html) is missing");
+            reply_text(req, 404, "Not Found",
+                       "the status page (zfront/static/status.html) is missing");
         } else {
             evbuffer_add_reference(body, adm.page, adm.page_len, NULL, NULL);
             reply(req, 200, "OK", "text/html; charset=utf-8", body);
@@ -457,7 +457,8 @@ static int admin_start(struct zf_server *srv)
                                              EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
     evhttp_set_max_headers_size(adm.http, 16384);
     evhttp_set_max_body_size(adm.http, 65536);
-    struct timeval tv = {(time_t)(cfg.timeout_ms / 1000), (suseconds_t)(cfg.timeout_ms % 1000) * 1000};
+    struct timeval tv = {(time_t)(cfg.timeout_ms / 1000),
+                         (suseconds_t)(cfg.timeout_ms % 1000) * 1000};
     evhttp_set_timeout_tv(adm.http, &tv);
     evhttp_set_gencb(adm.http, on_request, NULL);
 
@@ -476,8 +477,9 @@ static int admin_start(struct zf_server *srv)
             port = ntohs(in->sin_port);
         }
     }
-    zf_log(ZF_LOG_INFO, NULL, bound.ss_family == AF_INET6 ? "admin: listening on [%s]:%d"
-                                                          : "admin: listening on %s:%d",
+    zf_log(ZF_LOG_INFO, NULL,
+           bound.ss_family == AF_INET6 ? "admin: listening on [%s]:%d"
+                                       : "admin: listening on %s:%d",
            host, port);
 
     struct timeval iv = {(time_t)(cfg.status_interval_ms / 1000),

@@ -664,10 +664,10 @@ void zf_hub_metrics(struct zf_metrics *m)
     zf_metrics_gauge(m, "zfront_hub_subscriptions",
                      "Subscriptions of every kind (WebSocket, Python, bus, status page).", NULL,
                      (double)hub.nsubs);
-    zf_metrics_counter(m, "zfront_hub_events_published_total",
-                       "Events published on this instance.", NULL, hub.published);
-    zf_metrics_counter(m, "zfront_hub_deliveries_total", "Events delivered to subscribers.",
-                       NULL, hub.delivered);
+    zf_metrics_counter(m, "zfront_hub_events_published_total", "Events published on this instance.",
+                       NULL, hub.published);
+    zf_metrics_counter(m, "zfront_hub_deliveries_total", "Events delivered to subscribers.", NULL,
+                       hub.delivered);
     zf_metrics_counter(m, "zfront_hub_gaps_total",
                        "Resumes that could not replay every missed event.", NULL, hub.gaps);
     zf_metrics_counter(m, "zfront_hub_topics_evicted_total",

@@ -77,8 +77,8 @@ static struct family *family(struct zf_metrics *m, enum zf_metric_type type, con
     return f;
 }
 
-static void add_series(struct family *f, const char *suffix, const char *labels,
-                       const char *extra, double value)
+static void add_series(struct family *f, const char *suffix, const char *labels, const char *extra,
+                       double value)
 {
     if (f->n == f->cap) {
         size_t cap = f->cap ? f->cap * 2 : 8;
@@ -386,16 +386,15 @@ static void core_collect(struct zf_metrics *m)
     for (size_t i = 0; i < nchannels; i++) {
         snprintf(labels, sizeof labels, "channel=\"%s\"", channels[i].channel);
         zf_metrics_histogram(m, "zfront_request_duration_seconds",
-                             "Time from the complete request to the end of its response.",
-                             labels, &channels[i].latency);
+                             "Time from the complete request to the end of its response.", labels,
+                             &channels[i].latency);
     }
 
     struct zf_pool_stats st;
     zf_pool_get_stats(&st);
     double workers = (double)(zf_cfg.threads > 0 ? zf_cfg.threads : 0);
     double busy = (double)st.running;
-    zf_metrics_gauge(m, "zfront_workers", "Worker threads running the application.", NULL,
-                     workers);
+    zf_metrics_gauge(m, "zfront_workers", "Worker threads running the application.", NULL, workers);
     zf_metrics_gauge(m, "zfront_workers_busy", "Workers running a job now.", NULL, busy);
     zf_metrics_gauge(m, "zfront_workers_idle", "Workers waiting for a job.", NULL,
                      workers > busy ? workers - busy : 0);
@@ -407,14 +406,13 @@ static void core_collect(struct zf_metrics *m)
     zf_metrics_gauge(m, "zfront_queue_depth", "Jobs waiting for a worker.", NULL,
                      (double)st.queued);
     zf_metrics_counter(m, "zfront_queue_refused_total",
-                       "Requests answered 503 because server.max_queued requests waited.",
-                       NULL, st.refused);
+                       "Requests answered 503 because server.max_queued requests waited.", NULL,
+                       st.refused);
     zf_metrics_counter(m, "zfront_queue_expired_total",
                        "Requests answered 503 after waiting longer than server.queue_timeout.",
                        NULL, st.expired);
     zf_metrics_counter(m, "zfront_queue_cancelled_total",
-                       "Requests answered 503 at shutdown without running.", NULL,
-                       st.cancelled);
+                       "Requests answered 503 at shutdown without running.", NULL, st.cancelled);
     zf_metrics_histogram(m, "zfront_queue_wait_seconds",
                          "Time a request waited in the queue before a worker took it.", NULL,
                          &zf__metrics_queue_wait);

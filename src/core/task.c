@@ -510,7 +510,8 @@ static void task_metrics(struct zf_metrics *m, void *arg)
     (void)arg;
     char name[128], labels[160];
     for (struct queue *q = queues; q; q = q->next) {
-        snprintf(labels, sizeof labels, "queue=\"%s\"", zf_metrics_escape(name, sizeof name, q->name));
+        snprintf(labels, sizeof labels, "queue=\"%s\"",
+                 zf_metrics_escape(name, sizeof name, q->name));
         zf_metrics_gauge(m, "zfront_tasks_queued", "Tasks (zfront.enqueue) waiting, by queue.",
                          labels, (double)q->pending);
         zf_metrics_gauge(m, "zfront_tasks_running", "Tasks running, by queue.", labels,

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "http.h"
 #include "../../core/metrics.h"
+#include "http.h"
 
 struct zf_http_config zf_http_cfg;
 const struct zf_h2c_ops *zf_h2c; /* set by the h2 module when HTTP/2 is on (http.h) */
