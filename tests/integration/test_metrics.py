@@ -345,6 +345,21 @@ def test_allow_remote_serves_other_addresses(server_factory):
     assert b"zfront_workers" in admin_get(srv, "/metrics")[2]
 
 
+def test_clock_requests_are_counted_on_their_channel(server_factory):
+    """The internal protocol counts its requests too (channel clock), and
+    the clock module reports its ticks: every tick sent is one request,
+    answered or still in flight."""
+    srv = start(server_factory, "--clock", "/hello:100ms")
+    assert wait_until(lambda: val(metrics(srv), "zfront_clock_ticks_total", path="/hello") >= 3)
+    m = metrics(srv)
+    ticks = val(m, "zfront_clock_ticks_total", path="/hello")
+    done = sum(v for (name, labels), v in m.items()
+               if name == "zfront_requests_total" and dict(labels)["channel"] == "clock")
+    assert ticks - 1 <= done <= ticks, (ticks, done)
+    assert val(m, "zfront_requests_total", channel="clock", code="2xx") == done
+    assert val(m, "zfront_requests_total", channel="http", code="2xx") == 0
+
+
 def test_admin_is_off_by_default(server_factory):
     srv = server_factory()
     assert app_get(srv, "/hello") == 200
