@@ -360,6 +360,30 @@ def test_clock_requests_are_counted_on_their_channel(server_factory):
     assert val(m, "zfront_requests_total", channel="http", code="2xx") == 0
 
 
+def test_ssh_console_shows_up(server_factory):
+    """Code typed in an SSH console reads /metrics while its own session is
+    open: the ssh connection and the console are counted."""
+    from sshtest import Keys, ssh, start_ssh_server
+
+    keys = Keys()
+    try:
+        srv = start_ssh_server(server_factory, keys, "--admin", "127.0.0.1:0")
+        port = int(srv.wait_log(ADMIN_RE).group(1))
+        code = ("import urllib.request; print(urllib.request.urlopen("
+                "'http://127.0.0.1:%d/metrics', timeout=10).read().decode())" % port)
+        r = ssh(srv, keys, code)
+        assert r.returncode == 0, r.stderr
+    finally:
+        keys.cleanup()
+    m = {}
+    for fam in text_string_to_metric_families(r.stdout.decode()):
+        for smp in fam.samples:
+            m[(smp.name, frozenset(smp.labels.items()))] = smp.value
+    assert val(m, "zfront_connections", protocol="ssh") == 1
+    assert val(m, "zfront_ssh_consoles") == 1
+    assert val(m, "zfront_ssh_unauthenticated") == 0
+
+
 def test_admin_is_off_by_default(server_factory):
     srv = server_factory()
     assert app_get(srv, "/hello") == 200
