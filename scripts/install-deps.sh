@@ -14,7 +14,7 @@ libpython3.11-dev python3 python3-pastedeploy libcrypt-dev openssl
 systemd
 python3-pytest python3-websockets curl openssh-client python3-paramiko nghttp2-client python3-h2
 litmus cadaver ssh-audit python3-cryptography davfs2
-python3-zmq redis-server python3-redis libsystemd-dev python3-matplotlib
+python3-zmq redis-server python3-redis libsystemd-dev python3-matplotlib python3-prometheus-client
 chromium
 "
 

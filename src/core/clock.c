@@ -18,6 +18,7 @@
 #include "config.h"
 #include "internal.h"
 #include "log.h"
+#include "metrics.h"
 #include "server.h"
 
 struct clock {
@@ -224,8 +225,24 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     running++;
 }
 
+static void clock_metrics(struct zf_metrics *m, void *arg)
+{
+    (void)arg;
+    char path[128], labels[160];
+    for (size_t i = 0; i < nclocks; i++) {
+        snprintf(labels, sizeof labels, "path=\"%s\"",
+                 zf_metrics_escape(path, sizeof path, clocks[i].path));
+        zf_metrics_counter(m, "zfront_clock_ticks_total", "Clock requests sent, by path.", labels,
+                           clocks[i].ticks);
+        zf_metrics_counter(m, "zfront_clock_missed_total",
+                           "Clock ticks skipped because the previous request still ran.", labels,
+                           clocks[i].missed);
+    }
+}
+
 static int clock_start(struct zf_server *srv)
 {
+    zf_metrics_register(clock_metrics, NULL);
     for (size_t i = 0; i < nclocks; i++) {
         struct clock *c = &clocks[i];
         c->timer = event_new(srv->base, -1, EV_PERSIST, on_tick, c);

@@ -3,6 +3,7 @@
  * subscriptions; ids from one sequence per instance, so they increase per
  * topic and a topic evicted and made again never reuses an id. */
 #include "hub.h"
+#include "metrics.h"
 
 #include <event2/buffer.h>
 #include <stdatomic.h>
@@ -655,6 +656,27 @@ void zf_hub_stats(struct evbuffer *out)
                         (unsigned long long)hub.delivered, (unsigned long long)hub.gaps,
                         (unsigned long long)hub.evicted, (unsigned long long)hub.dropped,
                         (unsigned long long)hub.hist_bytes);
+}
+
+void zf_hub_metrics(struct zf_metrics *m)
+{
+    zf_metrics_gauge(m, "zfront_hub_topics", "Topics the hub knows.", NULL, (double)hub.ntopics);
+    zf_metrics_gauge(m, "zfront_hub_subscriptions",
+                     "Subscriptions of every kind (WebSocket, Python, bus, status page).", NULL,
+                     (double)hub.nsubs);
+    zf_metrics_counter(m, "zfront_hub_events_published_total", "Events published on this instance.",
+                       NULL, hub.published);
+    zf_metrics_counter(m, "zfront_hub_deliveries_total", "Events delivered to subscribers.", NULL,
+                       hub.delivered);
+    zf_metrics_counter(m, "zfront_hub_gaps_total",
+                       "Resumes that could not replay every missed event.", NULL, hub.gaps);
+    zf_metrics_counter(m, "zfront_hub_topics_evicted_total",
+                       "Unsubscribed topics forgotten beyond hub.max_topics.", NULL, hub.evicted);
+    zf_metrics_counter(m, "zfront_hub_events_dropped_total",
+                       "Events queued from another thread that could not be published.", NULL,
+                       hub.dropped);
+    zf_metrics_gauge(m, "zfront_hub_history_bytes", "Payload bytes the histories hold.", NULL,
+                     (double)hub.hist_bytes);
 }
 
 /* ------------------------------------------------------------ any thread */

@@ -153,6 +153,9 @@ int zf_hub_pattern_match(const char *pattern, const char *topic);
 
 /* Appends "hub.NAME: VALUE" lines. */
 void zf_hub_stats(struct evbuffer *out);
+/* Adds the hub's samples (zfront_hub_*) to a metrics collection. */
+struct zf_metrics;
+void zf_hub_metrics(struct zf_metrics *m);
 /* Counters, for tests and stats. */
 size_t zf_hub_topic_count(void);
 size_t zf_hub_sub_count(void);

@@ -7,6 +7,7 @@
 
 #include "internal.h"
 #include "log.h"
+#include "metrics.h"
 
 struct internal {
     struct zf_exchange *ex;
@@ -21,6 +22,7 @@ static size_t in_flight;
 
 static void access_log(struct zf_exchange *ex, int status, uint64_t bytes, uint64_t ms)
 {
+    zf_metrics_request(ex->channel, status, ms * 1000);
     if (!zf_access_log_enabled())
         return;
     struct zf_access_entry e = {0};

@@ -19,6 +19,7 @@ extern const struct zf_module zf_webdav_module; /* DAV policy (a request filter)
 extern const struct zf_module zf_clock_module;
 extern const struct zf_module zf_task_module;
 extern const struct zf_module zf_trim_module;
+extern const struct zf_module zf_admin_module; /* metrics and status (admin.c) */
 
 const struct zf_module *const zf_modules[] = {
     &zf_http_module,
@@ -37,6 +38,7 @@ const struct zf_module *const zf_modules[] = {
     &zf_clock_module,
     &zf_task_module,
     &zf_trim_module,
+    &zf_admin_module,
 };
 
 const size_t zf_nmodules = ZF_ARRAY_LEN(zf_modules);

@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "pool.h"
 
 struct zf_pool_config zf_pool_cfg;
@@ -107,6 +108,7 @@ static struct zf_job *next_job(struct zf_worker *w, int wait)
     for (;;) {
         struct zf_job *expired = NULL, **etail = &expired;
         struct zf_job *job = NULL;
+        int from_shared = 0;
         uint64_t now = zf_now_ms();
         pthread_mutex_lock(&pool.lock);
         while (wait && !pool.head && !q->head && !pool.stopping)
@@ -116,8 +118,10 @@ static struct zf_job *next_job(struct zf_worker *w, int wait)
             while ((job = pop(&pool.head, &pool.tail)) != NULL) {
                 pool.queued--;
                 pool.shared_queued--;
-                if (!too_old(job, now))
+                if (!too_old(job, now)) {
+                    from_shared = 1;
                     break;
+                }
                 pool.st.expired++;
                 *etail = job;
                 etail = &job->next;
@@ -137,6 +141,9 @@ static struct zf_job *next_job(struct zf_worker *w, int wait)
             w->stuck_reported = 0;
         }
         pthread_mutex_unlock(&pool.lock);
+        if (from_shared) /* resumed responses (own queue) are not new waits */
+            zf_histogram_observe(&zf__metrics_queue_wait,
+                                 (now > job->queued_ms ? now - job->queued_ms : 0) * 1000);
         /* only expired requests were queued: answer them, then wait again */
         cancel_list(expired, ZF_JOB_EXPIRED, now);
         if (job || !wait || !expired)

@@ -88,4 +88,8 @@ void zf_py_resume_exchange(struct zf_job *job, struct zf_worker *w);
  * listeners registered before (while the app was loading). pyhub.c. */
 void zf__py_hub_attach(void);
 
+/* The directory holding the Python package and its static files
+ * (<dir>/zfront/...); see pyint.h. Any thread, no GIL needed. */
+const char *zf__py_dir(void);
+
 #endif

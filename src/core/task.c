@@ -12,6 +12,7 @@
 #include "config.h"
 #include "internal.h"
 #include "log.h"
+#include "metrics.h"
 #include "server.h"
 #include "task.h"
 
@@ -504,9 +505,24 @@ static int task_configure(struct zf_server *srv)
     return srv->nactive > 0 ? ZF_OK : ZF_DECLINED;
 }
 
+static void task_metrics(struct zf_metrics *m, void *arg)
+{
+    (void)arg;
+    char name[128], labels[160];
+    for (struct queue *q = queues; q; q = q->next) {
+        snprintf(labels, sizeof labels, "queue=\"%s\"",
+                 zf_metrics_escape(name, sizeof name, q->name));
+        zf_metrics_gauge(m, "zfront_tasks_queued", "Tasks (zfront.enqueue) waiting, by queue.",
+                         labels, (double)q->pending);
+        zf_metrics_gauge(m, "zfront_tasks_running", "Tasks running, by queue.", labels,
+                         (double)q->running);
+    }
+}
+
 static int task_start(struct zf_server *srv)
 {
     (void)srv;
+    zf_metrics_register(task_metrics, NULL);
     if (load_pending) {
         load_pending = 0;
         load_queue();

@@ -15,6 +15,7 @@
 #include "config.h"
 #include "exchange.h"
 #include "log.h"
+#include "metrics.h"
 #include "server.h"
 
 static struct {
@@ -89,8 +90,16 @@ static int trim_configure(struct zf_server *srv)
     return srv->nactive > 0 ? ZF_OK : ZF_DECLINED;
 }
 
+static void trim_metrics(struct zf_metrics *m, void *arg)
+{
+    (void)arg;
+    zf_metrics_counter(m, "zfront_memory_trims_total",
+                       "malloc_trim calls after the server went idle (memory.*).", NULL, trims);
+}
+
 static int trim_start(struct zf_server *srv)
 {
+    zf_metrics_register(trim_metrics, NULL);
     /* checked 4 times per idle period, at most once a second */
     uint64_t period = trim_cfg.idle_ms / 4;
     if (period > 1000)

@@ -39,11 +39,12 @@ pytestmark = pytest.mark.skipif(browser_missing() is not None, reason=str(browse
 
 
 class Browser:
-    """live.mjs as a child process; its stdout is one JSON object a line."""
+    """live.mjs (or another script of tests/browser/ with the same arguments)
+    as a child process; its stdout is one JSON object a line."""
 
-    def __init__(self, url, expected, shot, profile):
+    def __init__(self, url, expected, shot, profile, script=SCRIPT):
         env = dict(os.environ, ZF_BROWSER_WAIT_MS=str(int(STEP * 1000)), ZF_CHROMIUM=CHROMIUM)
-        self.proc = subprocess.Popen(["node", SCRIPT, url, expected, shot, profile],
+        self.proc = subprocess.Popen(["node", script, url, expected, shot, profile],
                                      cwd=BROWSER_DIR, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, env=env)
         self.lines = []

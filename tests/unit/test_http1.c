@@ -17,6 +17,7 @@
 #define zf__http1_stop test_http1_stop
 #define zf__http1_active test_http1_active
 #define zf__http1_stats test_http1_stats
+#define zf__http1_metrics test_http1_metrics
 #define zf__http1_shed test_http1_shed
 #define zf__h1_init_settings test_h1_init_settings
 #define zf__h1_reset_message test_h1_reset_message

@@ -102,6 +102,9 @@ struct evbuffer;
 void zf__http1_stop(int graceful);
 size_t zf__http1_active(void);
 void zf__http1_stats(struct evbuffer *out);
+/* Adds HTTP/1.1's samples to a metrics collection (metrics.h). */
+struct zf_metrics;
+void zf__http1_metrics(struct zf_metrics *m);
 /* zf__http1_shed: closes at most n connections that lose nothing (idle,
  * still sending a header section, lingering), least recently active
  * first, and frees them now. Returns how many. Not from inside an HTTP/1.1

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "h1.h"
+#include "metrics.h"
 #ifdef ZF_WITH_HTTP2
 #include "tls.h"
 #endif
@@ -112,6 +113,8 @@ void zf__h1_drop_file(struct h1conn *c)
 
 static void access_log(struct h1conn *c, struct zf_exchange *ex, int status, uint64_t bytes)
 {
+    uint64_t start = ex && ex->start_us ? ex->start_us : c->msg_start_us;
+    zf_metrics_request(ex ? ex->channel : c->channel, status, start ? now_us() - start : 0);
     if (!zf_access_log_enabled())
         return;
     struct zf_access_entry e = {0};
@@ -131,7 +134,6 @@ static void access_log(struct h1conn *c, struct zf_exchange *ex, int status, uin
         e.target = c->url.len ? c->url.p : NULL;
         e.protocol = c->headers_done ? (c->http10 ? "HTTP/1.0" : "HTTP/1.1") : NULL;
     }
-    uint64_t start = ex && ex->start_us ? ex->start_us : c->msg_start_us;
     e.duration_us = start ? now_us() - start : 0;
     zf_access_log(&e);
 }
@@ -1179,6 +1181,23 @@ size_t zf__http1_shed(size_t n)
 size_t zf__http1_active(void)
 {
     return h1.open;
+}
+
+void zf__http1_metrics(struct zf_metrics *m)
+{
+    zf_metrics_connections(m, "http1", h1.open, h1.accepted);
+    zf_metrics_counter(m, "zfront_http1_requests_total", "HTTP/1.1 requests parsed.", NULL,
+                       h1.requests);
+    zf_metrics_counter(m, "zfront_http1_client_errors_total",
+                       "HTTP/1.1 requests refused as malformed (4xx from zfront).", NULL,
+                       h1.client_errors);
+    zf_metrics_counter(m, "zfront_http1_timeouts_total",
+                       "HTTP/1.1 connections closed by a read or write timeout.", NULL,
+                       h1.timeouts);
+    zf_metrics_counter(m, "zfront_http1_aborted_total",
+                       "HTTP/1.1 responses cut because the client left.", NULL, h1.aborted);
+    zf_metrics_counter(m, "zfront_http1_shed_total",
+                       "HTTP/1.1 connections closed at server.max_connections.", NULL, h1.shed);
 }
 
 void zf__http1_stats(struct evbuffer *out)

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../core/metrics.h"
 #include "http.h"
 
 struct zf_http_config zf_http_cfg;
@@ -128,8 +129,15 @@ static const struct zf_service http_service = {
 
 /* Opens one listener per http.listen address. Returns ZF_OK or ZF_ERROR
  * (listeners opened so far are closed by stop()). */
+static void http_metrics(struct zf_metrics *m, void *arg)
+{
+    (void)arg;
+    zf__http1_metrics(m);
+}
+
 static int http_start(struct zf_server *srv)
 {
+    zf_metrics_register(http_metrics, NULL);
     return zf__http_listen_all(srv, &zf_http_cfg.listen, "http", 0, "http", zf_http_accept,
                                &endpoints);
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../../core/metrics.h"
 #include "ssh.h"
 
 struct zf_ssh_config zf_ssh_cfg;
@@ -360,8 +361,19 @@ static void on_accept(struct zf_listener *l, evutil_socket_t fd, struct sockaddr
     zf__ssh_conn_accept(bind_, fd, sa, (socklen_t)salen);
 }
 
+static void ssh_metrics(struct zf_metrics *m, void *arg)
+{
+    (void)arg;
+    zf_metrics_connections(m, "ssh", zf__ssh_conn_count(), UINT64_MAX);
+    zf_metrics_gauge(m, "zfront_ssh_unauthenticated", "SSH connections not logged in yet.", NULL,
+                     (double)zf__ssh_conn_unauthenticated());
+    zf_metrics_gauge(m, "zfront_ssh_consoles", "SSH console sessions (one thread each).", NULL,
+                     (double)zf__ssh_console_threads());
+}
+
 static int ssh_start(struct zf_server *srv)
 {
+    zf_metrics_register(ssh_metrics, NULL);
     if (zf__ssh_interrupter_start() != ZF_OK)
         return ZF_ERROR;
     listener = zf_listen(srv, listen_addr, "ssh", on_accept, NULL);

@@ -10,6 +10,7 @@
 
 #include "../../core/exchange.h"
 #include "../../core/hub.h"
+#include "../../core/metrics.h"
 #include "ws.h"
 
 struct zf_ws_config zf_ws_cfg;
@@ -310,6 +311,7 @@ static int ws_configure(struct zf_server *srv)
         zf_log(ZF_LOG_ERROR, NULL, "ws: cannot register the websocket upgrade");
         return ZF_ERROR;
     }
+    zf_metrics_register(zf__ws_metrics, NULL);
     return ZF_OK;
 }
 

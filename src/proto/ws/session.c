@@ -16,6 +16,7 @@
 #include <wslay/wslay.h>
 
 #include "../../core/hub.h"
+#include "../../core/metrics.h"
 #include "ws.h"
 
 #define WS_OUT_HIGH (64 * 1024) /* bytes in the socket output before wslay waits */
@@ -780,6 +781,28 @@ void zf__ws_stop(int graceful)
 size_t zf__ws_active(void)
 {
     return ws.open;
+}
+
+void zf__ws_metrics(struct zf_metrics *m, void *arg)
+{
+    (void)arg;
+    zf_metrics_connections(m, "websocket", ws.open, ws.accepted);
+    size_t subs = 0;
+    for (struct ws_session *s = ws.head; s; s = s->next)
+        subs += s->sub.nsubs;
+    zf_metrics_gauge(m, "zfront_ws_subscriptions", "Topic subscriptions of WebSocket sessions.",
+                     NULL, (double)subs);
+    zf_metrics_counter(m, "zfront_ws_events_sent_total", "Hub events sent to WebSocket clients.",
+                       NULL, ws.events);
+    zf_metrics_counter(m, "zfront_ws_slow_consumers_total",
+                       "WebSocket sessions cut (1008) because they did not read fast enough "
+                       "(ws.max_send_buffer).",
+                       NULL, ws.slow_consumers);
+    zf_metrics_counter(m, "zfront_ws_dead_peers_total",
+                       "WebSocket sessions closed after an unanswered ping.", NULL, ws.dead_peers);
+    zf_metrics_counter(m, "zfront_ws_bad_messages_total",
+                       "Client messages refused (bad JSON, unknown type, over ws.max_message).",
+                       NULL, ws.bad_messages);
 }
 
 void zf__ws_stats(struct evbuffer *out)

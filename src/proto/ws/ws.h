@@ -68,6 +68,9 @@ int zf__ws_session_start_pipe(struct zf_pipe *p, struct event_base *base,
 void zf__ws_stop(int graceful);
 size_t zf__ws_active(void);
 void zf__ws_stats(struct evbuffer *out);
+/* The module's metrics collector (metrics.h). */
+struct zf_metrics;
+void zf__ws_metrics(struct zf_metrics *m, void *arg);
 void zf__ws_grant_free(struct zf_ws_grant *g);
 /* True when `topic` is allowed by one of `rules` (exact, or a prefix
  * ending in '/' or '*'; a client pattern "a/b*" needs a prefix rule that

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "../../../core/metrics.h"
 #include "../tls.h"
 #include "h2.h"
 
@@ -290,8 +291,34 @@ static int configure(struct zf_server *srv)
     return ZF_OK;
 }
 
+static void h2_metrics(struct zf_metrics *mm, void *arg)
+{
+    (void)arg;
+    zf_metrics_connections(mm, "http2", zf__h2_nconns, UINT64_MAX);
+    zf_metrics_gauge(mm, "zfront_http2_streams", "HTTP/2 streams open.", NULL,
+                     (double)zf__h2_nstreams);
+    zf_metrics_counter(mm, "zfront_http2_abusive_total",
+                       "HTTP/2 connections dropped for abuse (floods, resets).", NULL,
+                       zf__h2_abusive);
+    zf_metrics_counter(mm, "zfront_http2_shed_total",
+                       "HTTP/2 connections closed at server.max_connections.", NULL,
+                       zf__h2_shed_count);
+    if (!zf_h2_cfg.https.n)
+        return;
+    zf_metrics_connections(mm, "tls_handshake", m.nhandshakes, UINT64_MAX);
+    zf_metrics_counter(mm, "zfront_tls_handshakes_total", "TLS handshakes, by result.",
+                       "result=\"ok\"", m.tls_ok);
+    zf_metrics_counter(mm, "zfront_tls_handshakes_total", "TLS handshakes, by result.",
+                       "result=\"failed\"", m.tls_failed);
+    zf_metrics_counter(mm, "zfront_tls_resumed_total", "TLS sessions resumed.", NULL,
+                       m.tls_resumed);
+    zf_metrics_counter(mm, "zfront_tls_alpn_h2_total", "TLS connections that chose h2 (ALPN).",
+                       NULL, m.alpn_h2);
+}
+
 static int start(struct zf_server *srv)
 {
+    zf_metrics_register(h2_metrics, NULL);
     m.active = 1; /* also when only kept active for another module's endpoints */
     zf_h2c = zf_h2_cfg.enable ? &zf__h2c_ops : NULL;
     return zf__http_listen_all(srv, &zf_h2_cfg.https, "https", 1, "http", tls_accept,

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "../../../core/config.h"
+#include "../../../core/metrics.h"
 #include "h2.h"
 
 size_t zf__h2_nstreams;
@@ -80,12 +81,16 @@ static struct zf_h2_stream *stream_new(struct zf_h2_conn *c, int32_t id)
 void zf__h2_access_log(struct zf_h2_stream *st)
 {
     struct zf_exchange *ex = st->ex;
-    if (!ex || !zf_access_log_enabled())
+    if (!ex)
         return;
     int status = st->status;
     if (!st->complete && st->state == ZF_H2_APP && !st->submitted)
         status = 499;
     if (!status)
+        return;
+    uint64_t duration_us = st->start_us ? zf__h2_now_us() - st->start_us : 0;
+    zf_metrics_request(ex->channel, status, duration_us);
+    if (!zf_access_log_enabled())
         return;
     struct zf_access_entry e = {
         .remote_addr = ex->remote_addr,
@@ -97,7 +102,7 @@ void zf__h2_access_log(struct zf_h2_stream *st)
         .referer = zf_headers_get(&ex->req_headers, "referer"),
         .user_agent = zf_headers_get(&ex->req_headers, "user-agent"),
         .remote_user = zf_exchange_remote_user(ex),
-        .duration_us = st->start_us ? zf__h2_now_us() - st->start_us : 0,
+        .duration_us = duration_us,
     };
     zf_access_log(&e);
 }
