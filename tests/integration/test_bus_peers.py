@@ -177,6 +177,7 @@ def test_instances_on_two_addresses_joined_through_a_forwarder(server_factory, c
     assert [e["data"] for e in got_a][-1] == "from b"
     assert all(e["data"] == "from a" for e in got_a[:-1])
     assert stats(b)["received"] >= 1 and stats(a)["received"] == 1
+    assert stats(a)["origins"] == 1  # its own messages back are not an origin
     # b's connections to the forwarder's two ports really leave from 127.0.0.3
     assert established("0300007F", port) and established("0300007F", port + 1)
     fwd.signal(signal.SIGTERM)
