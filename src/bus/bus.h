@@ -58,6 +58,7 @@ struct zf_bus_stats {
     uint64_t missed;            /* messages skipped by those jumps */
     uint64_t origins;           /* origins (instance starts) heard from */
     uint64_t stale_removed;     /* socket files of dead instances removed */
+    uint64_t restarts;          /* a known instance name heard with a new origin */
 };
 
 /* Copies the counters (relaxed atomic reads: any thread). Returns ZF_OK, or
