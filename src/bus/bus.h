@@ -139,6 +139,20 @@ void *zf__bus_zap_open(void *ctx);
  * or ZF_AGAIN when none was waiting. */
 int zf__bus_zap_serve(void *zap, const struct zf__bus_curve *c, int flags);
 
+/* module.c, for peers.c: the SUB socket, our own socket path (NULL when
+ * no bus.dir), the peers counter, the stale-file counter, and a nudge to
+ * look at the SUB socket again after a connect or disconnect (which may
+ * have consumed its ZMQ_FD edge). */
+void *zf__bus_sub(void);
+const char *zf__bus_own_path(void);
+void zf__bus_stat_peers(int delta);
+void zf__bus_stat_stale(void);
+void zf__bus_kick(void);
+/* peers.c: one scan of bus.dir (loop thread), and forgetting every peer at
+ * stop (the SUB socket is closed by the caller). */
+void zf__bus_rescan(void);
+void zf__bus_peers_stop(void);
+
 /* Probes a unix socket file: ZF_OK someone listens, ZF_DECLINED nobody
  * does (ECONNREFUSED: stale), ZF_ERROR anything else (gone, not a socket). */
 int zf__bus_probe(const char *path);

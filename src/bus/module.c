@@ -92,10 +92,6 @@ static struct zf_bus_stats stats;
 #define STAT_ADD(f, n) __atomic_fetch_add(&stats.f, (n), __ATOMIC_RELAXED)
 #define STAT_SUB(f, n) __atomic_fetch_sub(&stats.f, (n), __ATOMIC_RELAXED)
 
-void zf__bus_rescan(void);
-int zf__bus_peers_start(void);
-void zf__bus_peers_stop(void);
-
 int zf_bus_get_stats(struct zf_bus_stats *st)
 {
     memset(st, 0, sizeof *st);
