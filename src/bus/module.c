@@ -11,6 +11,7 @@
 
 #include "../core/hub.h"
 #include "../core/log.h"
+#include "../core/metrics.h"
 #include "../core/server.h"
 #include "bus.h"
 
@@ -162,10 +163,11 @@ static int send_msg(void *sock, struct zf_hub_event *ev, const unsigned char *he
 }
 
 /* Hub delivery: sends the events this instance gave a position; the others
- * came from the bus (or will reach every instance from their own origin). */
+ * came from the bus (or will reach every instance from their own origin).
+ * Instance-local topics ("zfront/...", e.g. the status page's) stay here. */
 static void on_event(struct zf_hub_subscriber *s, struct zf_hub_event *ev)
 {
-    if (ev->origin != zf_hub_epoch())
+    if (ev->origin != zf_hub_epoch() || zf_hub_topic_is_local(ev->topic))
         return;
     if (strlen(ev->topic) > (size_t)zf_bus_cfg.max_topic) {
         /* the peers would drop it as malformed: say so here (the first time) */
@@ -603,6 +605,38 @@ static void close_sockets(void)
     }
 }
 
+/* Metrics collector (loop thread): the bus counters as Prometheus samples. */
+static void bus_metrics(struct zf_metrics *m, void *arg)
+{
+    (void)arg;
+    struct zf_bus_stats st;
+    if (zf_bus_get_stats(&st) != ZF_OK)
+        return;
+    zf_metrics_gauge(m, "zfront_bus_peers", "Bus peers the SUB socket is connected to", NULL,
+                     (double)st.peers);
+    zf_metrics_gauge(m, "zfront_bus_subscribers",
+                     "Peers whose subscriptions reached this instance's XPUB socket", NULL,
+                     (double)st.subscribers);
+    zf_metrics_counter(m, "zfront_bus_sent_total", "Events sent on the bus", NULL, st.sent);
+    zf_metrics_counter(m, "zfront_bus_received_total", "Events received from the bus", NULL,
+                       st.received);
+    zf_metrics_counter(m, "zfront_bus_duplicates_total", "Bus events received twice", NULL,
+                       st.duplicates);
+    zf_metrics_counter(m, "zfront_bus_malformed_total",
+                       "Bus messages dropped for not being in the bus format", NULL,
+                       st.dropped_malformed);
+    zf_metrics_counter(m, "zfront_bus_send_failed_total", "Events that could not be sent", NULL,
+                       st.send_failed);
+    zf_metrics_counter(m, "zfront_bus_gaps_total", "Per-origin sequence jumps seen", NULL,
+                       st.gaps);
+    zf_metrics_counter(m, "zfront_bus_missed_total", "Bus messages skipped by sequence jumps",
+                       NULL, st.missed);
+    zf_metrics_counter(m, "zfront_bus_restarts_total",
+                       "Known instances heard again with a new origin", NULL, st.restarts);
+    zf_metrics_counter(m, "zfront_bus_stale_removed_total",
+                       "Socket files of dead instances removed", NULL, st.stale_removed);
+}
+
 static void bus_stop(struct zf_server *srv, int graceful);
 
 static int bus_start(struct zf_server *srv)
@@ -641,6 +675,7 @@ static int bus_start(struct zf_server *srv)
         return ZF_ERROR;
     }
     __atomic_store_n(&bus.running, 1, __ATOMIC_RELAXED);
+    zf_metrics_register(bus_metrics, NULL);
     return ZF_OK;
 }
 

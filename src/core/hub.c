@@ -152,6 +152,11 @@ int zf_hub_audience_match(const struct zf_hub_event *ev, char *const *tokens, in
     return 0;
 }
 
+int zf_hub_topic_is_local(const char *topic)
+{
+    return strncmp(topic, ZF_HUB_LOCAL_PREFIX, sizeof ZF_HUB_LOCAL_PREFIX - 1) == 0;
+}
+
 int zf_hub_pattern_match(const char *pattern, const char *topic)
 {
     size_t n = strlen(pattern);

@@ -150,6 +150,12 @@ void zf_hub_event_unref(struct zf_hub_event *ev);
 int zf_hub_audience_match(const struct zf_hub_event *ev, char *const *tokens, int all);
 /* True when pattern (exact or prefix*) matches topic. */
 int zf_hub_pattern_match(const char *pattern, const char *topic);
+/* Topics under "zfront/" (ZF_HUB_LOCAL_PREFIX) are zfront's own and
+ * describe this instance (the admin status page's "zfront/status"): they
+ * are delivered here only, and the bus never carries them. True for such a
+ * topic. */
+#define ZF_HUB_LOCAL_PREFIX "zfront/"
+int zf_hub_topic_is_local(const char *topic);
 
 /* Appends "hub.NAME: VALUE" lines. */
 void zf_hub_stats(struct evbuffer *out);

@@ -239,3 +239,67 @@ def test_curve_peer_without_the_key_hears_nothing(server_factory, busdir, ctx, t
     assert bustest.recv_parts(plain, timeout=0.1) is None
     assert a.wait_log("bus: refused a CURVE client")
     assert stats(a)["subscribers"] == 2
+
+
+def test_instance_local_status_topic_stays_on_its_instance(server_factory, busdir, ctx):
+    """The admin status page's topic (zfront/status, hub.h: instance-local
+    "zfront/" topics) describes one instance: it must not travel on the
+    bus, or a page would show the other instances' figures as its own."""
+    import socket
+    import re
+    a = start(server_factory, busdir, "a", "--admin", "127.0.0.1:0",
+              "--set", "admin.status_interval=100ms")
+    m = a.wait_log(r"admin: listening on 127\.0\.0\.1:(\d+)")
+    assert m, a.log()
+    sub = bustest.zsock(ctx, zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect("ipc://%s/a.sock" % busdir)
+    assert wait_until(lambda: stats(a)["subscribers"] == 1)
+    # an open status page makes a publish its status every 100 ms
+    page = socket.create_connection(("127.0.0.1", int(m.group(1))), timeout=TIMEOUT)
+    page.sendall(b"GET /status/events HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = b""
+    while got.count(b"data: ") < 3:
+        chunk = page.recv(65536)
+        assert chunk, got
+        got += chunk
+    assert re.search(rb"data: \{", got)
+    # then an ordinary event: the peer gets it, and nothing before it
+    bustest.publish(a, "news/after", {"n": 1})
+    topics = []
+    while "news/after" not in topics:
+        parts = bustest.recv_parts(sub)
+        assert parts is not None, topics
+        topics.append(parts[0].decode())
+    page.close()
+    assert topics == ["news/after"], topics
+
+
+def test_bus_counters_are_in_the_metrics(server_factory, busdir):
+    """/metrics on the admin listener carries the bus counters (issue 13:
+    bus peers and gaps), the same numbers as zfront.bus_stats()."""
+    import http.client
+    from prometheus_client.parser import text_string_to_metric_families
+    a = start(server_factory, busdir, "a", "--admin", "127.0.0.1:0")
+    m = a.wait_log(r"admin: listening on 127\.0\.0\.1:(\d+)")
+    assert m, a.log()
+    b = start(server_factory, busdir, "b")
+    wait_joined([a, b])
+    for i in range(3):
+        bustest.publish(a, "news/m", {"i": i})
+    assert wait_until(lambda: stats(b)["received"] == 3), stats(b)
+
+    def metrics():
+        c = http.client.HTTPConnection("127.0.0.1", int(m.group(1)), timeout=TIMEOUT)
+        c.request("GET", "/metrics")
+        text = c.getresponse().read().decode()
+        c.close()
+        return {s.name: s.value for f in text_string_to_metric_families(text)
+                for s in f.samples}
+    got = metrics()
+    st = stats(a)
+    assert st["sent"] == 3 and st["peers"] == 1, st
+    assert got["zfront_bus_sent_total"] == 3
+    assert got["zfront_bus_peers"] == 1
+    assert got["zfront_bus_gaps_total"] == st["gaps"] == 0
+    assert got["zfront_bus_received_total"] == st["received"]
