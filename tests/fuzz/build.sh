@@ -37,7 +37,7 @@ top=$(cd "$here/../.." && pwd)
 out=${1:-/tmp/build-fuzz}
 src=$(cd "${ZF_FUZZ_SRC:-$top}" && pwd)
 cc=${CC:-clang}
-targets="http1 range config"
+targets="http1 range config h2 ws"
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
@@ -59,7 +59,18 @@ $cc $cflags -o "$out/fuzz_range" "$f/fuzz_range.c" "$s/core/range.c"
 # shellcheck disable=SC2086
 $cc $cflags -o "$out/fuzz_config" "$f/fuzz_config.c" "$s/core/config.c" "$s/core/log.c" \
     "$s/core/util.c"
-echo "fuzz: built fuzz_http1 fuzz_range fuzz_config"
+# shellcheck disable=SC2086
+$cc $cflags $(pkg-config --cflags libnghttp2) -o "$out/fuzz_h2" "$f/fuzz_h2.c" "$f/fuzz_stubs.c" \
+    "$s/proto/http/h2/conn.c" "$s/proto/http/h2/stream.c" "$s/proto/http/h2/response.c" \
+    "$s/proto/http/h2/tunnel.c" "$s/core/exchange.c" "$s/core/spool.c" "$s/core/log.c" \
+    "$s/core/config.c" "$s/core/util.c" "$s/proto/http/http_util.c" \
+    $(pkg-config --libs libnghttp2 libevent_openssl openssl) $events
+# shellcheck disable=SC2086
+$cc $cflags -o "$out/fuzz_ws" "$f/fuzz_ws.c" "$f/fuzz_stubs.c" "$s/proto/ws/session.c" \
+    "$s/proto/ws/module.c" "$s/core/hub.c" "$s/core/exchange.c" "$s/core/spool.c" \
+    "$s/core/log.c" "$s/core/config.c" "$s/core/util.c" \
+    $(pkg-config --libs jansson libcrypto) -lwslay $events
+echo "fuzz: built $(for t in $targets; do printf 'fuzz_%s ' "$t"; done)"
 
 status=0
 if [ "$mode" = regress ]; then
