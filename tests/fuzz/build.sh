@@ -37,7 +37,7 @@ top=$(cd "$here/../.." && pwd)
 out=${1:-/tmp/build-fuzz}
 src=$(cd "${ZF_FUZZ_SRC:-$top}" && pwd)
 cc=${CC:-clang}
-targets="http1 range config h2 ws"
+targets="http1 range config h2 ws console lineedit"
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
@@ -70,6 +70,13 @@ $cc $cflags -o "$out/fuzz_ws" "$f/fuzz_ws.c" "$f/fuzz_stubs.c" "$s/proto/ws/sess
     "$s/proto/ws/module.c" "$s/core/hub.c" "$s/core/exchange.c" "$s/core/spool.c" \
     "$s/core/log.c" "$s/core/config.c" "$s/core/util.c" \
     $(pkg-config --libs jansson libcrypto) -lwslay $events
+# shellcheck disable=SC2086
+$cc $cflags $(pkg-config --cflags libssh python3-embed) -o "$out/fuzz_console" \
+    "$f/fuzz_console.c" "$s/proto/ssh/console.c" "$s/core/log.c" "$s/core/util.c" \
+    $(pkg-config --libs libssh) $events
+# shellcheck disable=SC2086
+$cc $cflags $(pkg-config --cflags python3-embed) -DZF_FUZZ_PYDIR="\"$src/python\"" \
+    -o "$out/fuzz_lineedit" "$f/fuzz_lineedit.c" $(pkg-config --libs python3-embed)
 echo "fuzz: built $(for t in $targets; do printf 'fuzz_%s ' "$t"; done)"
 
 status=0
