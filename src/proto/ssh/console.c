@@ -299,7 +299,8 @@ size_t zf__ssh_console_take_locked(struct zf_ssh_console *cs, char *buf, size_t 
     size_t n = cs->in_len - cs->in_off;
     if (n > max)
         n = max;
-    memcpy(buf, cs->in + cs->in_off, n);
+    if (n > 0) /* cs->in is NULL until the first input: NULL + 0 is undefined */
+        memcpy(buf, cs->in + cs->in_off, n);
     cs->in_off += n;
     *eof = n == 0 && (cs->in_eof || cs->closed);
     if (cs->want_pull && cs->in_len - cs->in_off < ZF_SSH_IN_MAX / 2)
