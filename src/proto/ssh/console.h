@@ -12,7 +12,9 @@
 
 #include "ssh.h"
 
+#ifndef ZF_SSH_IN_MAX /* tests/fuzz/build.sh makes it small, so fuzz_console reaches it */
 #define ZF_SSH_IN_MAX (1024 * 1024) /* input queued before libssh holds it back */
+#endif
 #define ZF_SSH_OUT_MAX (256 * 1024) /* output queued before the console waits */
 
 struct zf_ssh_chunk {
