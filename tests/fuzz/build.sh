@@ -71,7 +71,7 @@ $cc $cflags -o "$out/fuzz_config" "$f/fuzz_config.c" "$s/core/config.c" "$s/core
 # shellcheck disable=SC2086
 $cc $cflags $(pkg-config --cflags libnghttp2) -o "$out/fuzz_h2" "$f/fuzz_h2.c" "$f/fuzz_stubs.c" \
     "$s/proto/http/h2/conn.c" "$s/proto/http/h2/stream.c" "$s/proto/http/h2/response.c" \
-    "$s/proto/http/h2/tunnel.c" "$s/core/exchange.c" "$s/core/spool.c" "$s/core/log.c" \
+    "$s/proto/http/h2/tunnel.c" "$s/proto/http/h2/upgrade.c" "$s/core/exchange.c" "$s/core/spool.c" "$s/core/log.c" \
     "$s/core/config.c" "$s/core/util.c" "$s/proto/http/http_util.c" \
     $(pkg-config --libs libnghttp2 libevent_openssl openssl) $events
 # shellcheck disable=SC2086

@@ -10,12 +10,18 @@
  *
  * Input layout: byte 0 picks the settings (bit 0: small limits, bit 1: no
  * client preface added, bit 2: requests are answered only at the end, bit
- * 3: extended CONNECT announced), byte 1 the chunk size the rest is fed in
- * (1 + byte1 * 4 bytes), the rest is what the client sends after the
- * connection preface "PRI * HTTP/2.0..." that the harness sends first.
+ * 3: extended CONNECT announced, bit 4: h2c upgrade), byte 1 the chunk size
+ * the rest is fed in (1 + byte1 * 4 bytes); with bit 4, byte 2 is the length
+ * k of the HTTP2-Settings value that follows (k bytes): an HTTP/1.1 GET with
+ * Upgrade: h2c and that value goes through upgrade.c (zf__h2c_ops: the
+ * header checks, the base64url decoding, nghttp2_session_upgrade2, stream 1)
+ * when it asks for a valid upgrade, else the session starts by prior
+ * knowledge. The rest is what the client sends after the connection preface
+ * "PRI * HTTP/2.0..." that the harness sends first.
  *
  * Checks, beyond the sanitizers (ASan, UBSan, LeakSanitizer):
- *   out-framing   what the server sends is the SETTINGS frame, then whole
+ *   out-framing   what the server sends is the SETTINGS frame (after the
+ *                 101 of an h2c upgrade), then whole
  *                 frames only (9-byte header + length), none longer than
  *                 64 KiB (read_length_cb's cap)
  *   leak-exchange every exchange, stream and connection is gone after the
@@ -46,6 +52,11 @@ int zf_upgrade_pipes(void)
     return announce_connect;
 }
 
+int zf__h2_enabled(void)
+{
+    return 1;
+}
+
 /* ------------------------------------------------------------- the checks */
 
 static const uint8_t *cur_data;
@@ -59,7 +70,13 @@ static void fail(const char *id, const char *what)
 }
 
 /* The server's output, checked frame by frame as it arrives. */
+static const char switching[] = "HTTP/1.1 101 Switching Protocols\r\n"
+                                "Connection: Upgrade\r\n"
+                                "Upgrade: h2c\r\n"
+                                "\r\n";
+
 static struct {
+    size_t skip_101; /* bytes of the 101 still to come before the frames */
     uint8_t hd[9];
     size_t hd_have;
     size_t payload_left;
@@ -69,6 +86,16 @@ static struct {
 static void check_output(struct evbuffer *b)
 {
     size_t n = evbuffer_get_length(b);
+    if (out.skip_101 > 0 && n > 0) {
+        size_t k = n < out.skip_101 ? n : out.skip_101;
+        const char *p = (const char *)evbuffer_pullup(b, (ev_ssize_t)k);
+        size_t at = sizeof switching - 1 - out.skip_101;
+        if (memcmp(p, switching + at, k) != 0)
+            fail("out-framing", "the h2c upgrade's 101 is not what was sent");
+        evbuffer_drain(b, k);
+        out.skip_101 -= k;
+        n -= k;
+    }
     while (n > 0) {
         if (out.payload_left > 0) {
             size_t k = n < out.payload_left ? n : out.payload_left;
@@ -149,6 +176,24 @@ static void turn(struct bufferevent *client)
     }
 }
 
+static const struct zf_exchange_ops h1_ops = {NULL, NULL};
+
+/* The HTTP/1.1 request that asks for h2c, as http1.c hands it over. */
+static struct zf_exchange *upgrade_request(struct zf_conn *conn, const char *settings, size_t len)
+{
+    struct zf_exchange *ex = zf_exchange_new(&h1_ops, NULL, conn);
+    if (!ex || zf_exchange_set_target(ex, "GET", 3, "/up?x=1", 7) != ZF_OK)
+        abort();
+    ex->protocol = "HTTP/1.1";
+    ex->scheme = "http";
+    ex->channel = "http";
+    zf_headers_add(&ex->req_headers, "Host", 4, "localhost", 9);
+    zf_headers_add(&ex->req_headers, "Connection", 10, "Upgrade, HTTP2-Settings", 23);
+    zf_headers_add(&ex->req_headers, "Upgrade", 7, "h2c", 3);
+    zf_headers_add(&ex->req_headers, "HTTP2-Settings", 14, settings, len);
+    return ex;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
 {
     if (n < 2)
@@ -169,8 +214,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
     struct zf_http_endpoint ep = {.scheme = "http", .channel = "http", .tls = 0};
     struct zf_conn conn = {.id = 1, .peer = "127.0.0.1:1", .peer_addr = "127.0.0.1",
                            .peer_port = 1, .proto = "h2c"};
-    if (zf__h2_start(&ep, pair[0], &conn, NULL, 0, NULL) != ZF_OK)
-        abort();
+    struct zf_exchange *up = NULL;
+    if ((flags & 16) && n > 0) {
+        size_t k = data[0] < n - 1 ? data[0] : n - 1;
+        up = upgrade_request(&conn, (const char *)data + 1, k);
+        data += 1 + k;
+        n -= 1 + k;
+    }
+    if (up && zf__h2c_ops.upgrade_wanted(up)) {
+        out.skip_101 = sizeof switching - 1;
+        zf__h2c_ops.start(&ep, pair[0], &conn, up);
+    } else {
+        if (up)
+            zf_exchange_release(up);
+        if (zf__h2_start(&ep, pair[0], &conn, NULL, 0, NULL) != ZF_OK)
+            abort();
+    }
     bufferevent_enable(pair[1], EV_READ | EV_WRITE);
     if (!(flags & 2))
         bufferevent_write(pair[1], NGHTTP2_CLIENT_MAGIC, NGHTTP2_CLIENT_MAGIC_LEN);

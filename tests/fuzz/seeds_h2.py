@@ -4,6 +4,7 @@
 Each seed is: byte 0 flags, byte 1 chunk size (see fuzz_h2.c), then HTTP/2
 frames a client sends after the connection preface (which the harness
 adds). Header blocks are HPACK-encoded with python3-hpack (Debian)."""
+import base64
 import os
 import struct
 import sys
@@ -12,6 +13,10 @@ from hpack import Encoder
 
 DATA, HEADERS, PRIORITY, RST, SETTINGS, PUSH, PING, GOAWAY, WINDOW, CONT = range(10)
 END_STREAM, ACK, END_HEADERS, PADDED, PRIO = 1, 1, 4, 8, 0x20
+
+
+def b64(raw):
+    return base64.urlsafe_b64encode(raw).rstrip(b"=")
 
 
 def frame(ftype, flags, sid, payload=b""):
@@ -65,6 +70,12 @@ def seeds():
     e = Encoder()
     yield "lower-id", 0, 255, s0 + req(e, 5) + req(e, 3)
     yield "no-preface", 2, 255, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    # h2c upgrade (flag 16): byte 2 is the length of the HTTP2-Settings value
+    for name, hs in (("upgrade", b64(struct.pack(">HIHI", 3, 100, 4, 1 << 16))),
+                     ("upgrade-empty", b""), ("upgrade-bad-b64", b"A*B"),
+                     ("upgrade-not-6", b64(b"\0\3\0\0\0"))):
+        e = Encoder()
+        yield name, 16, 255, bytes([len(hs)]) + hs + s0 + frame(WINDOW, 0, 1, struct.pack(">I", 1000)) + req(e, 3, path="/after")
 
 
 if __name__ == "__main__":
