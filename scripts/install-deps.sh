@@ -15,6 +15,7 @@ python3-pytest python3-websockets curl openssh-client python3-paramiko nghttp2-c
 litmus cadaver ssh-audit python3-cryptography davfs2
 python3-zmq redis-server python3-redis libsystemd-dev python3-matplotlib
 chromium
+clang libclang-rt-14-dev
 "
 
 missing=""
