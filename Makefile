@@ -59,7 +59,7 @@ test-asan: asan
 TSAN_BUILD ?= build-tsan
 TSAN_SUITES ?= $(addprefix tests/integration/test_,wsgi.py slow_clients.py tasks.py \
     ssh_console.py ws.py ws_client.py signals.py shutdown.py shutdown_hooks.py \
-    overload_workers.py clock.py output_budget.py)
+    overload_workers.py clock.py)
 $(TSAN_BUILD)/build.ninja:
 	meson setup $(TSAN_BUILD) -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug
 
