@@ -49,8 +49,7 @@ static void app_run(struct zf_job *job, struct zf_worker *w)
     }
     size_t size = strstr(p, "big") ? 200 * 1024 : ex->body.len % 3000;
     int ok = strstr(p, "fail") == NULL;
-    if (zf_exchange_send_headers(ex, 200, strdup("200 OK"), &h, ok ? (int64_t)size : -1) !=
-        ZF_OK) {
+    if (zf_exchange_send_headers(ex, 200, strdup("200 OK"), &h, ok ? (int64_t)size : -1) != ZF_OK) {
         zf_exchange_finish(ex, 0);
         return;
     }

@@ -212,8 +212,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
     if (bufferevent_pair_new(base, 0, pair) != 0)
         abort();
     struct zf_http_endpoint ep = {.scheme = "http", .channel = "http", .tls = 0};
-    struct zf_conn conn = {.id = 1, .peer = "127.0.0.1:1", .peer_addr = "127.0.0.1",
-                           .peer_port = 1, .proto = "h2c"};
+    struct zf_conn conn = {
+        .id = 1, .peer = "127.0.0.1:1", .peer_addr = "127.0.0.1", .peer_port = 1, .proto = "h2c"};
     struct zf_exchange *up = NULL;
     if ((flags & 16) && n > 0) {
         size_t k = data[0] < n - 1 ? data[0] : n - 1;

@@ -89,8 +89,8 @@ static int trace(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
     if (what != PyTrace_LINE && what != PyTrace_CALL)
         return 0;
     PyCodeObject *code = PyFrame_GetCode(frame);
-    int ours = code->co_filename == editor_file ||
-               PyUnicode_Compare(code->co_filename, editor_file) == 0;
+    int ours =
+        code->co_filename == editor_file || PyUnicode_Compare(code->co_filename, editor_file) == 0;
     Py_DECREF(code);
     if (!ours)
         return 0;

@@ -218,8 +218,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
     struct bufferevent *pair[2];
     if (bufferevent_pair_new(base, 0, pair) != 0)
         abort();
-    struct zf_conn conn = {.id = 1, .peer = "127.0.0.1:1", .peer_addr = "127.0.0.1",
-                           .peer_port = 1, .proto = "ws"};
+    struct zf_conn conn = {
+        .id = 1, .peer = "127.0.0.1:1", .peer_addr = "127.0.0.1", .peer_port = 1, .proto = "ws"};
     if (zf__ws_session_start(pair[0], &conn, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", &g) != ZF_OK)
         abort();
     bufferevent_enable(pair[1], EV_READ | EV_WRITE);
