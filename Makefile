@@ -55,7 +55,7 @@ test-asan: asan
 # ThreadSanitizer build; runs the suites that exercise threads (workers and
 # suspension, console threads, tasks, the hub's Python listeners, signals and
 # shutdown) against it, plus every test marked `tsan`; any report fails the
-# test it appeared in (tests/integration/zftest.py, docs/fuzzing.md). ~8 min.
+# test it appeared in (tests/integration/zftest.py, docs/fuzzing.md). 5-7 min.
 TSAN_BUILD ?= build-tsan
 TSAN_SUITES ?= $(addprefix tests/integration/test_,wsgi.py slow_clients.py tasks.py \
     ssh_console.py ws.py ws_client.py signals.py shutdown.py shutdown_hooks.py \
