@@ -52,17 +52,25 @@ test-asan: asan
 	    LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
 	    BUILD=$(ASAN_BUILD) ./scripts/run-tests.sh
 
-# ThreadSanitizer build; runs the tests that need it (cross-thread hand-offs).
+# ThreadSanitizer build; runs the suites that exercise threads (workers and
+# suspension, console threads, tasks, the hub's Python listeners, signals and
+# shutdown) against it, plus every test marked `tsan`; any report fails the
+# test it appeared in (tests/integration/zftest.py, docs/fuzzing.md). 5-7 min.
 TSAN_BUILD ?= build-tsan
+TSAN_SUITES ?= $(addprefix tests/integration/test_,wsgi.py slow_clients.py tasks.py \
+    ssh_console.py ws.py ws_client.py signals.py shutdown.py shutdown_hooks.py \
+    overload_workers.py clock.py)
 $(TSAN_BUILD)/build.ninja:
 	meson setup $(TSAN_BUILD) -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug
 
 test-tsan: deps $(TSAN_BUILD)/build.ninja
 	ninja -C $(TSAN_BUILD) zfront
-	ZFRONT_TSAN_BIN=$(CURDIR)/$(TSAN_BUILD)/zfront ZFRONT_BIN=$(CURDIR)/$(BUILD)/zfront \
-	    /usr/bin/python3 -m pytest tests/integration -q -m tsan
+	ZF_TSAN=1 ZFRONT_TSAN_BIN=$(CURDIR)/$(TSAN_BUILD)/zfront \
+	    ZFRONT_BIN=$(CURDIR)/$(TSAN_BUILD)/zfront \
+	    /usr/bin/python3 -m pytest -q $(TSAN_SUITES) $$(grep -l 'mark.tsan' tests/integration/test_*.py)
 
-# libFuzzer targets (docs/fuzzing.md), FUZZ_SECONDS per target; not part of `make test`.
+# libFuzzer targets (docs/fuzzing.md), FUZZ_SECONDS per target (FUZZ_JOBS parallel jobs);
+# `make test` replays their corpora (build.sh --replay), `fuzz-regress` the reproducers strictly.
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 300
 fuzz:

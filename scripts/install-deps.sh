@@ -16,6 +16,7 @@ python3-pytest python3-websockets curl openssh-client python3-paramiko nghttp2-c
 litmus cadaver ssh-audit python3-cryptography davfs2
 python3-zmq redis-server python3-redis libsystemd-dev python3-matplotlib python3-prometheus-client
 chromium
+clang libclang-rt-14-dev
 "
 
 missing=""

@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "dump.h"
@@ -72,4 +73,14 @@ void zf_dump_state(void)
         free(d);
         atomic_store(&dumping, 0);
     }
+}
+
+int zf_dump_wait(unsigned timeout_ms)
+{
+    for (unsigned waited = 0; atomic_load(&dumping); waited += 10) {
+        if (waited >= timeout_ms)
+            return ZF_AGAIN;
+        usleep(10 * 1000);
+    }
+    return ZF_OK;
 }

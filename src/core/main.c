@@ -390,6 +390,9 @@ static int run(int argc, char **argv)
     zf_exchange_free_loop();
     zf__server_free_loop();
     event_base_free(srv.base);
+    /* a SIGUSR1 stack dump may still run: it holds the GIL and logs */
+    if (zf_dump_wait(2000) != ZF_OK)
+        zf_log(ZF_LOG_WARN, NULL, "SIGUSR1: the stack dump still runs at exit");
     zf_py_finalize();
     if (zf_cfg.pid_file && *zf_cfg.pid_file)
         unlink(zf_cfg.pid_file);

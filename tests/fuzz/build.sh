@@ -7,6 +7,11 @@
 #   tests/fuzz/build.sh --run SECONDS [OUTDIR]   build, then fuzz each target SECONDS
 #   tests/fuzz/build.sh --regress [OUTDIR]       build, then replay every saved
 #                                                reproducer (corpus-*/crash-*)
+#   tests/fuzz/build.sh --replay [OUTDIR]        build, then replay every input
+#                                                of corpus-*/ (seeds and reproducers;
+#                                                known-issues counted, not fatal):
+#                                                one "fuzz: replay" line per target
+#                                                (scripts/run-tests.sh, make test)
 #
 # --run starts from the seeds (corpus-<t>/seed-*) and the inputs found by
 # earlier runs (OUTDIR/corpus-<t>); failures go to OUTDIR/crash-<t>-*, the log
@@ -31,13 +36,17 @@ case "${1:-}" in
     mode=regress
     shift
     ;;
+--replay)
+    mode=replay
+    shift
+    ;;
 esac
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 out=${1:-/tmp/build-fuzz}
 src=$(cd "${ZF_FUZZ_SRC:-$top}" && pwd)
 cc=${CC:-clang}
-targets="http1 range config bus"
+targets="http1 range config bus h2 ws console lineedit"
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
@@ -61,7 +70,25 @@ $cc $cflags -o "$out/fuzz_config" "$f/fuzz_config.c" "$s/core/config.c" "$s/core
     "$s/core/util.c"
 # shellcheck disable=SC2086
 $cc $cflags -o "$out/fuzz_bus" "$f/fuzz_bus.c" "$s/bus/codec.c" -ljansson
-echo "fuzz: built fuzz_http1 fuzz_range fuzz_config fuzz_bus"
+# shellcheck disable=SC2086
+$cc $cflags $(pkg-config --cflags libnghttp2) -o "$out/fuzz_h2" "$f/fuzz_h2.c" "$f/fuzz_stubs.c" \
+    "$s/proto/http/h2/conn.c" "$s/proto/http/h2/stream.c" "$s/proto/http/h2/response.c" \
+    "$s/proto/http/h2/tunnel.c" "$s/proto/http/h2/upgrade.c" "$s/core/exchange.c" "$s/core/spool.c" "$s/core/log.c" \
+    "$s/core/config.c" "$s/core/util.c" "$s/proto/http/http_util.c" \
+    $(pkg-config --libs libnghttp2 libevent_openssl openssl) $events
+# shellcheck disable=SC2086
+$cc $cflags -o "$out/fuzz_ws" "$f/fuzz_ws.c" "$f/fuzz_stubs.c" "$s/proto/ws/session.c" \
+    "$s/proto/ws/module.c" "$s/core/hub.c" "$s/core/exchange.c" "$s/core/spool.c" \
+    "$s/core/log.c" "$s/core/config.c" "$s/core/util.c" \
+    $(pkg-config --libs jansson libcrypto) -lwslay $events
+# shellcheck disable=SC2086
+$cc $cflags $(pkg-config --cflags libssh python3-embed) -DZF_SSH_IN_MAX=4096 -o "$out/fuzz_console" \
+    "$f/fuzz_console.c" "$s/proto/ssh/console.c" "$s/core/log.c" "$s/core/util.c" \
+    $(pkg-config --libs libssh) $events
+# shellcheck disable=SC2086
+$cc $cflags $(pkg-config --cflags python3-embed) -DZF_FUZZ_PYDIR="\"$src/python\"" \
+    -o "$out/fuzz_lineedit" "$f/fuzz_lineedit.c" $(pkg-config --libs python3-embed)
+echo "fuzz: built $(for t in $targets; do printf 'fuzz_%s ' "$t"; done)"
 
 status=0
 if [ "$mode" = regress ]; then
@@ -80,11 +107,28 @@ if [ "$mode" = regress ]; then
     done
     exit $status
 fi
-[ "$mode" = run ] || exit 0
+[ "$mode" = run ] || [ "$mode" = replay ] || exit 0
 
 if [ -z "${ZF_FUZZ_IGNORE+set}" ]; then
     ZF_FUZZ_IGNORE=$(sed 's/#.*//' "$here/known-issues" | tr -s ' \t\n' '\n' | grep . |
         paste -sd, -)
+fi
+if [ "$mode" = replay ]; then
+    export ZF_FUZZ_IGNORE
+    for t in $targets; do
+        n=$(find "$here/corpus-$t" -maxdepth 1 -type f | wc -l)
+        # shellcheck disable=SC2046
+        if "$out/fuzz_$t" $(find "$here/corpus-$t" -maxdepth 1 -type f | sort) \
+            >"$out/replay-$t.log" 2>&1; then
+            echo "fuzz: replay $t: ok ($n inputs)"
+        else
+            why=$(grep -o 'invariant \[[a-z0-9-]*\]\|runtime error.*\|ERROR: AddressSanitizer: [a-z-]*' \
+                "$out/replay-$t.log" | head -n 1)
+            echo "fuzz: replay $t: FAILS ($why; see $out/replay-$t.log)"
+            status=1
+        fi
+    done
+    exit $status
 fi
 export ZF_FUZZ_IGNORE ZF_FUZZ_STATS=1
 [ -z "$ZF_FUZZ_IGNORE" ] || echo "fuzz: not fatal (known issues): $ZF_FUZZ_IGNORE"

@@ -8,6 +8,7 @@
 
 #include "../../src/core/exchange.h"
 #include "../../src/core/filter.h"
+#include "../../src/core/metrics.h"
 #include "../../src/core/pool.h"
 #include "../../src/core/server.h"
 #include "../../src/proto/http/http.h"
@@ -51,7 +52,8 @@ void zf_pool_push_to(struct zf_job *job, int worker_index)
 
 struct zf_pool_config zf_pool_cfg;
 
-int zf_pool_admit(struct zf_job *job)
+/* weak: a target that runs requests (fuzz_h2.c) brings its own queue */
+__attribute__((weak)) int zf_pool_admit(struct zf_job *job)
 {
     (void)job;
     unreachable("zf_pool_admit");
@@ -92,4 +94,29 @@ void zf_conn_opened(void)
 
 void zf_conn_closed(void)
 {
+}
+
+/* ---- metrics (src/core/metrics.h): a fuzz target collects nothing ---- */
+
+void zf_metrics_add(struct zf_metrics *m, enum zf_metric_type type, const char *name,
+                    const char *help, const char *labels, double value)
+{
+    (void)m, (void)type, (void)name, (void)help, (void)labels, (void)value;
+}
+
+void zf_metrics_connections(struct zf_metrics *m, const char *protocol, size_t open,
+                            uint64_t accepted)
+{
+    (void)m, (void)protocol, (void)open, (void)accepted;
+}
+
+int zf_metrics_register(zf_metrics_fn fn, void *arg)
+{
+    (void)fn, (void)arg;
+    return ZF_OK;
+}
+
+void zf_metrics_request(const char *channel, int status, uint64_t duration_us)
+{
+    (void)channel, (void)status, (void)duration_us;
 }

@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from zftest import TEST_TIME_LIMIT, Server  # noqa: E402
+from zftest import TEST_TIME_LIMIT, TSAN, Server, tsan_reports  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
@@ -54,6 +54,21 @@ def module_server_factory():
     f = _Factory()
     yield f
     f.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def _tsan_check(request):
+    """make test-tsan: a test fails when a server reported a data race (or
+    another ThreadSanitizer finding) while it ran, or at its exit."""
+    if not TSAN:
+        yield
+        return
+    tsan_reports()  # earlier ones belong to earlier tests
+    yield
+    found = tsan_reports()
+    if found:
+        pytest.fail("ThreadSanitizer: %d report(s); the first:\n%s"
+                    % (len(found), found[0][:4000]), pytrace=False)
 
 
 @pytest.fixture(autouse=True)

@@ -68,6 +68,42 @@ def wait_until(pred, timeout=TIMEOUT, interval=0.05):
         time.sleep(interval)
 
 
+# make test-tsan (ZF_TSAN=1): every server runs the ThreadSanitizer build
+# (ZFRONT_BIN) with its reports written under its root; tsan_reports() collects
+# the new ones of every server, and conftest fails the test they appeared in.
+TSAN = os.environ.get("ZF_TSAN") == "1"
+TSAN_SUPP = os.path.join(REPO, "tests", "tsan.supp")
+SERVERS = []
+_tsan_seen = {}
+_tsan_pending = []
+
+
+def _tsan_collect():
+    for srv in list(SERVERS):
+        with contextlib.suppress(OSError):
+            for name in os.listdir(srv.root):
+                if not name.startswith("tsan"):
+                    continue
+                path = os.path.join(srv.root, name)
+                with open(path, "rb") as f:
+                    f.seek(_tsan_seen.get(path, 0))
+                    data = f.read()
+                _tsan_seen[path] = _tsan_seen.get(path, 0) + len(data)
+                text = data.decode("utf-8", "replace")
+                for r in text.split("WARNING: ThreadSanitizer")[1:]:
+                    _tsan_pending.append("%s (%s): WARNING: ThreadSanitizer%s"
+                                         % (srv.name, name, r))
+
+
+def tsan_reports():
+    """New ThreadSanitizer reports of the servers of this run (a list of
+    texts), each returned once."""
+    _tsan_collect()
+    out = list(_tsan_pending)
+    del _tsan_pending[:]
+    return out
+
+
 class Server:
     """One running zfront process."""
 
@@ -105,8 +141,16 @@ class Server:
         # The pyenv python on PATH must not leak into the embedded Debian one.
         for k in ("PYTHONHOME", "PYTHONPATH"):
             self.env.pop(k, None)
+        if TSAN and "TSAN_OPTIONS" not in (env or {}):
+            # make test-tsan: reports go to files the suite checks after each
+            # test (conftest.py: tsan_reports); the exit code stays the
+            # server's own
+            self.env["TSAN_OPTIONS"] = (
+                "halt_on_error=0 exitcode=0 second_deadlock_stack=1 log_path=%s "
+                "suppressions=%s" % (os.path.join(self.root, "tsan"), TSAN_SUPP))
         if env:
             self.env.update(env)
+        SERVERS.append(self)
         self.proc = None
         self.port = None
         self.returncode = None
@@ -218,7 +262,11 @@ class Server:
 
     def cleanup(self):
         self.stop()
+        if TSAN:
+            _tsan_collect()  # the last ones, written at exit
         shutil.rmtree(self.root, ignore_errors=True)
+        with contextlib.suppress(ValueError):
+            SERVERS.remove(self)
 
     # ---- logs and state
 

@@ -294,6 +294,38 @@ size_t zf__ssh_console_input(struct zf_ssh_console *cs, const char *data, size_t
     return take;
 }
 
+size_t zf__ssh_console_take_locked(struct zf_ssh_console *cs, char *buf, size_t max, int *eof)
+{
+    size_t n = cs->in_len - cs->in_off;
+    if (n > max)
+        n = max;
+    if (n > 0) /* cs->in is NULL until the first input: NULL + 0 is undefined */
+        memcpy(buf, cs->in + cs->in_off, n);
+    cs->in_off += n;
+    *eof = n == 0 && (cs->in_eof || cs->closed);
+    if (cs->want_pull && cs->in_len - cs->in_off < ZF_SSH_IN_MAX / 2)
+        zf__ssh_console_post_pull_locked(cs);
+    return n;
+}
+
+int zf__ssh_console_set_busy_locked(struct zf_ssh_console *cs, int flag)
+{
+    int typed_ahead = 0;
+    if (flag && cs->pty) {
+        /* A Ctrl-C typed before the code started (still in the queue)
+         * interrupts it now; like a tty, input typed before it is dropped. */
+        for (size_t i = cs->in_len; i > cs->in_off; i--) {
+            if (cs->in[i - 1] == 3) {
+                cs->in_off = i;
+                typed_ahead = 1;
+                break;
+            }
+        }
+    }
+    cs->busy = typed_ahead ? 0 : flag;
+    return typed_ahead;
+}
+
 void zf__ssh_console_eof(struct zf_ssh_console *cs)
 {
     pthread_mutex_lock(&cs->mu);

@@ -12,7 +12,9 @@
 
 #include "ssh.h"
 
+#ifndef ZF_SSH_IN_MAX /* tests/fuzz/build.sh makes it small, so fuzz_console reaches it */
 #define ZF_SSH_IN_MAX (1024 * 1024) /* input queued before libssh holds it back */
+#endif
 #define ZF_SSH_OUT_MAX (256 * 1024) /* output queued before the console waits */
 
 struct zf_ssh_chunk {
@@ -85,5 +87,18 @@ int zf__ssh_loop_call(zf_loop_fn fn, void *arg);
 /* console.c: posts the loop-side flush / pull (with mu held). */
 void zf__ssh_console_post_flush_locked(struct zf_ssh_console *cs);
 void zf__ssh_console_post_pull_locked(struct zf_ssh_console *cs);
+
+/* console.c, for console_py.c (and tests/fuzz/fuzz_console.c, which drives
+ * the input queue without Python): the non-waiting cores of the session's
+ * read() and set_busy(), mu held.
+ * take: moves up to max queued input bytes to buf and returns how many; when
+ * none, *eof tells whether input ended (client EOF, channel closed); posts a
+ * pull when libssh holds input back and the queue fell below half.
+ * set_busy: marks whether user code runs (Ctrl-C then interrupts instead of
+ * being queued); on a pty a Ctrl-C already queued when code starts drops the
+ * input up to and including it and returns 1 (the caller raises
+ * KeyboardInterrupt; busy stays 0), else returns 0. */
+size_t zf__ssh_console_take_locked(struct zf_ssh_console *cs, char *buf, size_t max, int *eof);
+int zf__ssh_console_set_busy_locked(struct zf_ssh_console *cs, int flag);
 
 #endif

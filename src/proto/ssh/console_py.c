@@ -52,15 +52,7 @@ static PyObject *session_read(PyObject *self, PyObject *args)
     unsigned gen = cs->intr_gen;
     while (cs->in_len == cs->in_off && !cs->in_eof && !cs->closed && cs->intr_gen == gen)
         pthread_cond_wait(&cs->cond, &cs->mu);
-    n = cs->in_len - cs->in_off;
-    if (n > (size_t)max)
-        n = (size_t)max;
-    memcpy(buf, cs->in + cs->in_off, n);
-    cs->in_off += n;
-    if (n == 0)
-        eof = cs->in_eof || cs->closed;
-    if (cs->want_pull && cs->in_len - cs->in_off < ZF_SSH_IN_MAX / 2)
-        zf__ssh_console_post_pull_locked(cs);
+    n = zf__ssh_console_take_locked(cs, buf, (size_t)max, &eof);
     pthread_mutex_unlock(&cs->mu);
     Py_END_ALLOW_THREADS PyObject *res;
     if (n > 0)
@@ -145,20 +137,8 @@ static PyObject *session_set_busy(PyObject *self, PyObject *arg)
     int flag = PyObject_IsTrue(arg);
     if (flag < 0)
         return NULL;
-    int typed_ahead = 0;
     pthread_mutex_lock(&cs->mu);
-    if (flag && cs->pty) {
-        /* A Ctrl-C typed before the code started (still in the queue)
-         * interrupts it now; like a tty, input typed before it is dropped. */
-        for (size_t i = cs->in_len; i > cs->in_off; i--) {
-            if (cs->in[i - 1] == 3) {
-                cs->in_off = i;
-                typed_ahead = 1;
-                break;
-            }
-        }
-    }
-    cs->busy = typed_ahead ? 0 : flag;
+    int typed_ahead = zf__ssh_console_set_busy_locked(cs, flag);
     pthread_mutex_unlock(&cs->mu);
     if (typed_ahead) {
         PyErr_SetNone(PyExc_KeyboardInterrupt);
