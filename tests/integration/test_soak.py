@@ -74,7 +74,7 @@ def test_report_structure(short_soak):
     assert any(r.get("note") == "spike" for r in rows)
     assert set(result["verdicts"]) == {"rss_mib", "fds", "threads", "p50_ms", "p99_ms"}
     for v in result["verdicts"].values():
-        assert v["verdict"].split()[0] in ("flat", "growing", "falling", "n/a"), v
+        assert v["verdict"].split()[0] in ("flat", "growing", "falling", "step", "n/a"), v
     s = result["spike"]
     assert s["clients"] == 50 and s["pre_mib"] > 0 and s["peak_mib"] >= s["pre_mib"]
     files = result["files"]
@@ -133,3 +133,19 @@ def test_spike_verdict_returned_or_not():
     stuck = series([40.0 if i < 30 else 700.0 if i < 45 else 650.0 for i in range(150)])
     s = soak.spike_verdict(stuck, PLAN)
     assert s["verdict"].startswith("did NOT return"), s
+
+
+def test_verdicts_tell_a_step_at_the_spike_from_growth_after_it():
+    soak = load_soak()
+    n = 300
+    lat = [{"t": i * 10.0 + 5, "p50_ms": 1.0, "p99_ms": 3.0} for i in range(60)]
+    plan = {"start": 150.0, "end": 180.0, "recovery": 30.0, "clients": 1000}
+    # 40 MiB before the spike (at 150..180 s), 55 after it, and flat since
+    step = series([40.0 if i < 75 else 700.0 if i < 90 else 55.0 for i in range(n)])
+    v = soak.verdicts(step, lat, rows_of(step), plan, 600.0)
+    assert v["rss_mib"]["verdict"].startswith("step at the spike"), v["rss_mib"]
+    # the same step, then still growing (+3 MiB a minute, up and down)
+    creep = series([40.0 if i < 75 else 700.0 if i < 90 else 55.0 + i * 0.1 - (i % 2)
+                    for i in range(n)])
+    v = soak.verdicts(creep, lat, rows_of(creep), plan, 600.0)
+    assert v["rss_mib"]["verdict"].startswith("growing"), v["rss_mib"]
