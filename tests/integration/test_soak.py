@@ -63,7 +63,7 @@ def test_report_structure(short_soak):
     assert len(rows) >= 5
     for r in rows:
         for key in ("t_start", "t_end", "rss_mib", "rss_max_mib", "fds", "threads", "p50_ms",
-                    "p99_ms", "probes", "ok", "err"):
+                    "p99_ms", "loop_p99_ms", "probes", "ok", "err"):
             assert key in r, key
         assert r["rss_mib"] > 0 and r["fds"] > 0 and r["threads"] > 0
         assert set(r["ok"]) == set(result["kinds"]) == set(r["err"])
