@@ -44,7 +44,8 @@ static const struct zf_cfg_key bus_keys[] = {
      "How often bus.dir is rescanned for instances that started or stopped, and for socket "
      "files of dead instances (removed when nobody listens on them twice in a row)."},
     {"bus.max_topic", ZF_CFG_INT, &zf_bus_cfg.max_topic, "1024", NULL,
-     "Longest topic (bytes) accepted from a peer; longer messages are dropped as malformed."},
+     "Longest topic (bytes) sent to or accepted from peers: a longer one from a peer is "
+     "dropped as malformed, a longer local one stays on this instance (counted in send_failed)."},
     {"bus.max_origins", ZF_CFG_INT, &zf_bus_cfg.max_origins, "1024", NULL,
      "Origins (instance starts) whose message sequence is followed for gaps and duplicates; "
      "beyond it the least recently heard is forgotten."},
@@ -91,10 +92,6 @@ static struct zf_bus_stats stats;
 
 #define STAT_ADD(f, n) __atomic_fetch_add(&stats.f, (n), __ATOMIC_RELAXED)
 #define STAT_SUB(f, n) __atomic_fetch_sub(&stats.f, (n), __ATOMIC_RELAXED)
-
-void zf__bus_rescan(void);
-int zf__bus_peers_start(void);
-void zf__bus_peers_stop(void);
 
 int zf_bus_get_stats(struct zf_bus_stats *st)
 {
@@ -170,6 +167,15 @@ static void on_event(struct zf_hub_subscriber *s, struct zf_hub_event *ev)
 {
     if (ev->origin != zf_hub_epoch())
         return;
+    if (strlen(ev->topic) > (size_t)zf_bus_cfg.max_topic) {
+        /* the peers would drop it as malformed: say so here (the first time) */
+        if (STAT_ADD(send_failed, 1) == 0)
+            zf_log(ZF_LOG_WARN, NULL,
+                   "bus: a topic of %zu bytes is over bus.max_topic: "
+                   "the event stays on this instance",
+                   strlen(ev->topic));
+        return;
+    }
     size_t alen;
     char *aud = zf_bus_audience_join(ev->audience, &alen);
     if (!aud) {
@@ -210,6 +216,11 @@ static struct origin *find_origin(uint64_t epoch)
 /* A new origin's slot: a free one, else the least recently heard. */
 static struct origin *new_origin(const struct zf_bus_msg *m)
 {
+    int restarted = 0;
+    for (size_t i = 0; m->name_len && i < bus.norigins; i++)
+        if (strlen(bus.origins[i].name) == m->name_len &&
+            memcmp(bus.origins[i].name, m->name, m->name_len) == 0)
+            restarted = 1;
     size_t max = zf_bus_cfg.max_origins > 0 ? (size_t)zf_bus_cfg.max_origins : 1;
     struct origin *o = NULL;
     if (bus.norigins < max) {
@@ -225,8 +236,11 @@ static struct origin *new_origin(const struct zf_bus_msg *m)
     memcpy(o->name, m->name, m->name_len);
     o->name[m->name_len] = 0;
     STAT_ADD(origins, 1);
-    zf_log(ZF_LOG_INFO, NULL, "bus: hearing instance \"%s\" (origin %llx)", o->name,
-           (unsigned long long)o->epoch);
+    if (restarted)
+        STAT_ADD(restarts, 1);
+    zf_log(ZF_LOG_INFO, NULL, "bus: hearing instance \"%s\" (origin %llx%s)", o->name,
+           (unsigned long long)o->epoch,
+           restarted ? ", restarted: what it published while down is missed" : "");
     return o;
 }
 
@@ -668,13 +682,13 @@ static void bus_stats(struct zf_server *srv, struct evbuffer *out)
                         "bus.peers: %llu\nbus.subscribers: %llu\nbus.sent: %llu\n"
                         "bus.received: %llu\nbus.duplicates: %llu\nbus.dropped_malformed: %llu\n"
                         "bus.send_failed: %llu\nbus.gaps: %llu\nbus.missed: %llu\n"
-                        "bus.origins: %llu\nbus.stale_removed: %llu\n",
+                        "bus.origins: %llu\nbus.stale_removed: %llu\nbus.restarts: %llu\n",
                         (unsigned long long)st.peers, (unsigned long long)st.subscribers,
                         (unsigned long long)st.sent, (unsigned long long)st.received,
                         (unsigned long long)st.duplicates, (unsigned long long)st.dropped_malformed,
                         (unsigned long long)st.send_failed, (unsigned long long)st.gaps,
                         (unsigned long long)st.missed, (unsigned long long)st.origins,
-                        (unsigned long long)st.stale_removed);
+                        (unsigned long long)st.stale_removed, (unsigned long long)st.restarts);
 }
 
 const struct zf_module zf_bus_module = {

@@ -63,6 +63,19 @@ def test_publish_in_any_reaches_websocket_clients_and_listeners_of_all(server_fa
         assert st["gaps"] == 0 and st["dropped_malformed"] == 0
 
 
+def test_topic_over_max_topic_stays_local(server_factory, busdir):
+    a, b = [start(server_factory, busdir, n, "--set", "bus.max_topic=100") for n in ("a", "b")]
+    wait_joined([a, b])
+    long_topic = "listen/" + "t" * 100
+    bustest.publish(a, long_topic, 1)
+    bustest.publish(a, "listen/short", 2)
+    assert wait_until(lambda: bustest.listened(b) == ["listen/short 2"])
+    assert wait_until(lambda: bustest.listened(a) == ["%s 1" % long_topic, "listen/short 2"])
+    assert stats(a)["send_failed"] == 1 and stats(a)["sent"] == 1
+    assert stats(b)["dropped_malformed"] == 0
+    assert a.wait_log("over bus.max_topic")
+
+
 def test_audience_travels_with_the_event(server_factory, busdir):
     a, b = [start(server_factory, busdir, n) for n in ("a", "b")]
     wait_joined([a, b])
@@ -88,6 +101,8 @@ def test_audience_travels_with_the_event(server_factory, busdir):
 
 def test_killed_instance_restarts_and_rejoins(server_factory, busdir):
     a, b, c = three(server_factory, busdir)
+    bustest.publish(b, "listen/before", 0)
+    assert wait_until(lambda: bustest.listened(a) and bustest.listened(c))
     b.signal(signal.SIGKILL)
     b.wait()
     sock = os.path.join(busdir, "b.sock")
@@ -100,9 +115,14 @@ def test_killed_instance_restarts_and_rejoins(server_factory, busdir):
     wait_joined([a, b2, c])
     bustest.publish(b2, "listen/back", 1)
     bustest.publish(a, "listen/back", 2)
-    for s in (a, b2, c):
+    for s in (a, c):
         assert wait_until(lambda: sorted(bustest.listened(s)) ==
-                          ["listen/back 1", "listen/back 2"]), (s.name, bustest.listened(s))
+                          ["listen/back 1", "listen/back 2", "listen/before 0"]), \
+            (s.name, bustest.listened(s))
+    assert wait_until(lambda: sorted(bustest.listened(b2)) == ["listen/back 1", "listen/back 2"])
+    # a and c tell the new b from the killed one: a restart
+    assert stats(a)["restarts"] == 1 and stats(c)["restarts"] == 1
+    assert a.wait_log('bus: hearing instance "b" .*restarted')
 
 
 def test_stale_socket_of_its_own_name_is_replaced(server_factory, busdir):
