@@ -2,7 +2,7 @@
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 
-.PHONY: all deps build run test bench bench-ws bench-dav asan test-asan test-tsan fuzz fuzz-regress format clean
+.PHONY: all deps build run test bench bench-ws bench-dav bench-soak asan test-asan test-tsan fuzz fuzz-regress format clean
 
 all: build
 
@@ -38,6 +38,13 @@ bench-dav: build
 bench-ws: build
 	./bench/setup.sh
 	ZFRONT=$(CURDIR)/$(BUILD)/zfront ./bench/ws_fanout.py $(BENCH_WS_ARGS)
+
+# Soak (docs/benchmarks.md): one instance under mixed HTTP/1.1, h2, WebSocket, WebDAV, SSH
+# (and bus) traffic with a load spike for SOAK_MINUTES; RSS, fds, threads and probe latency
+# per minute in bench/results/soak-*.{md,json,png}. SOAK_ARGS=--short for a 2-minute run.
+SOAK_MINUTES ?= 20
+bench-soak: build
+	./bench/soak --minutes $(SOAK_MINUTES) --bin $(CURDIR)/$(BUILD)/zfront $(SOAK_ARGS)
 
 # AddressSanitizer + UndefinedBehaviorSanitizer build; runs every suite against it.
 $(ASAN_BUILD)/build.ninja:
