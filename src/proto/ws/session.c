@@ -14,6 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <wslay/wslay.h>
+#ifdef ZF_WITH_HTTP2
+#include <event2/bufferevent_ssl.h>
+#include <event2/bufferevent_struct.h>
+#include <openssl/ssl.h>
+#endif
 
 #include "../../core/hub.h"
 #include "ws.h"
@@ -28,6 +33,7 @@ struct ws_session {
     struct bufferevent *bev;   /* HTTP/1.1: the socket; NULL over HTTP/2 */
     struct zf_pipe *pipe;      /* HTTP/2 (RFC 8441): the stream; NULL otherwise */
     struct evbuffer *in, *out; /* the transport's buffers */
+    void *ssl;                 /* wss:// over HTTP/1.1: the bufferevent's SSL (read ahead) */
     wslay_event_context_ptr ctx;
     struct event *timer;  /* keepalive, then the close deadline */
     struct event *reaper; /* frees the session from the loop */
@@ -47,6 +53,7 @@ static struct {
     struct ws_session *head;
     size_t open;
     uint64_t accepted, events, slow_consumers, dead_peers, bad_messages;
+    uint64_t read_ahead; /* read events re-activated for records OpenSSL read ahead */
 } ws;
 
 static void session_free(struct ws_session *s);
@@ -555,6 +562,27 @@ static void flush(struct ws_session *s)
     check_done(s);
 }
 
+/* wss://: libevent's OpenSSL bufferevent hands over one TLS record per
+ * readable event, so a client sending many messages (a publisher) would be
+ * served one message per loop pass, and each event would go out to every
+ * subscriber as its own record and write. The session's SSL reads ahead
+ * (whole socket reads into OpenSSL's buffer); while records remain
+ * buffered there, the read event is made active again, so every record that
+ * arrived is read in this loop pass (the socket is no longer readable, and
+ * libevent itself would not come back for them) and the events they publish
+ * leave together. */
+static void read_more(struct ws_session *s)
+{
+#ifdef ZF_WITH_HTTP2
+    if (s->ssl && !s->dead && !s->finishing && SSL_has_pending(s->ssl)) {
+        ws.read_ahead++;
+        event_active(&s->bev->ev_read, EV_READ, 1);
+    }
+#else
+    (void)s;
+#endif
+}
+
 static void read_cb(struct bufferevent *bev, void *arg)
 {
     struct ws_session *s = arg;
@@ -564,6 +592,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
         return;
     }
     flush(s);
+    read_more(s);
 }
 
 static void write_cb(struct bufferevent *bev, void *arg)
@@ -735,6 +764,13 @@ int zf__ws_session_start(struct bufferevent *bev, const struct zf_conn *conn, co
     evutil_socket_t fd = bufferevent_getfd(bev);
     if (fd >= 0)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+#ifdef ZF_WITH_HTTP2
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    if (ssl) {
+        SSL_set_read_ahead(ssl, 1);
+        s->ssl = ssl;
+    }
+#endif
     bufferevent_setcb(bev, read_cb, write_cb, event_cb, s);
     bufferevent_setwatermark(bev, EV_READ, 0, 0);
     bufferevent_setwatermark(bev, EV_WRITE, WS_OUT_HIGH / 2, 0);
@@ -790,4 +826,5 @@ void zf__ws_stats(struct evbuffer *out)
                         ws.open, (unsigned long long)ws.accepted, (unsigned long long)ws.events,
                         (unsigned long long)ws.slow_consumers, (unsigned long long)ws.dead_peers,
                         (unsigned long long)ws.bad_messages);
+    evbuffer_add_printf(out, "ws.tls_read_ahead: %llu\n", (unsigned long long)ws.read_ahead);
 }
