@@ -11,8 +11,9 @@ import signal
 import socket
 import ssl
 import struct
+import time
 
-from wstest import APP, RawWS
+from wstest import APP, RawWS, publish
 from zftest import TIMEOUT, wait_until
 
 
@@ -87,3 +88,61 @@ def test_wss_burst_of_publishes_is_read_in_one_pass_and_arrives_in_order(server_
     assert stats(srv)["ws.tls_read_ahead"] > 0
     pub.close()
     sub.close()
+
+
+def ctx_counts(srv):
+    s = stats(srv)
+    return s["ws.contexts_made"], s["ws.contexts_released"], s["ws.contexts_live"]
+
+
+def dribble(c, data):
+    """Sends data one byte per TCP segment, each after the server has had time to read the
+    one before, so the server sees the frame split at every byte boundary."""
+    c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for b in data:
+        c.sock.sendall(bytes([b]))
+        time.sleep(0.005)
+
+
+def test_idle_session_gives_its_context_back_and_loses_no_byte(server_factory):
+    srv = server_factory(app=APP)
+    c = RawWS(srv, "/ws?user=bob")
+    assert c.status == 101
+    assert ctx_counts(srv) == (0, 0, 0)  # no context before the first frame
+    c.send_json(type="subscribe", topic="news/a")
+    op, payload = c.read_frame()
+    assert json.loads(payload) == {"type": "subscribed", "topic": "news/a"}
+    # the reply was sent in the same pass that read the frame: context given back
+    assert ctx_counts(srv) == (1, 1, 0)
+
+    # a frame split at every byte boundary: one context from its first byte to its end
+    # (given back between two bytes, the bytes wslay held would be lost)
+    dribble(c, c.frame(0x1, json.dumps({"type": "subscribe", "topic": "news/b"}).encode()))
+    op, payload = c.read_frame()
+    assert (op, json.loads(payload)) == (0x1, {"type": "subscribed", "topic": "news/b"})
+    assert ctx_counts(srv) == (2, 2, 0)
+
+    # a fragmented message (with a ping between its fragments), each fragment byte by byte
+    text = json.dumps({"type": "subscribe", "topic": "news/c"}).encode()
+    dribble(c, c.frame(0x1, text[:10], fin=False))
+    dribble(c, c.frame(0x9, b"hi"))
+    dribble(c, c.frame(0x0, text[10:20], fin=False))
+    dribble(c, c.frame(0x0, text[20:], fin=True))
+    assert c.read_frame() == (0xA, b"hi")
+    op, payload = c.read_frame()
+    assert (op, json.loads(payload)) == (0x1, {"type": "subscribed", "topic": "news/c"})
+    assert ctx_counts(srv) == (3, 3, 0)
+
+    # events make a context for sending; it is given back once they stop
+    for i in range(5):
+        publish(srv, "news/a", i)
+    assert [json.loads(c.read_frame()[1])["data"] for _ in range(5)] == list(range(5))
+    made, released, live = ctx_counts(srv)
+    assert made == 4 and released in (3, 4)
+    wait_until(lambda: ctx_counts(srv) == (4, 4, 0))
+    # and the session still works after it
+    c.send_json(type="unsubscribe", topic="news/b")
+    assert json.loads(c.read_frame()[1]) == {"type": "unsubscribed", "topic": "news/b"}
+    c.send(0x8, struct.pack("!H", 1000))
+    assert c.read_frame()[0] == 0x8
+    c.close()

@@ -24,6 +24,9 @@
 #include "ws.h"
 
 #define WS_OUT_HIGH (64 * 1024) /* bytes in the socket output before wslay waits */
+/* A session whose wslay context sent or received nothing for one to two of
+ * these periods gives the context back (see maybe_release) */
+#define WS_IDLE_SWEEP_MS 1000
 #define WS_MAX_TOPIC 1024
 
 struct ws_session {
@@ -34,9 +37,17 @@ struct ws_session {
     struct zf_pipe *pipe;      /* HTTP/2 (RFC 8441): the stream; NULL otherwise */
     struct evbuffer *in, *out; /* the transport's buffers */
     void *ssl;                 /* wss:// over HTTP/1.1: the bufferevent's SSL (read ahead) */
+    /* wslay's context (~8.5 KiB: two 4 KiB buffers), only while something is
+     * in flight: NULL while the session is idle (ctx_get makes it again).
+     * What tells that wslay holds no byte: every byte given to it (fed) is
+     * part of a frame whose start it parsed, counted whole (framed), and no
+     * fragmented message is open. */
     wslay_event_context_ptr ctx;
+    uint64_t fed, framed;
+    unsigned in_fragmented : 1, touched : 1;
     struct event *timer;  /* keepalive, then the close deadline */
     struct event *reaper; /* frees the session from the loop */
+    struct event_base *base;
     struct zf_ws_grant grant;
     uint64_t recv_seq, ping_seq; /* reads so far / at the last ping */
     int awaiting_pong;
@@ -53,11 +64,83 @@ static struct {
     struct ws_session *head;
     size_t open;
     uint64_t accepted, events, slow_consumers, dead_peers, bad_messages;
-    uint64_t read_ahead; /* read events re-activated for records OpenSSL read ahead */
+    uint64_t read_ahead;             /* read events re-activated for records OpenSSL read ahead */
+    uint64_t ctx_made, ctx_released; /* wslay contexts made, and given back while idle */
+    size_t ctx_live;                 /* sessions holding a context now */
+    struct event *sweep;             /* gives back contexts idle for a sweep period */
 } ws;
+
+static const struct wslay_event_callbacks ws_callbacks;
 
 static void session_free(struct ws_session *s);
 static void flush(struct ws_session *s);
+static void sweep_cb(evutil_socket_t fd, short what, void *arg);
+
+/* ------------------------------------------------------------ the wslay context */
+
+/* Makes the session's wslay context if it has none (idle sessions hold
+ * none). Returns ZF_OK, or ZF_ERROR (out of memory, logged: the caller
+ * kills the session). */
+static int ctx_get(struct ws_session *s, struct event_base *base)
+{
+    s->touched = 1;
+    if (s->ctx)
+        return ZF_OK;
+    if (wslay_event_context_server_init(&s->ctx, &ws_callbacks, s) != 0) {
+        s->ctx = NULL;
+        zf_log(ZF_LOG_ERROR, &s->conn, "out of memory while making a WebSocket context");
+        return ZF_ERROR;
+    }
+    wslay_event_config_set_max_recv_msg_length(s->ctx, zf_ws_cfg.max_message);
+    ws.ctx_made++;
+    ws.ctx_live++;
+    if (!ws.sweep)
+        ws.sweep = event_new(base, -1, EV_PERSIST, sweep_cb, NULL);
+    if (ws.sweep && !evtimer_pending(ws.sweep, NULL)) {
+        struct timeval tv = {WS_IDLE_SWEEP_MS / 1000, (WS_IDLE_SWEEP_MS % 1000) * 1000};
+        evtimer_add(ws.sweep, &tv);
+    }
+    return ZF_OK;
+}
+
+/* Gives the wslay context back when it holds nothing: an open conversation
+ * (no close sent, queued or received), nothing queued or half sent, and no
+ * byte of a partial frame or of an open fragmented message. A fresh context
+ * then continues exactly where this one stopped. */
+static void maybe_release(struct ws_session *s)
+{
+    wslay_event_context_ptr c = s->ctx;
+    if (!c || s->dead || s->closing || s->finishing || s->going_away || s->in_fragmented ||
+        s->fed != s->framed || (s->in && evbuffer_get_length(s->in)) ||
+        !wslay_event_get_read_enabled(c) || !wslay_event_get_write_enabled(c) ||
+        wslay_event_want_write(c) || wslay_event_get_queued_msg_count(c) ||
+        wslay_event_get_close_received(c) || wslay_event_get_close_sent(c))
+        return;
+    wslay_event_context_free(c);
+    s->ctx = NULL;
+    ws.ctx_released++;
+    ws.ctx_live--;
+}
+
+/* Every WS_IDLE_SWEEP_MS: a context that did nothing since the last pass is
+ * given back (sessions that only receive events keep theirs while events
+ * come, and lose it once they stop). */
+static void sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    for (struct ws_session *s = ws.head; s; s = s->next) {
+        if (!s->ctx)
+            continue;
+        if (s->touched)
+            s->touched = 0;
+        else
+            maybe_release(s);
+    }
+    if (!ws.ctx_live && ws.sweep)
+        event_del(ws.sweep);
+}
 static void do_send(struct ws_session *s, const char *topic, json_t *msg);
 
 /* ------------------------------------------------------------ closing */
@@ -102,6 +185,10 @@ static void start_close(struct ws_session *s, uint16_t code, const char *reason)
 {
     if (s->closing || s->dead)
         return;
+    if (ctx_get(s, s->base) != ZF_OK) {
+        kill_session(s);
+        return;
+    }
     s->closing = 1;
     zf_hub_unsubscribe_all(&s->sub);
     wslay_event_queue_close(s->ctx, code, (const uint8_t *)reason, strlen(reason));
@@ -113,7 +200,7 @@ static void start_close(struct ws_session *s, uint16_t code, const char *reason)
 
 static size_t queued_bytes(struct ws_session *s)
 {
-    return wslay_event_get_queued_msg_length(s->ctx) + evbuffer_get_length(s->out);
+    return (s->ctx ? wslay_event_get_queued_msg_length(s->ctx) : 0) + evbuffer_get_length(s->out);
 }
 
 /* Queues one text message, unless the client is not reading: everything
@@ -134,6 +221,10 @@ static int send_text(struct ws_session *s, const char *text, size_t len)
         return ZF_ERROR;
     }
     struct wslay_event_msg m = {WSLAY_TEXT_FRAME, (const uint8_t *)text, len};
+    if (ctx_get(s, s->base) != ZF_OK) {
+        kill_session(s);
+        return ZF_ERROR;
+    }
     if (wslay_event_queue_msg(s->ctx, &m) != 0) {
         zf_log(ZF_LOG_ERROR, &s->conn, "cannot queue a WebSocket message: closing");
         kill_session(s);
@@ -464,6 +555,7 @@ static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
     }
+    s->fed += (uint64_t)n;
     return n;
 }
 
@@ -512,6 +604,15 @@ static void on_frame_start(wslay_event_context_ptr ctx,
                            const struct wslay_event_on_frame_recv_start_arg *arg, void *user)
 {
     struct ws_session *s = user;
+    /* the frame's bytes: a client frame's header is 2 bytes, the shortest
+     * length encoding (wslay refuses longer ones) and a 4-byte mask (wslay
+     * closes on an unmasked client frame) */
+    uint64_t n = arg->payload_length;
+    s->framed += 2 + (n < 126 ? 0 : n < 65536 ? 2 : 8) + 4 + n;
+    if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME)
+        s->in_fragmented = !arg->fin;
+    else if (arg->opcode == WSLAY_CONTINUATION_FRAME && arg->fin)
+        s->in_fragmented = 0;
     if (arg->opcode == WSLAY_CONNECTION_CLOSE && arg->payload_length == 1 && !s->closing) {
         s->closing = 1;
         zf_hub_unsubscribe_all(&s->sub);
@@ -529,7 +630,8 @@ static void check_done(struct ws_session *s)
 {
     if (s->dead)
         return;
-    if (!s->finishing && !wslay_event_want_read(s->ctx) && !wslay_event_want_write(s->ctx)) {
+    if (!s->finishing && s->ctx && !wslay_event_want_read(s->ctx) &&
+        !wslay_event_want_write(s->ctx)) {
         s->finishing = 1;
         if (s->pipe) {
             kill_session(s); /* the transport flushes the pipe, then ends the stream */
@@ -548,6 +650,11 @@ static void flush(struct ws_session *s)
 {
     if (s->dead || s->finishing)
         return;
+    if (!s->ctx) { /* idle: nothing queued */
+        if (s->going_away && !s->closing)
+            start_close(s, 1001, "server shutting down");
+        return;
+    }
     size_t before = evbuffer_get_length(s->out);
     if (wslay_event_send(s->ctx) != 0) {
         kill_session(s);
@@ -587,12 +694,15 @@ static void read_cb(struct bufferevent *bev, void *arg)
 {
     struct ws_session *s = arg;
     s->recv_seq++;
-    if (wslay_event_recv(s->ctx) != 0) {
+    if (s->dead || s->finishing)
+        return;
+    if (ctx_get(s, s->base) != ZF_OK || wslay_event_recv(s->ctx) != 0) {
         kill_session(s);
         return;
     }
     flush(s);
     read_more(s);
+    maybe_release(s);
 }
 
 static void write_cb(struct bufferevent *bev, void *arg)
@@ -651,6 +761,10 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     struct wslay_event_msg m = {WSLAY_PING, (const uint8_t *)"", 0};
+    if (ctx_get(s, s->base) != ZF_OK) {
+        kill_session(s);
+        return;
+    }
     wslay_event_queue_msg(s->ctx, &m);
     s->awaiting_pong = 1;
     s->ping_seq = s->recv_seq;
@@ -673,8 +787,14 @@ static void session_free(struct ws_session *s)
     if (s->next)
         s->next->prev = s->prev;
     ws.open--;
-    if (s->ctx)
+    if (s->ctx) {
         wslay_event_context_free(s->ctx);
+        ws.ctx_live--;
+    }
+    if (!ws.open && ws.sweep) {
+        event_free(ws.sweep);
+        ws.sweep = NULL;
+    }
     if (s->bev) {
         bufferevent_free(s->bev);
         zf_conn_closed(); /* the socket's count came with it (server.h) */
@@ -693,13 +813,10 @@ static struct ws_session *session_new(struct event_base *base, const struct zf_c
                                       struct zf_ws_grant *g)
 {
     struct ws_session *s = calloc(1, sizeof *s);
-    if (!s || wslay_event_context_server_init(&s->ctx, &ws_callbacks, s) != 0 ||
-        !(s->timer = evtimer_new(base, timer_cb, s)) ||
+    if (!s || !(s->timer = evtimer_new(base, timer_cb, s)) ||
         !(s->reaper = event_new(base, -1, 0, reap_cb, s))) {
         zf_log(ZF_LOG_ERROR, conn, "out of memory while starting a WebSocket session");
         if (s) {
-            if (s->ctx)
-                wslay_event_context_free(s->ctx);
             if (s->timer)
                 event_free(s->timer);
             free(s);
@@ -713,7 +830,7 @@ static struct ws_session *session_new(struct event_base *base, const struct zf_c
     s->grant = *g;
     memset(g, 0, sizeof *g);
     s->sub.tokens = s->grant.audience;
-    wslay_event_config_set_max_recv_msg_length(s->ctx, zf_ws_cfg.max_message);
+    s->base = base;
     s->next = ws.head;
     if (ws.head)
         ws.head->prev = s;
@@ -826,5 +943,9 @@ void zf__ws_stats(struct evbuffer *out)
                         ws.open, (unsigned long long)ws.accepted, (unsigned long long)ws.events,
                         (unsigned long long)ws.slow_consumers, (unsigned long long)ws.dead_peers,
                         (unsigned long long)ws.bad_messages);
-    evbuffer_add_printf(out, "ws.tls_read_ahead: %llu\n", (unsigned long long)ws.read_ahead);
+    evbuffer_add_printf(out,
+                        "ws.tls_read_ahead: %llu\nws.contexts_made: %llu\n"
+                        "ws.contexts_released: %llu\nws.contexts_live: %zu\n",
+                        (unsigned long long)ws.read_ahead, (unsigned long long)ws.ctx_made,
+                        (unsigned long long)ws.ctx_released, ws.ctx_live);
 }
