@@ -5,6 +5,7 @@
  * A session's phase is told by two flags: `closing` (our close frame is
  * queued or sent: nothing more is queued) and `finishing` (the WebSocket
  * conversation is over: the socket closes once the output is flushed). */
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <inttypes.h>
@@ -28,15 +29,24 @@
  * these periods gives the context back (see maybe_release) */
 #define WS_IDLE_SWEEP_MS 1000
 #define WS_MAX_TOPIC 1024
+#define WS_READ_MAX (64 * 1024) /* ws://: bytes read from the socket at once */
 
 struct ws_session {
     struct zf_hub_subscriber sub; /* first: the hub hands it back */
     struct zf_conn conn;
     struct ws_session *prev, *next;
-    struct bufferevent *bev;   /* HTTP/1.1: the socket; NULL over HTTP/2 */
-    struct zf_pipe *pipe;      /* HTTP/2 (RFC 8441): the stream; NULL otherwise */
-    struct evbuffer *in, *out; /* the transport's buffers */
-    void *ssl;                 /* wss:// over HTTP/1.1: the bufferevent's SSL (read ahead) */
+    /* The transport, one of three. ws:// over HTTP/1.1: the socket, driven
+     * directly (fd, io; in and out are the session's own): a bufferevent
+     * and its callbacks cost ~1 KiB per idle connection. wss:// over
+     * HTTP/1.1: libevent's OpenSSL bufferevent (bev). HTTP/2 (RFC 8441):
+     * the stream (pipe). */
+    evutil_socket_t fd;           /* ws://: the socket, or -1 */
+    struct event *io;             /* ws://: read, and write while `out` holds bytes */
+    struct bufferevent *bev;      /* wss://: the TLS connection, or NULL */
+    struct zf_pipe *pipe;         /* HTTP/2 (RFC 8441): the stream, or NULL */
+    struct evbuffer *in, *out;    /* the transport's buffers */
+    struct ws_session *reap_next; /* dead, waiting to be freed from the loop */
+    void *ssl;                    /* wss:// over HTTP/1.1: the bufferevent's SSL (read ahead) */
     /* wslay's context (~8.5 KiB: two 4 KiB buffers), only while something is
      * in flight: NULL while the session is idle (ctx_get makes it again).
      * What tells that wslay holds no byte: every byte given to it (fed) is
@@ -45,13 +55,12 @@ struct ws_session {
     wslay_event_context_ptr ctx;
     uint64_t fed, framed;
     unsigned in_fragmented : 1, touched : 1;
-    struct event *timer;  /* keepalive, then the close deadline */
-    struct event *reaper; /* frees the session from the loop */
+    unsigned awaiting_pong : 1, closing : 1, finishing : 1, going_away : 1, dead : 1;
+    unsigned io_events : 2; /* EV_READ / EV_WRITE that `io` is added with now */
+    struct event *timer;    /* keepalive, then the close deadline */
     struct event_base *base;
     struct zf_ws_grant grant;
     uint64_t recv_seq, ping_seq; /* reads so far / at the last ping */
-    int awaiting_pong;
-    int closing, finishing, going_away, dead;
     uint64_t events_sent;
     /* a client message being answered by the app (one at a time) */
     struct zf_exchange *ex;
@@ -68,6 +77,8 @@ static struct {
     uint64_t ctx_made, ctx_released; /* wslay contexts made, and given back while idle */
     size_t ctx_live;                 /* sessions holding a context now */
     struct event *sweep;             /* gives back contexts idle for a sweep period */
+    struct event *reaper;            /* frees dead sessions from the loop */
+    struct ws_session *reap;         /* the dead sessions it frees */
 } ws;
 
 static const struct wslay_event_callbacks ws_callbacks;
@@ -75,6 +86,8 @@ static const struct wslay_event_callbacks ws_callbacks;
 static void session_free(struct ws_session *s);
 static void flush(struct ws_session *s);
 static void sweep_cb(evutil_socket_t fd, short what, void *arg);
+static void raw_cb(evutil_socket_t fd, short what, void *arg);
+static void write_cb(struct bufferevent *bev, void *arg);
 
 /* ------------------------------------------------------------ the wslay context */
 
@@ -147,8 +160,17 @@ static void do_send(struct ws_session *s, const char *topic, json_t *msg);
 
 static void reap_cb(evutil_socket_t fd, short what, void *arg)
 {
-    session_free(arg);
+    (void)fd;
+    (void)what;
+    (void)arg;
+    struct ws_session *s;
+    while ((s = ws.reap)) {
+        ws.reap = s->reap_next;
+        session_free(s);
+    }
 }
+
+static void raw_update(struct ws_session *s);
 
 /* Frees the session from the loop (never inside a callback chain). */
 static void kill_session(struct ws_session *s)
@@ -159,6 +181,8 @@ static void kill_session(struct ws_session *s)
     zf_hub_unsubscribe_all(&s->sub);
     if (s->bev)
         bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+    if (s->io)
+        raw_update(s);
     if (s->pipe) {
         struct zf_pipe *p = s->pipe;
         s->pipe = NULL;
@@ -166,7 +190,9 @@ static void kill_session(struct ws_session *s)
         s->in = s->out = NULL;
     }
     event_del(s->timer);
-    event_active(s->reaper, EV_TIMEOUT, 0);
+    s->reap_next = ws.reap;
+    ws.reap = s;
+    event_active(ws.reaper, EV_TIMEOUT, 0);
 }
 
 static void set_timer(struct ws_session *s, uint64_t ms)
@@ -637,8 +663,12 @@ static void check_done(struct ws_session *s)
             kill_session(s); /* the transport flushes the pipe, then ends the stream */
             return;
         }
-        bufferevent_disable(s->bev, EV_READ);
-        bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
+        if (s->bev) {
+            bufferevent_disable(s->bev, EV_READ);
+            bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
+        } else {
+            raw_update(s);
+        }
     }
     if (s->finishing && evbuffer_get_length(s->out) == 0)
         kill_session(s);
@@ -660,8 +690,12 @@ static void flush(struct ws_session *s)
         kill_session(s);
         return;
     }
-    if (s->pipe && evbuffer_get_length(s->out) != before)
-        s->pipe->ops->wrote(s->pipe);
+    if (evbuffer_get_length(s->out) != before) {
+        if (s->pipe)
+            s->pipe->ops->wrote(s->pipe);
+        else if (s->io)
+            raw_update(s);
+    }
     if (s->going_away && !s->closing && wslay_event_get_queued_msg_count(s->ctx) == 0) {
         start_close(s, 1001, "server shutting down");
         return;
@@ -711,6 +745,102 @@ static void write_cb(struct bufferevent *bev, void *arg)
     flush(s);
     if (!s->dead)
         check_done(s);
+}
+
+/* ------------------------------------------------------------ ws:// socket */
+
+/* Adds `io` for what the session wants now: reading until the conversation
+ * is over, writing while `out` holds bytes; nothing once dead. The write
+ * waits for the next loop pass, so what the events of this pass queued for
+ * the session goes out in one write. */
+static void raw_update(struct ws_session *s)
+{
+    short want = 0;
+    if (!s->dead) {
+        if (!s->finishing)
+            want |= EV_READ;
+        if (evbuffer_get_length(s->out))
+            want |= EV_WRITE;
+    }
+    if (want == s->io_events)
+        return;
+    event_del(s->io);
+    s->io_events = (unsigned)want;
+    if (!want)
+        return;
+    if (event_assign(s->io, s->base, s->fd, want | EV_PERSIST, raw_cb, s) != 0 ||
+        event_add(s->io, NULL) != 0) {
+        s->io_events = 0;
+        zf_log(ZF_LOG_ERROR, &s->conn, "cannot watch the WebSocket connection: closing");
+        kill_session(s);
+    }
+}
+
+/* A read or write that returned -1 only because it would block. */
+static int retriable(void)
+{
+    return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+}
+
+static void raw_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct ws_session *s = arg;
+    if (what & EV_WRITE) {
+        /* (evbuffer_write returns -1 for an empty buffer too) */
+        if (evbuffer_get_length(s->out) && evbuffer_write(s->out, fd) < 0 && !retriable()) {
+            zf_log(ZF_LOG_DEBUG, &s->conn, "WebSocket connection lost while writing: %s",
+                   strerror(errno));
+            kill_session(s);
+            return;
+        }
+        if (evbuffer_get_length(s->out) <= WS_OUT_HIGH / 2) {
+            write_cb(NULL, s); /* room for what wslay holds back */
+            if (s->dead)
+                return;
+        }
+        raw_update(s);
+    }
+    if ((what & EV_READ) && !s->finishing) {
+        int n = evbuffer_read(s->in, fd, WS_READ_MAX);
+        if (n == 0 || (n < 0 && !retriable())) {
+            if (!s->closing)
+                zf_log(ZF_LOG_DEBUG, &s->conn, "client closed the WebSocket connection");
+            kill_session(s);
+            return;
+        }
+        if (n > 0)
+            read_cb(NULL, s);
+    }
+}
+
+/* Takes the socket out of the HTTP/1.1 bufferevent (which is freed without
+ * closing it): what the client sent after the request and anything still
+ * unsent move to the session's own buffers. Returns ZF_OK or ZF_ERROR (bev
+ * is then kept: the caller frees it). */
+static int raw_take(struct ws_session *s, struct bufferevent *bev)
+{
+    s->in = evbuffer_new();
+    s->out = evbuffer_new();
+    s->io = event_new(s->base, -1, 0, raw_cb, s);
+    if (!s->in || !s->out || !s->io ||
+        evbuffer_add_buffer(s->in, bufferevent_get_input(bev)) != 0 ||
+        evbuffer_add_buffer(s->out, bufferevent_get_output(bev)) != 0) {
+        if (s->in)
+            evbuffer_free(s->in);
+        if (s->out)
+            evbuffer_free(s->out);
+        if (s->io)
+            event_free(s->io);
+        s->in = s->out = NULL;
+        s->io = NULL;
+        return ZF_ERROR;
+    }
+    s->fd = bufferevent_getfd(bev);
+    bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+    bufferevent_disable(bev, EV_READ | EV_WRITE);
+    bufferevent_setfd(bev, -1);
+    bufferevent_free(bev); /* the socket stays open: it has no fd now */
+    return ZF_OK;
 }
 
 static void pipe_read(struct zf_pipe *p)
@@ -795,12 +925,27 @@ static void session_free(struct ws_session *s)
         event_free(ws.sweep);
         ws.sweep = NULL;
     }
+    if (!ws.open && ws.reaper && !ws.reap) {
+        event_free(ws.reaper); /* may be the running callback: libevent allows it */
+        ws.reaper = NULL;
+    }
     if (s->bev) {
         bufferevent_free(s->bev);
         zf_conn_closed(); /* the socket's count came with it (server.h) */
     }
+    if (s->io)
+        event_free(s->io);
+    if (!s->bev && !s->pipe) { /* ws://: the session's own buffers */
+        if (s->in)
+            evbuffer_free(s->in);
+        if (s->out)
+            evbuffer_free(s->out);
+    }
+    if (s->fd >= 0) {
+        evutil_closesocket(s->fd);
+        zf_conn_closed();
+    }
     event_free(s->timer);
-    event_free(s->reaper);
     zf__ws_grant_free(&s->grant);
     free(s);
     if (zf_srv && zf_srv->state == ZF_STOPPING)
@@ -813,8 +958,9 @@ static struct ws_session *session_new(struct event_base *base, const struct zf_c
                                       struct zf_ws_grant *g)
 {
     struct ws_session *s = calloc(1, sizeof *s);
-    if (!s || !(s->timer = evtimer_new(base, timer_cb, s)) ||
-        !(s->reaper = event_new(base, -1, 0, reap_cb, s))) {
+    if (!ws.reaper)
+        ws.reaper = event_new(base, -1, 0, reap_cb, NULL);
+    if (!s || !ws.reaper || !(s->timer = evtimer_new(base, timer_cb, s))) {
         zf_log(ZF_LOG_ERROR, conn, "out of memory while starting a WebSocket session");
         if (s) {
             if (s->timer)
@@ -831,6 +977,7 @@ static struct ws_session *session_new(struct event_base *base, const struct zf_c
     memset(g, 0, sizeof *g);
     s->sub.tokens = s->grant.audience;
     s->base = base;
+    s->fd = -1;
     s->next = ws.head;
     if (ws.head)
         ws.head->prev = s;
@@ -862,36 +1009,48 @@ int zf__ws_session_start(struct bufferevent *bev, const struct zf_conn *conn, co
         zf_conn_closed();
         return ZF_ERROR;
     }
-    s->bev = bev;
-    s->in = bufferevent_get_input(bev);
-    s->out = bufferevent_get_output(bev);
-    struct evbuffer *out = s->out;
-    evbuffer_add_printf(out,
-                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                        "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n",
-                        accept);
-    if (s->grant.protocol)
-        evbuffer_add_printf(out, "Sec-WebSocket-Protocol: %s\r\n", s->grant.protocol);
-    evbuffer_add(out, "\r\n", 2);
-    zf_log(ZF_LOG_DEBUG, &s->conn, "WebSocket session started");
-
     /* events are small and latency matters: no Nagle delay (as asyncio and
      * most WebSocket servers do) */
     int one = 1;
     evutil_socket_t fd = bufferevent_getfd(bev);
     if (fd >= 0)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    void *ssl = NULL;
 #ifdef ZF_WITH_HTTP2
-    SSL *ssl = bufferevent_openssl_get_ssl(bev);
-    if (ssl) {
-        SSL_set_read_ahead(ssl, 1);
-        s->ssl = ssl;
-    }
+    ssl = bufferevent_openssl_get_ssl(bev);
 #endif
-    bufferevent_setcb(bev, read_cb, write_cb, event_cb, s);
-    bufferevent_setwatermark(bev, EV_READ, 0, 0);
-    bufferevent_setwatermark(bev, EV_WRITE, WS_OUT_HIGH / 2, 0);
-    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    if (ssl) {
+#ifdef ZF_WITH_HTTP2
+        SSL_set_read_ahead(ssl, 1);
+#endif
+        s->ssl = ssl;
+        s->bev = bev;
+        s->in = bufferevent_get_input(bev);
+        s->out = bufferevent_get_output(bev);
+    } else if (raw_take(s, bev) != ZF_OK) {
+        zf_log(ZF_LOG_ERROR, &s->conn, "out of memory while starting a WebSocket session");
+        s->bev = bev; /* freed with the session, closing the socket */
+        s->in = bufferevent_get_input(bev);
+        s->out = bufferevent_get_output(bev);
+        kill_session(s);
+        return ZF_OK; /* the session owns everything and goes away */
+    }
+    evbuffer_add_printf(s->out,
+                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                        "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n",
+                        accept);
+    if (s->grant.protocol)
+        evbuffer_add_printf(s->out, "Sec-WebSocket-Protocol: %s\r\n", s->grant.protocol);
+    evbuffer_add(s->out, "\r\n", 2);
+    zf_log(ZF_LOG_DEBUG, &s->conn, "WebSocket session started%s", ssl ? " (TLS)" : "");
+    if (s->bev) {
+        bufferevent_setcb(bev, read_cb, write_cb, event_cb, s);
+        bufferevent_setwatermark(bev, EV_READ, 0, 0);
+        bufferevent_setwatermark(bev, EV_WRITE, WS_OUT_HIGH / 2, 0);
+        bufferevent_enable(bev, EV_READ | EV_WRITE);
+    } else {
+        raw_update(s);
+    }
     session_go(s);
     return ZF_OK;
 }
