@@ -40,8 +40,11 @@ struct ws_session {
      * and its callbacks cost ~1 KiB per idle connection. wss:// over
      * HTTP/1.1: libevent's OpenSSL bufferevent (bev). HTTP/2 (RFC 8441):
      * the stream (pipe). */
-    evutil_socket_t fd;           /* ws://: the socket, or -1 */
-    struct event *io;             /* ws://: read, and write while `out` holds bytes */
+    evutil_socket_t fd; /* ws://: the socket, or -1 */
+    struct event *io;   /* ws://: reading (added until the conversation ends) */
+    /* ws://: writing (added while `out` holds bytes), made when first needed
+     * and freed by the sweep once unused */
+    struct event *iow;
     struct bufferevent *bev;      /* wss://: the TLS connection, or NULL */
     struct zf_pipe *pipe;         /* HTTP/2 (RFC 8441): the stream, or NULL */
     struct evbuffer *in, *out;    /* the transport's buffers */
@@ -56,8 +59,8 @@ struct ws_session {
     uint64_t fed, framed;
     unsigned in_fragmented : 1, touched : 1;
     unsigned awaiting_pong : 1, closing : 1, finishing : 1, going_away : 1, dead : 1;
-    unsigned io_events : 2; /* EV_READ / EV_WRITE that `io` is added with now */
-    struct event *timer;    /* keepalive, then the close deadline */
+    unsigned reading : 1, writing : 1; /* io / iow added now */
+    struct event *timer;               /* keepalive, then the close deadline */
     struct event_base *base;
     struct zf_ws_grant grant;
     uint64_t recv_seq, ping_seq; /* reads so far / at the last ping */
@@ -76,6 +79,7 @@ static struct {
     uint64_t read_ahead;             /* read events re-activated for records OpenSSL read ahead */
     uint64_t ctx_made, ctx_released; /* wslay contexts made, and given back while idle */
     size_t ctx_live;                 /* sessions holding a context now */
+    size_t iow_live;                 /* ws:// sessions holding a write event now */
     struct event *sweep;             /* gives back contexts idle for a sweep period */
     struct event *reaper;            /* frees dead sessions from the loop */
     struct ws_session *reap;         /* the dead sessions it frees */
@@ -107,12 +111,6 @@ static int ctx_get(struct ws_session *s, struct event_base *base)
     wslay_event_config_set_max_recv_msg_length(s->ctx, zf_ws_cfg.max_message);
     ws.ctx_made++;
     ws.ctx_live++;
-    if (!ws.sweep)
-        ws.sweep = event_new(base, -1, EV_PERSIST, sweep_cb, NULL);
-    if (ws.sweep && !evtimer_pending(ws.sweep, NULL)) {
-        struct timeval tv = {WS_IDLE_SWEEP_MS / 1000, (WS_IDLE_SWEEP_MS % 1000) * 1000};
-        evtimer_add(ws.sweep, &tv);
-    }
     return ZF_OK;
 }
 
@@ -135,24 +133,27 @@ static void maybe_release(struct ws_session *s)
     ws.ctx_live--;
 }
 
-/* Every WS_IDLE_SWEEP_MS: a context that did nothing since the last pass is
- * given back (sessions that only receive events keep theirs while events
- * come, and lose it once they stop). */
+/* Every WS_IDLE_SWEEP_MS while sessions exist: a session that sent and
+ * received nothing since the last pass gives back its wslay context and
+ * (ws://) its write event (sessions that only receive events keep both
+ * while events come, and lose them once they stop). */
 static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     (void)arg;
     for (struct ws_session *s = ws.head; s; s = s->next) {
-        if (!s->ctx)
-            continue;
-        if (s->touched)
+        if (s->touched) {
             s->touched = 0;
-        else
-            maybe_release(s);
+            continue;
+        }
+        maybe_release(s);
+        if (s->iow && !s->writing) {
+            event_free(s->iow);
+            s->iow = NULL;
+            ws.iow_live--;
+        }
     }
-    if (!ws.ctx_live && ws.sweep)
-        event_del(ws.sweep);
 }
 static void do_send(struct ws_session *s, const char *topic, json_t *msg);
 
@@ -749,28 +750,35 @@ static void write_cb(struct bufferevent *bev, void *arg)
 
 /* ------------------------------------------------------------ ws:// socket */
 
-/* Adds `io` for what the session wants now: reading until the conversation
- * is over, writing while `out` holds bytes; nothing once dead. The write
- * waits for the next loop pass, so what the events of this pass queued for
- * the session goes out in one write. */
+/* Watches the socket for what the session wants now: reading until the
+ * conversation is over, writing while `out` holds bytes; nothing once dead.
+ * The write waits for the next loop pass, so what the events of this pass
+ * queued for the session goes out in one write. Two events on one socket,
+ * as a bufferevent has: adding and removing the write side is then one
+ * EPOLL_CTL_MOD, where one event changing its flags is a DEL and an ADD. */
 static void raw_update(struct ws_session *s)
 {
-    short want = 0;
-    if (!s->dead) {
-        if (!s->finishing)
-            want |= EV_READ;
-        if (evbuffer_get_length(s->out))
-            want |= EV_WRITE;
+    unsigned want_read = !s->dead && !s->finishing;
+    unsigned want_write = !s->dead && evbuffer_get_length(s->out) > 0;
+    int bad = 0;
+    if (want_read != s->reading) {
+        bad |= (want_read ? event_add(s->io, NULL) : event_del(s->io)) != 0;
+        s->reading = want_read;
     }
-    if (want == s->io_events)
-        return;
-    event_del(s->io);
-    s->io_events = (unsigned)want;
-    if (!want)
-        return;
-    if (event_assign(s->io, s->base, s->fd, want | EV_PERSIST, raw_cb, s) != 0 ||
-        event_add(s->io, NULL) != 0) {
-        s->io_events = 0;
+    if (want_write != s->writing) {
+        if (want_write && !s->iow) {
+            s->iow = event_new(s->base, s->fd, EV_WRITE | EV_PERSIST, raw_cb, s);
+            if (s->iow)
+                ws.iow_live++;
+        }
+        if (!s->iow)
+            bad = 1;
+        else
+            bad |= (want_write ? event_add(s->iow, NULL) : event_del(s->iow)) != 0;
+        s->writing = want_write;
+    }
+    s->touched = 1;
+    if (bad && !s->dead) {
         zf_log(ZF_LOG_ERROR, &s->conn, "cannot watch the WebSocket connection: closing");
         kill_session(s);
     }
@@ -821,7 +829,7 @@ static int raw_take(struct ws_session *s, struct bufferevent *bev)
 {
     s->in = evbuffer_new();
     s->out = evbuffer_new();
-    s->io = event_new(s->base, -1, 0, raw_cb, s);
+    s->io = event_new(s->base, bufferevent_getfd(bev), EV_READ | EV_PERSIST, raw_cb, s);
     if (!s->in || !s->out || !s->io ||
         evbuffer_add_buffer(s->in, bufferevent_get_input(bev)) != 0 ||
         evbuffer_add_buffer(s->out, bufferevent_get_output(bev)) != 0) {
@@ -925,6 +933,10 @@ static void session_free(struct ws_session *s)
         event_free(ws.sweep);
         ws.sweep = NULL;
     }
+    if (s->iow) {
+        event_free(s->iow);
+        ws.iow_live--;
+    }
     if (!ws.open && ws.reaper && !ws.reap) {
         event_free(ws.reaper); /* may be the running callback: libevent allows it */
         ws.reaper = NULL;
@@ -960,7 +972,11 @@ static struct ws_session *session_new(struct event_base *base, const struct zf_c
     struct ws_session *s = calloc(1, sizeof *s);
     if (!ws.reaper)
         ws.reaper = event_new(base, -1, 0, reap_cb, NULL);
-    if (!s || !ws.reaper || !(s->timer = evtimer_new(base, timer_cb, s))) {
+    if (!ws.sweep && (ws.sweep = event_new(base, -1, EV_PERSIST, sweep_cb, NULL))) {
+        struct timeval tv = {WS_IDLE_SWEEP_MS / 1000, (WS_IDLE_SWEEP_MS % 1000) * 1000};
+        evtimer_add(ws.sweep, &tv);
+    }
+    if (!s || !ws.reaper || !ws.sweep || !(s->timer = evtimer_new(base, timer_cb, s))) {
         zf_log(ZF_LOG_ERROR, conn, "out of memory while starting a WebSocket session");
         if (s) {
             if (s->timer)
@@ -1104,7 +1120,8 @@ void zf__ws_stats(struct evbuffer *out)
                         (unsigned long long)ws.bad_messages);
     evbuffer_add_printf(out,
                         "ws.tls_read_ahead: %llu\nws.contexts_made: %llu\n"
-                        "ws.contexts_released: %llu\nws.contexts_live: %zu\n",
+                        "ws.contexts_released: %llu\nws.contexts_live: %zu\n"
+                        "ws.write_events_live: %zu\n",
                         (unsigned long long)ws.read_ahead, (unsigned long long)ws.ctx_made,
-                        (unsigned long long)ws.ctx_released, ws.ctx_live);
+                        (unsigned long long)ws.ctx_released, ws.ctx_live, ws.iow_live);
 }
