@@ -42,8 +42,8 @@ struct ws_session {
      * the stream (pipe). */
     evutil_socket_t fd; /* ws://: the socket, or -1 */
     struct event *io;   /* ws://: reading (added until the conversation ends) */
-    /* ws://: writing (added while `out` holds bytes), made when first needed
-     * and freed by the sweep once unused */
+    /* ws://: writing, only while `out` holds bytes (made then, freed once
+     * `out` is empty: an idle session keeps none) */
     struct event *iow;
     struct bufferevent *bev;      /* wss://: the TLS connection, or NULL */
     struct zf_pipe *pipe;         /* HTTP/2 (RFC 8441): the stream, or NULL */
@@ -134,9 +134,9 @@ static void maybe_release(struct ws_session *s)
 }
 
 /* Every WS_IDLE_SWEEP_MS while sessions exist: a session that sent and
- * received nothing since the last pass gives back its wslay context and
- * (ws://) its write event (sessions that only receive events keep both
- * while events come, and lose them once they stop). */
+ * received nothing since the last pass gives back its wslay context
+ * (sessions that only receive events keep it while events come, and lose it
+ * once they stop). */
 static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -148,11 +148,6 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
             continue;
         }
         maybe_release(s);
-        if (s->iow && !s->writing) {
-            event_free(s->iow);
-            s->iow = NULL;
-            ws.iow_live--;
-        }
     }
 }
 static void do_send(struct ws_session *s, const char *topic, json_t *msg);
@@ -771,10 +766,13 @@ static void raw_update(struct ws_session *s)
             if (s->iow)
                 ws.iow_live++;
         }
-        if (!s->iow)
+        if (!want_write) {      /* an idle session keeps no write event */
+            event_free(s->iow); /* may be the running callback: libevent allows it */
+            s->iow = NULL;
+            ws.iow_live--;
+        } else if (!s->iow || event_add(s->iow, NULL) != 0) {
             bad = 1;
-        else
-            bad |= (want_write ? event_add(s->iow, NULL) : event_del(s->iow)) != 0;
+        }
         s->writing = want_write;
     }
     s->touched = 1;
