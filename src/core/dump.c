@@ -1,6 +1,7 @@
 /* SIGUSR1: the state dump. The C part (what each worker does) is read under
  * the pool's lock on the loop thread; the Python stacks are taken by a
  * detached thread, since taking them needs the GIL. */
+#include <event2/buffer.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include "log.h"
 #include "pool.h"
 #include "python.h"
+#include "server.h"
 
 static atomic_int dumping;
 
@@ -19,6 +21,24 @@ struct dump {
     struct zf_worker_info *workers;
     size_t n;
 };
+
+/* Each active module's stats hook ("name: value" lines), one log line each
+ * as "SIGUSR1: stat name: value". Loop thread. */
+static void dump_module_stats(void)
+{
+    struct evbuffer *b = zf_srv ? evbuffer_new() : NULL;
+    if (!b)
+        return;
+    for (size_t i = 0; i < zf_srv->nactive; i++)
+        if (zf_srv->active[i]->stats)
+            zf_srv->active[i]->stats(zf_srv, b);
+    char *line;
+    while ((line = evbuffer_readln(b, NULL, EVBUFFER_EOL_LF))) {
+        zf_log(ZF_LOG_WARN, NULL, "SIGUSR1: stat %s", line);
+        free(line);
+    }
+    evbuffer_free(b);
+}
 
 static void *dump_main(void *arg)
 {
@@ -61,6 +81,7 @@ void zf_dump_state(void)
         else
             zf_log(ZF_LOG_WARN, NULL, "SIGUSR1: worker %d: idle", w->index);
     }
+    dump_module_stats();
     pthread_t t;
     pthread_attr_t attr;
     pthread_attr_init(&attr);

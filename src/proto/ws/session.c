@@ -5,6 +5,7 @@
  * A session's phase is told by two flags: `closing` (our close frame is
  * queued or sent: nothing more is queued) and `finishing` (the WebSocket
  * conversation is over: the socket closes once the output is flushed). */
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <inttypes.h>
@@ -14,28 +15,56 @@
 #include <stdlib.h>
 #include <string.h>
 #include <wslay/wslay.h>
+#ifdef ZF_WITH_HTTP2
+#include <event2/bufferevent_ssl.h>
+#include <event2/bufferevent_struct.h>
+#include <openssl/ssl.h>
+#endif
 
 #include "../../core/hub.h"
 #include "../../core/metrics.h"
 #include "ws.h"
 
 #define WS_OUT_HIGH (64 * 1024) /* bytes in the socket output before wslay waits */
+/* A session whose wslay context sent or received nothing for one to two of
+ * these periods gives the context back (see maybe_release) */
+#define WS_IDLE_SWEEP_MS 1000
 #define WS_MAX_TOPIC 1024
+#define WS_READ_MAX (64 * 1024) /* ws://: bytes read from the socket at once */
 
 struct ws_session {
     struct zf_hub_subscriber sub; /* first: the hub hands it back */
     struct zf_conn conn;
     struct ws_session *prev, *next;
-    struct bufferevent *bev;   /* HTTP/1.1: the socket; NULL over HTTP/2 */
-    struct zf_pipe *pipe;      /* HTTP/2 (RFC 8441): the stream; NULL otherwise */
-    struct evbuffer *in, *out; /* the transport's buffers */
+    /* The transport, one of three. ws:// over HTTP/1.1: the socket, driven
+     * directly (fd, io; in and out are the session's own): a bufferevent
+     * and its callbacks cost ~1 KiB per idle connection. wss:// over
+     * HTTP/1.1: libevent's OpenSSL bufferevent (bev). HTTP/2 (RFC 8441):
+     * the stream (pipe). */
+    evutil_socket_t fd; /* ws://: the socket, or -1 */
+    struct event *io;   /* ws://: reading (added until the conversation ends) */
+    /* ws://: writing, only while `out` holds bytes (made then, freed once
+     * `out` is empty: an idle session keeps none) */
+    struct event *iow;
+    struct bufferevent *bev;      /* wss://: the TLS connection, or NULL */
+    struct zf_pipe *pipe;         /* HTTP/2 (RFC 8441): the stream, or NULL */
+    struct evbuffer *in, *out;    /* the transport's buffers */
+    struct ws_session *reap_next; /* dead, waiting to be freed from the loop */
+    void *ssl;                    /* wss:// over HTTP/1.1: the bufferevent's SSL (read ahead) */
+    /* wslay's context (~8.5 KiB: two 4 KiB buffers), only while something is
+     * in flight: NULL while the session is idle (ctx_get makes it again).
+     * What tells that wslay holds no byte: every byte given to it (fed) is
+     * part of a frame whose start it parsed, counted whole (framed), and no
+     * fragmented message is open. */
     wslay_event_context_ptr ctx;
-    struct event *timer;  /* keepalive, then the close deadline */
-    struct event *reaper; /* frees the session from the loop */
+    uint64_t fed, framed;
+    unsigned in_fragmented : 1, touched : 1;
+    unsigned awaiting_pong : 1, closing : 1, finishing : 1, going_away : 1, dead : 1;
+    unsigned reading : 1, writing : 1; /* io / iow added now */
+    struct event *timer;               /* keepalive, then the close deadline */
+    struct event_base *base;
     struct zf_ws_grant grant;
     uint64_t recv_seq, ping_seq; /* reads so far / at the last ping */
-    int awaiting_pong;
-    int closing, finishing, going_away, dead;
     uint64_t events_sent;
     /* a client message being answered by the app (one at a time) */
     struct zf_exchange *ex;
@@ -48,18 +77,97 @@ static struct {
     struct ws_session *head;
     size_t open;
     uint64_t accepted, events, slow_consumers, dead_peers, bad_messages;
+    uint64_t read_ahead;             /* read events re-activated for records OpenSSL read ahead */
+    uint64_t ctx_made, ctx_released; /* wslay contexts made, and given back while idle */
+    size_t ctx_live;                 /* sessions holding a context now */
+    size_t iow_live;                 /* ws:// sessions holding a write event now */
+    struct event *sweep;             /* gives back contexts idle for a sweep period */
+    struct event *reaper;            /* frees dead sessions from the loop */
+    struct ws_session *reap;         /* the dead sessions it frees */
 } ws;
+
+static const struct wslay_event_callbacks ws_callbacks;
 
 static void session_free(struct ws_session *s);
 static void flush(struct ws_session *s);
+static void sweep_cb(evutil_socket_t fd, short what, void *arg);
+static void raw_cb(evutil_socket_t fd, short what, void *arg);
+static void write_cb(struct bufferevent *bev, void *arg);
+
+/* ------------------------------------------------------------ the wslay context */
+
+/* Makes the session's wslay context if it has none (idle sessions hold
+ * none). Returns ZF_OK, or ZF_ERROR (out of memory, logged: the caller
+ * kills the session). */
+static int ctx_get(struct ws_session *s, struct event_base *base)
+{
+    s->touched = 1;
+    if (s->ctx)
+        return ZF_OK;
+    if (wslay_event_context_server_init(&s->ctx, &ws_callbacks, s) != 0) {
+        s->ctx = NULL;
+        zf_log(ZF_LOG_ERROR, &s->conn, "out of memory while making a WebSocket context");
+        return ZF_ERROR;
+    }
+    wslay_event_config_set_max_recv_msg_length(s->ctx, zf_ws_cfg.max_message);
+    ws.ctx_made++;
+    ws.ctx_live++;
+    return ZF_OK;
+}
+
+/* Gives the wslay context back when it holds nothing: an open conversation
+ * (no close sent, queued or received), nothing queued or half sent, and no
+ * byte of a partial frame or of an open fragmented message. A fresh context
+ * then continues exactly where this one stopped. */
+static void maybe_release(struct ws_session *s)
+{
+    wslay_event_context_ptr c = s->ctx;
+    if (!c || s->dead || s->closing || s->finishing || s->going_away || s->in_fragmented ||
+        s->fed != s->framed || (s->in && evbuffer_get_length(s->in)) ||
+        !wslay_event_get_read_enabled(c) || !wslay_event_get_write_enabled(c) ||
+        wslay_event_want_write(c) || wslay_event_get_queued_msg_count(c) ||
+        wslay_event_get_close_received(c) || wslay_event_get_close_sent(c))
+        return;
+    wslay_event_context_free(c);
+    s->ctx = NULL;
+    ws.ctx_released++;
+    ws.ctx_live--;
+}
+
+/* Every WS_IDLE_SWEEP_MS while sessions exist: a session that sent and
+ * received nothing since the last pass gives back its wslay context
+ * (sessions that only receive events keep it while events come, and lose it
+ * once they stop). */
+static void sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    for (struct ws_session *s = ws.head; s; s = s->next) {
+        if (s->touched) {
+            s->touched = 0;
+            continue;
+        }
+        maybe_release(s);
+    }
+}
 static void do_send(struct ws_session *s, const char *topic, json_t *msg);
 
 /* ------------------------------------------------------------ closing */
 
 static void reap_cb(evutil_socket_t fd, short what, void *arg)
 {
-    session_free(arg);
+    (void)fd;
+    (void)what;
+    (void)arg;
+    struct ws_session *s;
+    while ((s = ws.reap)) {
+        ws.reap = s->reap_next;
+        session_free(s);
+    }
 }
+
+static void raw_update(struct ws_session *s);
 
 /* Frees the session from the loop (never inside a callback chain). */
 static void kill_session(struct ws_session *s)
@@ -70,6 +178,8 @@ static void kill_session(struct ws_session *s)
     zf_hub_unsubscribe_all(&s->sub);
     if (s->bev)
         bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+    if (s->io)
+        raw_update(s);
     if (s->pipe) {
         struct zf_pipe *p = s->pipe;
         s->pipe = NULL;
@@ -77,7 +187,9 @@ static void kill_session(struct ws_session *s)
         s->in = s->out = NULL;
     }
     event_del(s->timer);
-    event_active(s->reaper, EV_TIMEOUT, 0);
+    s->reap_next = ws.reap;
+    ws.reap = s;
+    event_active(ws.reaper, EV_TIMEOUT, 0);
 }
 
 static void set_timer(struct ws_session *s, uint64_t ms)
@@ -96,6 +208,10 @@ static void start_close(struct ws_session *s, uint16_t code, const char *reason)
 {
     if (s->closing || s->dead)
         return;
+    if (ctx_get(s, s->base) != ZF_OK) {
+        kill_session(s);
+        return;
+    }
     s->closing = 1;
     zf_hub_unsubscribe_all(&s->sub);
     wslay_event_queue_close(s->ctx, code, (const uint8_t *)reason, strlen(reason));
@@ -107,7 +223,7 @@ static void start_close(struct ws_session *s, uint16_t code, const char *reason)
 
 static size_t queued_bytes(struct ws_session *s)
 {
-    return wslay_event_get_queued_msg_length(s->ctx) + evbuffer_get_length(s->out);
+    return (s->ctx ? wslay_event_get_queued_msg_length(s->ctx) : 0) + evbuffer_get_length(s->out);
 }
 
 /* Queues one text message, unless the client is not reading: everything
@@ -128,6 +244,10 @@ static int send_text(struct ws_session *s, const char *text, size_t len)
         return ZF_ERROR;
     }
     struct wslay_event_msg m = {WSLAY_TEXT_FRAME, (const uint8_t *)text, len};
+    if (ctx_get(s, s->base) != ZF_OK) {
+        kill_session(s);
+        return ZF_ERROR;
+    }
     if (wslay_event_queue_msg(s->ctx, &m) != 0) {
         zf_log(ZF_LOG_ERROR, &s->conn, "cannot queue a WebSocket message: closing");
         kill_session(s);
@@ -458,6 +578,7 @@ static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
     }
+    s->fed += (uint64_t)n;
     return n;
 }
 
@@ -506,6 +627,15 @@ static void on_frame_start(wslay_event_context_ptr ctx,
                            const struct wslay_event_on_frame_recv_start_arg *arg, void *user)
 {
     struct ws_session *s = user;
+    /* the frame's bytes: a client frame's header is 2 bytes, the shortest
+     * length encoding (wslay refuses longer ones) and a 4-byte mask (wslay
+     * closes on an unmasked client frame) */
+    uint64_t n = arg->payload_length;
+    s->framed += 2 + (n < 126 ? 0 : n < 65536 ? 2 : 8) + 4 + n;
+    if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME)
+        s->in_fragmented = !arg->fin;
+    else if (arg->opcode == WSLAY_CONTINUATION_FRAME && arg->fin)
+        s->in_fragmented = 0;
     if (arg->opcode == WSLAY_CONNECTION_CLOSE && arg->payload_length == 1 && !s->closing) {
         s->closing = 1;
         zf_hub_unsubscribe_all(&s->sub);
@@ -523,14 +653,19 @@ static void check_done(struct ws_session *s)
 {
     if (s->dead)
         return;
-    if (!s->finishing && !wslay_event_want_read(s->ctx) && !wslay_event_want_write(s->ctx)) {
+    if (!s->finishing && s->ctx && !wslay_event_want_read(s->ctx) &&
+        !wslay_event_want_write(s->ctx)) {
         s->finishing = 1;
         if (s->pipe) {
             kill_session(s); /* the transport flushes the pipe, then ends the stream */
             return;
         }
-        bufferevent_disable(s->bev, EV_READ);
-        bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
+        if (s->bev) {
+            bufferevent_disable(s->bev, EV_READ);
+            bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
+        } else {
+            raw_update(s);
+        }
     }
     if (s->finishing && evbuffer_get_length(s->out) == 0)
         kill_session(s);
@@ -542,13 +677,22 @@ static void flush(struct ws_session *s)
 {
     if (s->dead || s->finishing)
         return;
+    if (!s->ctx) { /* idle: nothing queued */
+        if (s->going_away && !s->closing)
+            start_close(s, 1001, "server shutting down");
+        return;
+    }
     size_t before = evbuffer_get_length(s->out);
     if (wslay_event_send(s->ctx) != 0) {
         kill_session(s);
         return;
     }
-    if (s->pipe && evbuffer_get_length(s->out) != before)
-        s->pipe->ops->wrote(s->pipe);
+    if (evbuffer_get_length(s->out) != before) {
+        if (s->pipe)
+            s->pipe->ops->wrote(s->pipe);
+        else if (s->io)
+            raw_update(s);
+    }
     if (s->going_away && !s->closing && wslay_event_get_queued_msg_count(s->ctx) == 0) {
         start_close(s, 1001, "server shutting down");
         return;
@@ -556,15 +700,40 @@ static void flush(struct ws_session *s)
     check_done(s);
 }
 
+/* wss://: libevent's OpenSSL bufferevent hands over one TLS record per
+ * readable event, so a client sending many messages (a publisher) would be
+ * served one message per loop pass, and each event would go out to every
+ * subscriber as its own record and write. The session's SSL reads ahead
+ * (whole socket reads into OpenSSL's buffer); while records remain
+ * buffered there, the read event is made active again, so every record that
+ * arrived is read in this loop pass (the socket is no longer readable, and
+ * libevent itself would not come back for them) and the events they publish
+ * leave together. */
+static void read_more(struct ws_session *s)
+{
+#ifdef ZF_WITH_HTTP2
+    if (s->ssl && !s->dead && !s->finishing && SSL_has_pending(s->ssl)) {
+        ws.read_ahead++;
+        event_active(&s->bev->ev_read, EV_READ, 1);
+    }
+#else
+    (void)s;
+#endif
+}
+
 static void read_cb(struct bufferevent *bev, void *arg)
 {
     struct ws_session *s = arg;
     s->recv_seq++;
-    if (wslay_event_recv(s->ctx) != 0) {
+    if (s->dead || s->finishing)
+        return;
+    if (ctx_get(s, s->base) != ZF_OK || wslay_event_recv(s->ctx) != 0) {
         kill_session(s);
         return;
     }
     flush(s);
+    read_more(s);
+    maybe_release(s);
 }
 
 static void write_cb(struct bufferevent *bev, void *arg)
@@ -573,6 +742,112 @@ static void write_cb(struct bufferevent *bev, void *arg)
     flush(s);
     if (!s->dead)
         check_done(s);
+}
+
+/* ------------------------------------------------------------ ws:// socket */
+
+/* Watches the socket for what the session wants now: reading until the
+ * conversation is over, writing while `out` holds bytes; nothing once dead.
+ * The write waits for the next loop pass, so what the events of this pass
+ * queued for the session goes out in one write. Two events on one socket,
+ * as a bufferevent has: adding and removing the write side is then one
+ * EPOLL_CTL_MOD, where one event changing its flags is a DEL and an ADD. */
+static void raw_update(struct ws_session *s)
+{
+    unsigned want_read = !s->dead && !s->finishing;
+    unsigned want_write = !s->dead && evbuffer_get_length(s->out) > 0;
+    int bad = 0;
+    if (want_read != s->reading) {
+        bad |= (want_read ? event_add(s->io, NULL) : event_del(s->io)) != 0;
+        s->reading = want_read;
+    }
+    if (want_write != s->writing) {
+        if (want_write && !s->iow) {
+            s->iow = event_new(s->base, s->fd, EV_WRITE | EV_PERSIST, raw_cb, s);
+            if (s->iow)
+                ws.iow_live++;
+        }
+        if (!want_write) {      /* an idle session keeps no write event */
+            event_free(s->iow); /* may be the running callback: libevent allows it */
+            s->iow = NULL;
+            ws.iow_live--;
+        } else if (!s->iow || event_add(s->iow, NULL) != 0) {
+            bad = 1;
+        }
+        s->writing = want_write;
+    }
+    s->touched = 1;
+    if (bad && !s->dead) {
+        zf_log(ZF_LOG_ERROR, &s->conn, "cannot watch the WebSocket connection: closing");
+        kill_session(s);
+    }
+}
+
+/* A read or write that returned -1 only because it would block. */
+static int retriable(void)
+{
+    return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+}
+
+static void raw_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct ws_session *s = arg;
+    if (what & EV_WRITE) {
+        /* (evbuffer_write returns -1 for an empty buffer too) */
+        if (evbuffer_get_length(s->out) && evbuffer_write(s->out, fd) < 0 && !retriable()) {
+            zf_log(ZF_LOG_DEBUG, &s->conn, "WebSocket connection lost while writing: %s",
+                   strerror(errno));
+            kill_session(s);
+            return;
+        }
+        if (evbuffer_get_length(s->out) <= WS_OUT_HIGH / 2) {
+            write_cb(NULL, s); /* room for what wslay holds back */
+            if (s->dead)
+                return;
+        }
+        raw_update(s);
+    }
+    if ((what & EV_READ) && !s->finishing) {
+        int n = evbuffer_read(s->in, fd, WS_READ_MAX);
+        if (n == 0 || (n < 0 && !retriable())) {
+            if (!s->closing)
+                zf_log(ZF_LOG_DEBUG, &s->conn, "client closed the WebSocket connection");
+            kill_session(s);
+            return;
+        }
+        if (n > 0)
+            read_cb(NULL, s);
+    }
+}
+
+/* Takes the socket out of the HTTP/1.1 bufferevent (which is freed without
+ * closing it): what the client sent after the request and anything still
+ * unsent move to the session's own buffers. Returns ZF_OK or ZF_ERROR (bev
+ * is then kept: the caller frees it). */
+static int raw_take(struct ws_session *s, struct bufferevent *bev)
+{
+    s->in = evbuffer_new();
+    s->out = evbuffer_new();
+    s->io = event_new(s->base, bufferevent_getfd(bev), EV_READ | EV_PERSIST, raw_cb, s);
+    if (!s->in || !s->out || !s->io ||
+        evbuffer_add_buffer(s->in, bufferevent_get_input(bev)) != 0 ||
+        evbuffer_add_buffer(s->out, bufferevent_get_output(bev)) != 0) {
+        if (s->in)
+            evbuffer_free(s->in);
+        if (s->out)
+            evbuffer_free(s->out);
+        if (s->io)
+            event_free(s->io);
+        s->in = s->out = NULL;
+        s->io = NULL;
+        return ZF_ERROR;
+    }
+    s->fd = bufferevent_getfd(bev);
+    bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+    bufferevent_disable(bev, EV_READ | EV_WRITE);
+    bufferevent_setfd(bev, -1);
+    bufferevent_free(bev); /* the socket stays open: it has no fd now */
+    return ZF_OK;
 }
 
 static void pipe_read(struct zf_pipe *p)
@@ -623,6 +898,10 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     struct wslay_event_msg m = {WSLAY_PING, (const uint8_t *)"", 0};
+    if (ctx_get(s, s->base) != ZF_OK) {
+        kill_session(s);
+        return;
+    }
     wslay_event_queue_msg(s->ctx, &m);
     s->awaiting_pong = 1;
     s->ping_seq = s->recv_seq;
@@ -645,14 +924,39 @@ static void session_free(struct ws_session *s)
     if (s->next)
         s->next->prev = s->prev;
     ws.open--;
-    if (s->ctx)
+    if (s->ctx) {
         wslay_event_context_free(s->ctx);
+        ws.ctx_live--;
+    }
+    if (!ws.open && ws.sweep) {
+        event_free(ws.sweep);
+        ws.sweep = NULL;
+    }
+    if (s->iow) {
+        event_free(s->iow);
+        ws.iow_live--;
+    }
+    if (!ws.open && ws.reaper && !ws.reap) {
+        event_free(ws.reaper); /* may be the running callback: libevent allows it */
+        ws.reaper = NULL;
+    }
     if (s->bev) {
         bufferevent_free(s->bev);
         zf_conn_closed(); /* the socket's count came with it (server.h) */
     }
+    if (s->io)
+        event_free(s->io);
+    if (!s->bev && !s->pipe) { /* ws://: the session's own buffers */
+        if (s->in)
+            evbuffer_free(s->in);
+        if (s->out)
+            evbuffer_free(s->out);
+    }
+    if (s->fd >= 0) {
+        evutil_closesocket(s->fd);
+        zf_conn_closed();
+    }
     event_free(s->timer);
-    event_free(s->reaper);
     zf__ws_grant_free(&s->grant);
     free(s);
     if (zf_srv && zf_srv->state == ZF_STOPPING)
@@ -665,13 +969,15 @@ static struct ws_session *session_new(struct event_base *base, const struct zf_c
                                       struct zf_ws_grant *g)
 {
     struct ws_session *s = calloc(1, sizeof *s);
-    if (!s || wslay_event_context_server_init(&s->ctx, &ws_callbacks, s) != 0 ||
-        !(s->timer = evtimer_new(base, timer_cb, s)) ||
-        !(s->reaper = event_new(base, -1, 0, reap_cb, s))) {
+    if (!ws.reaper)
+        ws.reaper = event_new(base, -1, 0, reap_cb, NULL);
+    if (!ws.sweep && (ws.sweep = event_new(base, -1, EV_PERSIST, sweep_cb, NULL))) {
+        struct timeval tv = {WS_IDLE_SWEEP_MS / 1000, (WS_IDLE_SWEEP_MS % 1000) * 1000};
+        evtimer_add(ws.sweep, &tv);
+    }
+    if (!s || !ws.reaper || !ws.sweep || !(s->timer = evtimer_new(base, timer_cb, s))) {
         zf_log(ZF_LOG_ERROR, conn, "out of memory while starting a WebSocket session");
         if (s) {
-            if (s->ctx)
-                wslay_event_context_free(s->ctx);
             if (s->timer)
                 event_free(s->timer);
             free(s);
@@ -685,7 +991,8 @@ static struct ws_session *session_new(struct event_base *base, const struct zf_c
     s->grant = *g;
     memset(g, 0, sizeof *g);
     s->sub.tokens = s->grant.audience;
-    wslay_event_config_set_max_recv_msg_length(s->ctx, zf_ws_cfg.max_message);
+    s->base = base;
+    s->fd = -1;
     s->next = ws.head;
     if (ws.head)
         ws.head->prev = s;
@@ -717,29 +1024,48 @@ int zf__ws_session_start(struct bufferevent *bev, const struct zf_conn *conn, co
         zf_conn_closed();
         return ZF_ERROR;
     }
-    s->bev = bev;
-    s->in = bufferevent_get_input(bev);
-    s->out = bufferevent_get_output(bev);
-    struct evbuffer *out = s->out;
-    evbuffer_add_printf(out,
-                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                        "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n",
-                        accept);
-    if (s->grant.protocol)
-        evbuffer_add_printf(out, "Sec-WebSocket-Protocol: %s\r\n", s->grant.protocol);
-    evbuffer_add(out, "\r\n", 2);
-    zf_log(ZF_LOG_DEBUG, &s->conn, "WebSocket session started");
-
     /* events are small and latency matters: no Nagle delay (as asyncio and
      * most WebSocket servers do) */
     int one = 1;
     evutil_socket_t fd = bufferevent_getfd(bev);
     if (fd >= 0)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    bufferevent_setcb(bev, read_cb, write_cb, event_cb, s);
-    bufferevent_setwatermark(bev, EV_READ, 0, 0);
-    bufferevent_setwatermark(bev, EV_WRITE, WS_OUT_HIGH / 2, 0);
-    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    void *ssl = NULL;
+#ifdef ZF_WITH_HTTP2
+    ssl = bufferevent_openssl_get_ssl(bev);
+#endif
+    if (ssl) {
+#ifdef ZF_WITH_HTTP2
+        SSL_set_read_ahead(ssl, 1);
+#endif
+        s->ssl = ssl;
+        s->bev = bev;
+        s->in = bufferevent_get_input(bev);
+        s->out = bufferevent_get_output(bev);
+    } else if (raw_take(s, bev) != ZF_OK) {
+        zf_log(ZF_LOG_ERROR, &s->conn, "out of memory while starting a WebSocket session");
+        s->bev = bev; /* freed with the session, closing the socket */
+        s->in = bufferevent_get_input(bev);
+        s->out = bufferevent_get_output(bev);
+        kill_session(s);
+        return ZF_OK; /* the session owns everything and goes away */
+    }
+    evbuffer_add_printf(s->out,
+                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                        "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n",
+                        accept);
+    if (s->grant.protocol)
+        evbuffer_add_printf(s->out, "Sec-WebSocket-Protocol: %s\r\n", s->grant.protocol);
+    evbuffer_add(s->out, "\r\n", 2);
+    zf_log(ZF_LOG_DEBUG, &s->conn, "WebSocket session started%s", ssl ? " (TLS)" : "");
+    if (s->bev) {
+        bufferevent_setcb(bev, read_cb, write_cb, event_cb, s);
+        bufferevent_setwatermark(bev, EV_READ, 0, 0);
+        bufferevent_setwatermark(bev, EV_WRITE, WS_OUT_HIGH / 2, 0);
+        bufferevent_enable(bev, EV_READ | EV_WRITE);
+    } else {
+        raw_update(s);
+    }
     session_go(s);
     return ZF_OK;
 }
@@ -813,4 +1139,10 @@ void zf__ws_stats(struct evbuffer *out)
                         ws.open, (unsigned long long)ws.accepted, (unsigned long long)ws.events,
                         (unsigned long long)ws.slow_consumers, (unsigned long long)ws.dead_peers,
                         (unsigned long long)ws.bad_messages);
+    evbuffer_add_printf(out,
+                        "ws.tls_read_ahead: %llu\nws.contexts_made: %llu\n"
+                        "ws.contexts_released: %llu\nws.contexts_live: %zu\n"
+                        "ws.write_events_live: %zu\n",
+                        (unsigned long long)ws.read_ahead, (unsigned long long)ws.ctx_made,
+                        (unsigned long long)ws.ctx_released, ws.ctx_live, ws.iow_live);
 }
