@@ -350,7 +350,7 @@ int main(void)
     CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "pair/t", unknown, 2), ZF_OK);
     CHECK_EQ_INT(q.gaps, 1);
     zf_hub_unsubscribe_all(&q.sub);
-    struct zf_hub_pos future = {zf_hub_epoch(), 1};
+    struct zf_hub_pos future = {zf_hub_epoch(), 1000000};
     rec_init(&q);
     CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "pair/t", &future, 1), ZF_OK);
     CHECK_EQ_INT(q.gaps, 1);
@@ -374,6 +374,26 @@ int main(void)
     CHECK(newest[1].origin == Y && newest[1].id == 4);
     zf_hub_event_unref(x3);
     zf_hub_event_unref(x5);
+    zf_hub_unsubscribe_all(&v.sub);
+
+    /* a peer whose ids on a topic do not increase (Z1 Z3 Z2): continuity
+     * from Z1 cannot be proven (a client would drop Z2 as older than Z3) */
+    rec_init(&v);
+    CHECK_EQ_INT(zf_hub_subscribe(&v.sub, "order/t", NULL), ZF_OK);
+    const uint64_t zids[] = {1, 3, 2};
+    for (int i = 0; i < 3; i++) {
+        struct zf_hub_event *e = zf_hub_event_new("order/t", "1", 1, NULL);
+        e->origin = 0xd4;
+        e->id = zids[i];
+        CHECK_EQ_INT(zf_hub_inject(e), ZF_OK);
+        zf_hub_event_unref(e);
+    }
+    struct zf_hub_pos z1 = {0xd4, 1};
+    rec_init(&q);
+    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "order/t", &z1, 1), ZF_OK);
+    CHECK_EQ_INT(q.gaps, 1);
+    CHECK_EQ_INT(q.n, 0);
+    zf_hub_unsubscribe_all(&q.sub);
     zf_hub_unsubscribe_all(&v.sub);
 
     /* a local topic's ids count by one, so the list proves continuity for
