@@ -152,12 +152,17 @@ def is_subscribe(m):
     return m.get("sent", {}).get("type") == "subscribe"
 
 
+def is_subscribed(m):
+    return m.get("got", {}).get("type") == "subscribed"
+
+
 @pytest.mark.skipif(not node_ok(), reason="needs node with --experimental-websocket")
 def test_js_client_reconnects_and_resumes(demo, tmp_path):
     node = NodeClient(tmp_path, "ws://127.0.0.1:%d/ws" % demo.port)
     try:
         node.expect(lambda m: m.get("state") == "open", "open")
         assert "since" not in node.expect(is_subscribe, "subscribe")["sent"]
+        node.expect(is_subscribed, "subscribed")
         post_note(demo, "one")
         first = node.expect(is_event, "event")
         assert first["data"] == {"text": "one"}
@@ -195,7 +200,7 @@ def test_js_client_resumes_on_another_instance_that_got_a_pair_in_another_order(
         peers.wait_subscribed()
         node = NodeClient(tmp_path, "ws://127.0.0.1:%d/ws?user=bob" % a.port, "news/pair")
         node.expect(lambda m: m.get("state") == "open", "open")
-        node.expect(lambda m: m.get("got", {}).get("type") == "subscribed", "subscribed")
+        node.expect(is_subscribed, "subscribed")
         seen = []
         for peer, n in (("x", 1), ("y", 1), ("x", 2)):
             peers.send(a, peer, n, "news/pair")

@@ -311,15 +311,10 @@ static void do_subscribe(struct ws_session *s, const char *topic, json_t *msg)
         send_error(s, 429, topic, "too many subscriptions (ws.max_subscriptions)");
     } else {
         send_json(s, json_pack("{s:s,s:s}", "type", "subscribed", "topic", topic));
-        /* a list is what the client saw of each origin; one position (or a
-         * bare id) is the last event it saw, read as before lists existed */
+        /* one position is a list of one (hub.h) */
         int rc = ZF_OK;
-        if (s->dead || s->closing)
-            ; /* the client stopped reading: being closed */
-        else if (json_is_array(sv))
+        if (!s->dead && !s->closing) /* else the client stopped reading: being closed */
             rc = zf_hub_subscribe_since(&s->sub, topic, since, n);
-        else
-            rc = zf_hub_subscribe(&s->sub, topic, n ? since : NULL);
         if (rc != ZF_OK)
             send_error(s, 500, topic, "cannot subscribe");
     }
