@@ -226,6 +226,53 @@ def test_js_client_resumes_on_another_instance_that_got_a_pair_in_another_order(
         ctx.destroy(linger=0)
 
 
+FAKE_SOCKET_SCRIPT = r"""
+// The client against a fake WebSocket: what it sends, what it passes on.
+const sent = [], events = [], gaps = [];
+let sock = null;
+globalThis.WebSocket = function () { sock = this; this.readyState = 0; };
+globalThis.WebSocket.prototype.send = function (d) { sent.push(JSON.parse(d)); };
+globalThis.WebSocket.prototype.close = function () {};
+globalThis.setTimeout = (fn) => fn();  // reconnect at once: a new socket
+const ZfrontSocket = require(process.argv[2]);
+const zs = new ZfrontSocket("ws://x/ws", {
+  maxOrigins: 3,
+  onEvent: (t, d, m) => events.push(m.pos),
+  onGap: (t, m) => gaps.push(m.since),
+});
+const open = () => { sock.readyState = 1; sock.onopen(); };
+const ev = (pos) => sock.onmessage({data: JSON.stringify(
+  {type: "event", topic: "t", id: Number(pos.split("-")[1]), pos: pos, data: 0})});
+zs.subscribe("t", ["a-1"]);
+open();
+["a-2", "b-1", "a-2", "a-1", "b-2", "c-7", "d-1", "c-8"].forEach(ev);
+sock.onclose(); open();  // reconnect: resubscribes
+sock.onmessage({data: JSON.stringify({type: "gap", topic: "t", since: "c-8",
+                                      positions: ["e-4", "a-9"]})});
+sock.onclose(); open();
+process.stdout.write(JSON.stringify({sent, events, gaps}) + "\n");
+"""
+
+
+@pytest.mark.skipif(not shutil.which("node"), reason="needs node")
+def test_js_client_keeps_newest_per_origin_drops_repeats_and_follows_gaps(tmp_path):
+    script = tmp_path / "fake.js"
+    script.write_text(FAKE_SOCKET_SCRIPT)
+    r = subprocess.run(["node", str(script), CLIENT], capture_output=True, text=True,
+                       timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    # a repeated or older id of an origin is dropped
+    assert out["events"] == ["a-2", "b-1", "b-2", "c-7", "d-1", "c-8"]
+    subs = [m for m in out["sent"] if m["type"] == "subscribe"]
+    assert subs[0]["since"] == ["a-1"]
+    # at most maxOrigins origins, the least recently seen (a) dropped first
+    assert subs[1]["since"] == ["b-2", "d-1", "c-8"]
+    assert out["gaps"] == ["c-8"]
+    # after a gap it continues from the server's positions
+    assert subs[2]["since"] == ["e-4", "a-9"]
+
+
 def test_demo_announces_content_changes(demo):
     """Every WebDAV change of the demo's content that succeeds is published on
     demo/content (what /live shows); a refused one is not."""
