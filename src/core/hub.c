@@ -597,12 +597,32 @@ static int continuous(struct topic *t, const struct zf_hub_pos *p, long *anchor)
     return next > newest;
 }
 
+/* Where p is in the history of t: its index; -1 when it is older than the
+ * history (of this instance or an origin t follows, not newer than the
+ * newest id heard, and not kept: evicted, or lost on the way, where
+ * replaying more is the safe side); -2 when it cannot be placed (an origin
+ * t does not follow, or an event not arrived yet). */
+static long locate(struct topic *t, const struct zf_hub_pos *p)
+{
+    for (size_t i = 0; i < t->hn; i++) {
+        struct zf_hub_event *ev = hist_at(t, i);
+        if (ev->origin == p->origin && ev->id == p->id)
+            return (long)i;
+    }
+    struct origin_rec *r = find_origin(t, p->origin);
+    if (p->origin == hub.epoch)
+        return p->id <= t->last_id ? -1 : -2;
+    return r && p->id <= r->newest ? -1 : -2;
+}
+
 /* Replays the history of t after the positions `since` (at most one per
  * origin) to s, or reports a gap. Of a listed origin, the events after its
- * position; of the others, the events kept after the oldest listed
- * position. O(history x n). */
+ * position; of the others, the events kept after `from` (the first event
+ * the subscriber saw) or, when that cannot be placed here, after the oldest
+ * listed position. O(history x n). */
 static void replay(struct zf_hub_subscriber *s, struct zf_hub_sub *sub, struct topic *t,
-                   const char *name, const struct zf_hub_pos *since, size_t n)
+                   const char *name, const struct zf_hub_pos *since, size_t n,
+                   const struct zf_hub_pos *from)
 {
     long start = LONG_MAX;
     for (size_t i = 0; i < n; i++) {
@@ -620,6 +640,9 @@ static void replay(struct zf_hub_subscriber *s, struct zf_hub_sub *sub, struct t
         if (anchor < start)
             start = anchor;
     }
+    long f = from ? locate(t, from) : -2;
+    if (f >= -1 && f < start)
+        start = f;
     hub.delivering++;
     for (size_t i = 0; i < t->hn; i++) {
         struct zf_hub_event *ev = hist_at(t, i);
@@ -631,9 +654,9 @@ static void replay(struct zf_hub_subscriber *s, struct zf_hub_sub *sub, struct t
 }
 
 int zf_hub_subscribe_since(struct zf_hub_subscriber *s, const char *pattern,
-                           const struct zf_hub_pos *since, size_t n)
+                           const struct zf_hub_pos *since, size_t n, const struct zf_hub_pos *from)
 {
-    if (!pattern || !*pattern || (n && !since) || n > max_origins())
+    if (!pattern || !*pattern || (n && !since) || n > max_origins() || (from && !from->origin))
         return ZF_ERROR;
     for (size_t i = 0; i < n; i++)
         if (!since[i].origin)
@@ -672,15 +695,15 @@ int zf_hub_subscribe_since(struct zf_hub_subscriber *s, const char *pattern,
         s->nsubs++;
         hub.nsubs++;
     }
-    if (n && !prefix)
-        replay(s, sub, sub->topic, pattern, since, n);
+    if ((n || from) && !prefix)
+        replay(s, sub, sub->topic, pattern, since, n, from);
     return ZF_OK;
 }
 
 int zf_hub_subscribe(struct zf_hub_subscriber *s, const char *pattern,
                      const struct zf_hub_pos *since)
 {
-    return zf_hub_subscribe_since(s, pattern, since, since && since->origin ? 1 : 0);
+    return zf_hub_subscribe_since(s, pattern, since, since && since->origin ? 1 : 0, NULL);
 }
 
 /* Takes sub off its subscriber's list (done by the caller) and unlinks it

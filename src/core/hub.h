@@ -21,7 +21,8 @@
  * is therefore, per origin, the newest id: a resume names one position per
  * origin (up to hub.max_origins) and gets, in this history's order, every
  * kept event of a named origin after its position, and the events of the
- * origins it does not name that are kept after the oldest named position.
+ * origins it does not name that are kept after the first event it saw
+ * (or the oldest named position).
  * The hub keeps per topic the newest id heard from each origin (up to
  * hub.max_origins, least recently heard forgotten first), so it can prove
  * that nothing was missed: for each named (origin, id) the history must hold
@@ -136,13 +137,17 @@ uint64_t zf_hub_epoch(void);
 int zf_hub_subscribe(struct zf_hub_subscriber *s, const char *pattern,
                      const struct zf_hub_pos *since);
 /* The same with `n` positions (borrowed), at most one per origin: what the
- * subscriber has seen of the topic (see "Positions" above). Replays in this
- * history's order, or calls s->gap once (its `since`: the first position
- * whose continuity cannot be proven) and replays nothing. Returns ZF_OK, or
- * ZF_ERROR (out of memory, an empty pattern, a position with origin 0, two
- * of one origin, or n over hub.max_origins). O(history x n). */
+ * subscriber has seen of the topic (see "Positions" above), and `from` (may
+ * be NULL): the first event it saw there, which places the origins it does
+ * not list (their kept events after `from` are replayed; when `from` is
+ * NULL or cannot be placed here, after the oldest listed position; when it
+ * is older than the history, all). Replays in this history's order, or
+ * calls s->gap once (its `since`: the first position whose continuity
+ * cannot be proven) and replays nothing. Returns ZF_OK, or ZF_ERROR (out of
+ * memory, an empty pattern, a position with origin 0, two of one origin, or
+ * n over hub.max_origins). O(history x n). */
 int zf_hub_subscribe_since(struct zf_hub_subscriber *s, const char *pattern,
-                           const struct zf_hub_pos *since, size_t n);
+                           const struct zf_hub_pos *since, size_t n, const struct zf_hub_pos *from);
 /* Copies into out (up to max) the newest position heard from each origin
  * the topic follows: where a subscriber that just got a gap can resume
  * from next time. Returns how many. */

@@ -265,6 +265,42 @@ def test_resume_with_positions_per_origin_when_instances_got_a_pair_in_different
                                                          peers.pos("y", 2))]
 
 
+def test_resume_places_an_origin_the_client_saw_nothing_of_by_its_first_event(
+        server_factory, busdir, ctx, peerdir):
+    """a gets X1 X2 Y1 (the client leaves after X2: it saw nothing of Y), b
+    gets X1 Y1 X2. Resuming on b from X2 with `from` X1, the first event the
+    client saw, it gets Y1, which came after X1 (but before X2) there."""
+    peers = bustest.TwoPeers(ctx, peerdir)
+    a = start(server_factory, busdir, "a", *peers.args("a"))
+    b = start(server_factory, busdir, "b", *peers.args("b"))
+    wait_joined([a, b])
+    peers.wait_subscribed()
+
+    async def scenario():
+        c = await wstest.connect(a, "?user=bob")
+        await wstest.subscribe(c, "news/first")
+        for n in (1, 2):
+            peers.send(a, "x", n, "news/first")
+        seen, _ = await bustest.events(c, 2)
+        await c.close()
+        peers.send(a, "y", 1, "news/first")
+        for peer, n in (("x", 1), ("y", 1), ("x", 2)):
+            peers.send(b, peer, n, "news/first")
+        c = await wstest.connect(b, "?user=bob")
+        await wstest.subscribe(c, "news/first", since=[seen[-1]["pos"]], **{"from": seen[0]["pos"]})
+        resumed, other = await bustest.events(c, 2, timeout=1)
+        await wstest.send(c, type="subscribe", topic="news/first", since=[], **{"from": "nope"})
+        bad = await wstest.recv(c)
+        await c.close()
+        return seen, resumed, other, bad
+
+    seen, resumed, other, bad = wstest.run(scenario())
+    assert [e["pos"] for e in seen] == [peers.pos("x", 1), peers.pos("x", 2)]
+    assert other == []
+    assert [e["pos"] for e in resumed] == [peers.pos("y", 1)]
+    assert bad["type"] == "error" and bad["code"] == 400 and "from" in bad["message"], bad
+
+
 def test_resume_with_positions_reports_a_gap_exactly_when_an_event_is_lost(
         server_factory, busdir, ctx, peerdir):
     """b keeps 2 events per topic: X1 Y1 Y2 X2 leaves Y2 X2. A client that saw

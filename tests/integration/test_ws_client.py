@@ -173,7 +173,8 @@ def test_js_client_reconnects_and_resumes(demo, tmp_path):
         node.say("go")
         node.expect(lambda m: m.get("state") == "open", "reopen")
         # it resumes with its position of each origin: here one
-        assert node.expect(is_subscribe, "resubscribe")["sent"]["since"] == [first["pos"]]
+        sent = node.expect(is_subscribe, "resubscribe")["sent"]
+        assert sent["since"] == [first["pos"]] and sent["from"] == first["pos"]
         got = [node.expect(is_event, "resumed event")["data"]["text"] for _ in range(2)]
         assert got == ["two", "three"]
         node.quit()
@@ -214,8 +215,9 @@ def test_js_client_resumes_on_another_instance_that_got_a_pair_in_another_order(
         node.say("url ws://127.0.0.1:%d/ws?user=bob" % b.port)
         node.say("go")
         node.expect(lambda m: m.get("state") == "open", "reopen")
-        since = node.expect(is_subscribe, "resubscribe")["sent"]["since"]
-        assert sorted(since) == sorted([peers.pos("x", 2), peers.pos("y", 1)])
+        sent = node.expect(is_subscribe, "resubscribe")["sent"]
+        assert sorted(sent["since"]) == sorted([peers.pos("x", 2), peers.pos("y", 1)])
+        assert sent["from"] == peers.pos("x", 1)
         assert node.expect(is_event, "resumed event")["pos"] == peers.pos("y", 2)
         peers.send(b, "x", 3, "news/pair")  # the next event is the new one
         assert node.expect(is_event, "live event")["pos"] == peers.pos("x", 3)
@@ -265,12 +267,13 @@ def test_js_client_keeps_newest_per_origin_drops_repeats_and_follows_gaps(tmp_pa
     # a repeated or older id of an origin is dropped
     assert out["events"] == ["a-2", "b-1", "b-2", "c-7", "d-1", "c-8"]
     subs = [m for m in out["sent"] if m["type"] == "subscribe"]
-    assert subs[0]["since"] == ["a-1"]
-    # at most maxOrigins origins, the least recently seen (a) dropped first
-    assert subs[1]["since"] == ["b-2", "d-1", "c-8"]
+    assert subs[0]["since"] == ["a-1"] and "from" not in subs[0]
+    # at most maxOrigins origins, the least recently seen (a) dropped first;
+    # and the first event it saw
+    assert subs[1]["since"] == ["b-2", "d-1", "c-8"] and subs[1]["from"] == "a-2"
     assert out["gaps"] == ["c-8"]
     # after a gap it continues from the server's positions
-    assert subs[2]["since"] == ["e-4", "a-9"]
+    assert subs[2]["since"] == ["e-4", "a-9"] and "from" not in subs[2]
 
 
 def test_demo_announces_content_changes(demo):

@@ -276,7 +276,7 @@ int main(void)
     /* history of 3 holds Y1 Y2 X2 (X1 evicted: the client saw it) */
     struct zf_hub_pos seen[] = {{X, 2}, {Y, 1}};
     rec_init(&q);
-    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "pair/t", seen, 2), ZF_OK);
+    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "pair/t", seen, 2, NULL), ZF_OK);
     CHECK_EQ_INT(q.gaps, 0);
     CHECK_EQ_INT(q.n, 1);
     CHECK(q.ids[0] == 2 && strcmp(q.last_data, "0") == 0);
@@ -284,7 +284,7 @@ int main(void)
     /* the list in the other order is the same position */
     struct zf_hub_pos seen_r[] = {{Y, 1}, {X, 2}};
     rec_init(&q);
-    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "pair/t", seen_r, 2), ZF_OK);
+    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "pair/t", seen_r, 2, NULL), ZF_OK);
     CHECK_EQ_INT(q.gaps, 0);
     CHECK_EQ_INT(q.n, 1);
     zf_hub_unsubscribe_all(&q.sub);
@@ -293,7 +293,7 @@ int main(void)
      * every kept event of the unlisted Y comes */
     struct zf_hub_pos x1 = {X, 1};
     rec_init(&q);
-    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "pair/t", &x1, 1), ZF_OK);
+    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "pair/t", &x1, 1, NULL), ZF_OK);
     CHECK_EQ_INT(q.gaps, 0);
     CHECK_EQ_INT(q.n, 3);
     zf_hub_unsubscribe_all(&q.sub);
@@ -307,14 +307,14 @@ int main(void)
         zf_hub_event_unref(e);
     }
     rec_init(&q);
-    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "pair/t", seen, 2), ZF_OK);
+    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "pair/t", seen, 2, NULL), ZF_OK);
     CHECK_EQ_INT(q.gaps, 1);
     CHECK_EQ_INT(q.n, 0);
     CHECK(q.gap_first.origin == X && q.gap_first.id == 2);
     zf_hub_unsubscribe_all(&q.sub);
     struct zf_hub_pos seen2[] = {{X, 2}, {Y, 2}};
     rec_init(&q);
-    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "pair/t", seen2, 2), ZF_OK);
+    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "pair/t", seen2, 2, NULL), ZF_OK);
     CHECK_EQ_INT(q.gaps, 0);
     CHECK_EQ_INT(q.n, 2);
     CHECK(q.ids[0] == 3 && q.ids[1] == 4);
@@ -331,7 +331,7 @@ int main(void)
     CHECK_EQ_INT(zf_hub_inject(x5), ZF_OK);
     struct zf_hub_pos seen3[] = {{X, 3}, {Y, 4}};
     rec_init(&q);
-    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "pair/t", seen3, 2), ZF_OK);
+    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "pair/t", seen3, 2, NULL), ZF_OK);
     CHECK_EQ_INT(q.gaps, 1);
     CHECK_EQ_INT(q.n, 0);
     zf_hub_unsubscribe_all(&q.sub);
@@ -339,7 +339,7 @@ int main(void)
      * nothing of that origin is replayed */
     struct zf_hub_pos ahead[] = {{X, 9}, {Y, 3}};
     rec_init(&q);
-    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "pair/t", ahead, 2), ZF_OK);
+    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "pair/t", ahead, 2, NULL), ZF_OK);
     CHECK_EQ_INT(q.gaps, 0);
     CHECK_EQ_INT(q.n, 1); /* Y4 */
     zf_hub_unsubscribe_all(&q.sub);
@@ -347,12 +347,12 @@ int main(void)
      * gap */
     struct zf_hub_pos unknown[] = {{Y, 4}, {0xc3, 1}};
     rec_init(&q);
-    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "pair/t", unknown, 2), ZF_OK);
+    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "pair/t", unknown, 2, NULL), ZF_OK);
     CHECK_EQ_INT(q.gaps, 1);
     zf_hub_unsubscribe_all(&q.sub);
     struct zf_hub_pos future = {zf_hub_epoch(), 1000000};
     rec_init(&q);
-    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "pair/t", &future, 1), ZF_OK);
+    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "pair/t", &future, 1, NULL), ZF_OK);
     CHECK_EQ_INT(q.gaps, 1);
     zf_hub_unsubscribe_all(&q.sub);
     /* bad lists: origin 0, an origin twice, more than hub.max_origins */
@@ -360,11 +360,12 @@ int main(void)
     for (int i = 0; i < 17; i++)
         many[i] = (struct zf_hub_pos){0x100 + (uint64_t)i, 1};
     rec_init(&q);
-    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "pair/t", twice, 2), ZF_ERROR);
-    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "pair/t", &zero, 1), ZF_ERROR);
-    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "pair/t", many, 17), ZF_ERROR);
+    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "pair/t", twice, 2, NULL), ZF_ERROR);
+    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "pair/t", &zero, 1, NULL), ZF_ERROR);
+    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "pair/t", many, 17, NULL), ZF_ERROR);
     CHECK_EQ_INT(q.sub.nsubs, 0);
-    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "pair/t", many, 16), ZF_OK); /* unknown: gap */
+    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "pair/t", many, 16, NULL),
+                 ZF_OK); /* unknown: gap */
     CHECK_EQ_INT(q.gaps, 1);
     zf_hub_unsubscribe_all(&q.sub);
     /* where a client that got a gap resumes next: the newest of each origin */
@@ -374,6 +375,56 @@ int main(void)
     CHECK(newest[1].origin == Y && newest[1].id == 4);
     zf_hub_event_unref(x3);
     zf_hub_event_unref(x5);
+    zf_hub_unsubscribe_all(&v.sub);
+
+    /* an origin the client saw nothing of is placed by `from`, the first
+     * event it saw: a client saw X1 X2 on instance A, where U1 came later;
+     * here U1 came between them. After the oldest listed position (X2) U1
+     * would be missed; after `from` (X1) it is not */
+    rec_init(&v);
+    CHECK_EQ_INT(zf_hub_subscribe(&v.sub, "from/t", NULL), ZF_OK);
+    const uint64_t U = 0xe5;
+    const struct {
+        uint64_t origin, id;
+    } forder[] = {{X, 1}, {U, 1}, {X, 2}};
+    for (int i = 0; i < 3; i++) {
+        struct zf_hub_event *e = zf_hub_event_new("from/t", "1", 1, NULL);
+        e->origin = forder[i].origin;
+        e->id = forder[i].id;
+        CHECK_EQ_INT(zf_hub_inject(e), ZF_OK);
+        zf_hub_event_unref(e);
+    }
+    struct zf_hub_pos x2 = {X, 2}, fx1 = {X, 1}, fu = {0xf1, 1}, fold = {X, 1};
+    rec_init(&q);
+    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "from/t", &x2, 1, &fx1), ZF_OK);
+    CHECK_EQ_INT(q.gaps, 0);
+    CHECK_EQ_INT(q.n, 1);
+    CHECK(q.ids[0] == 1);
+    zf_hub_unsubscribe_all(&q.sub);
+    /* `from` that cannot be placed here: after the oldest listed position */
+    rec_init(&q);
+    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "from/t", &x2, 1, &fu), ZF_OK);
+    CHECK_EQ_INT(q.n + q.gaps, 0);
+    zf_hub_unsubscribe_all(&q.sub);
+    /* `from` older than the history (U2 X3 arrive; with a history of 3, X1
+     * is evicted): every kept event of U, here U2, which came before X3 */
+    const struct {
+        uint64_t origin, id;
+    } more[] = {{U, 2}, {X, 3}};
+    for (int i = 0; i < 2; i++) {
+        struct zf_hub_event *e = zf_hub_event_new("from/t", "1", 1, NULL);
+        e->origin = more[i].origin;
+        e->id = more[i].id;
+        CHECK_EQ_INT(zf_hub_inject(e), ZF_OK);
+        zf_hub_event_unref(e);
+    }
+    struct zf_hub_pos px3 = {X, 3};
+    rec_init(&q);
+    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "from/t", &px3, 1, &fold), ZF_OK);
+    CHECK_EQ_INT(q.gaps, 0);
+    CHECK_EQ_INT(q.n, 1);
+    CHECK(q.ids[0] == 2);
+    zf_hub_unsubscribe_all(&q.sub);
     zf_hub_unsubscribe_all(&v.sub);
 
     /* a peer whose ids on a topic do not increase (Z1 Z3 Z2): continuity
@@ -390,7 +441,7 @@ int main(void)
     }
     struct zf_hub_pos z1 = {0xd4, 1};
     rec_init(&q);
-    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "order/t", &z1, 1), ZF_OK);
+    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "order/t", &z1, 1, NULL), ZF_OK);
     CHECK_EQ_INT(q.gaps, 1);
     CHECK_EQ_INT(q.n, 0);
     zf_hub_unsubscribe_all(&q.sub);
@@ -406,11 +457,11 @@ int main(void)
         CHECK_EQ_INT(pub("local/t", "1", NULL, &lp[i]), ZF_OK);
     CHECK(lp[4].id == lp[0].id + 4);
     rec_init(&q);
-    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "local/t", &lp[0], 1), ZF_OK);
+    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "local/t", &lp[0], 1, NULL), ZF_OK);
     CHECK_EQ_INT(q.gaps, 1);
     zf_hub_unsubscribe_all(&q.sub);
     rec_init(&q);
-    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "local/t", &lp[1], 1), ZF_OK);
+    CHECK_EQ_INT(zf_hub_subscribe_since(&q.sub, "local/t", &lp[1], 1, NULL), ZF_OK);
     CHECK_EQ_INT(q.gaps, 0);
     CHECK_EQ_INT(q.n, 3);
     zf_hub_unsubscribe_all(&q.sub);

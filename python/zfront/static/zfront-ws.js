@@ -12,9 +12,10 @@
  *
  * It reconnects with exponential backoff (with jitter) after any close, and
  * resubscribes each topic with what it saw there: the newest id of each
- * origin (instance) as a list of positions, so the server — this instance
- * or another one of the bus — replays what was missed or sends a gap. An
- * event it already has (a replay racing the live feed) is dropped. */
+ * origin (instance) as a list of positions, and the first event it saw
+ * there, so the server — this instance or another one of the bus — replays
+ * what was missed or sends a gap. An event it already has (a replay racing
+ * the live feed) is dropped. */
 (function (root) {
   "use strict";
 
@@ -30,6 +31,7 @@
     // topic -> Map(origin (hex epoch) -> newest id seen), at most maxOrigins
     // origins (the server's hub.max_origins), most recently seen kept
     this.topics = {};
+    this.first = {}; // topic -> the first position seen there (places other origins)
     this.maxOrigins = this.opts.maxOrigins || 16;
     this.minDelay = this.opts.minDelay || 500;
     this.maxDelay = this.opts.maxDelay || 30000;
@@ -74,6 +76,7 @@
       since.push(origin + "-" + id);
     });
     if (since.length) msg.since = since;
+    if (this.first[topic]) msg.from = this.first[topic];
     return msg;
   };
 
@@ -98,10 +101,12 @@
       }
       if (msg.type === "event") {
         if (!self._seen(msg.topic, msg.pos)) return;
+        if (msg.topic in self.topics && !self.first[msg.topic]) self.first[msg.topic] = msg.pos;
         if (self.opts.onEvent) self.opts.onEvent(msg.topic, msg.data, msg);
       } else if (msg.type === "gap") {
         // what was missed is gone: continue from what the server has now
         if (msg.topic in self.topics) {
+          delete self.first[msg.topic];
           self.topics[msg.topic] = new Map();
           (msg.positions || (msg.last ? [msg.last] : [])).forEach(function (p) {
             self._seen(msg.topic, p);
@@ -139,6 +144,7 @@
 
   ZfrontSocket.prototype.unsubscribe = function (topic) {
     delete this.topics[topic];
+    delete this.first[topic];
     this._send({type: "unsubscribe", topic: topic});
   };
 

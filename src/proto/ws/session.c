@@ -297,8 +297,11 @@ static void do_subscribe(struct ws_session *s, const char *topic, json_t *msg)
 {
     size_t cap = zf_hub_cfg.max_origins > 0 ? (size_t)zf_hub_cfg.max_origins : 1, n;
     struct zf_hub_pos *since = calloc(cap, sizeof *since);
-    json_t *sv = json_object_get(msg, "since");
+    json_t *sv = json_object_get(msg, "since"), *fv = json_object_get(msg, "from");
+    struct zf_hub_pos from = {0, 0};
     const char *bad = since ? parse_since(sv, since, &n) : "out of memory";
+    if (!bad && fv && !json_is_null(fv) && (!json_is_string(fv) || parse_pos(fv, &from) != ZF_OK))
+        bad = "invalid \"from\" position";
     if (bad) {
         send_error(s, since ? 400 : 500, topic, bad);
         free(since);
@@ -314,7 +317,7 @@ static void do_subscribe(struct ws_session *s, const char *topic, json_t *msg)
         /* one position is a list of one (hub.h) */
         int rc = ZF_OK;
         if (!s->dead && !s->closing) /* else the client stopped reading: being closed */
-            rc = zf_hub_subscribe_since(&s->sub, topic, since, n);
+            rc = zf_hub_subscribe_since(&s->sub, topic, since, n, from.origin ? &from : NULL);
         if (rc != ZF_OK)
             send_error(s, 500, topic, "cannot subscribe");
     }
