@@ -1,11 +1,13 @@
 /* The topic hub (hub.h): a hash table of topics, each with its exact
- * subscriptions and a bounded ring of past events; one list of prefix
- * subscriptions; ids from one sequence per instance, so they increase per
- * topic and a topic evicted and made again never reuses an id. */
+ * subscriptions, a bounded ring of past events and the newest id heard from
+ * each origin; one list of prefix subscriptions. Local ids count by one per
+ * topic; a topic evicted and made again starts after the newest id of any
+ * topic forgotten, so it never reuses an id. */
 #include "hub.h"
 #include "metrics.h"
 
 #include <event2/buffer.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +30,10 @@ static const struct zf_cfg_key hub_keys[] = {
     {"hub.history_memory", ZF_CFG_SIZE, &zf_hub_cfg.history_memory, "64m", NULL,
      "Bytes of event payload kept in all histories together; beyond it the oldest events of "
      "the least recently published topics are dropped (a resume from them gets a gap)."},
+    {"hub.max_origins", ZF_CFG_INT, &zf_hub_cfg.max_origins, "16", NULL,
+     "Origins (instance starts) per topic whose newest id the hub keeps, so that a resume "
+     "can prove it missed nothing; also the most positions one resume (`since` list) may "
+     "name. A resume naming an origin the topic no longer follows gets a `gap`."},
     {"hub.max_event", ZF_CFG_SIZE, &zf_hub_cfg.max_event, "1m", NULL,
      "Largest event payload (JSON text) that may be published."},
     {NULL, 0, NULL, NULL, NULL, NULL},
@@ -38,6 +44,13 @@ void zf_hub_config_register(void)
     zf_config_register(hub_keys);
 }
 
+/* The newest id of one origin heard on a topic. */
+struct origin_rec {
+    uint64_t origin;
+    uint64_t newest;
+    uint64_t heard; /* hub.published when last heard: the least recent is forgotten */
+};
+
 struct topic {
     char *name;
     struct topic *hnext;         /* hash chain */
@@ -47,6 +60,8 @@ struct topic {
     size_t hcap, hstart, hn;
     struct zf_hub_sub *subs; /* exact subscriptions */
     size_t nsubs;
+    struct origin_rec *origins; /* up to hub.max_origins */
+    size_t norigins;
 };
 
 struct zf_hub_sub {
@@ -61,7 +76,6 @@ struct zf_hub_sub {
 static struct {
     int ready;
     uint64_t epoch;
-    uint64_t seq;          /* last local id given */
     uint64_t hist_bytes;   /* payload bytes held by the histories */
     uint64_t evicted_upto; /* newest id of any topic forgotten */
     struct topic **table;
@@ -227,6 +241,7 @@ static void topic_free(struct topic *t)
         zf_hub_event_unref(t->hist[(t->hstart + i) % t->hcap]);
     }
     free(t->hist);
+    free(t->origins);
     free(t->name);
     free(t);
 }
@@ -401,20 +416,70 @@ static void deliver(struct topic *t, struct zf_hub_event *ev)
     end_delivery();
 }
 
-/* Records and delivers ev (its position set). Takes no reference. */
+static size_t max_origins(void)
+{
+    return zf_hub_cfg.max_origins > 0 ? (size_t)zf_hub_cfg.max_origins : 1;
+}
+
+static struct origin_rec *find_origin(struct topic *t, uint64_t origin)
+{
+    for (size_t i = 0; i < t->norigins; i++)
+        if (t->origins[i].origin == origin)
+            return &t->origins[i];
+    return NULL;
+}
+
+/* Notes that the topic heard `id` of `origin`. Beyond hub.max_origins the
+ * least recently heard other origin is forgotten (never this instance's own:
+ * its newest id is t->last_id anyway): a resume naming it then gets a gap. */
+static void origin_heard(struct topic *t, uint64_t origin, uint64_t id)
+{
+    struct origin_rec *r = find_origin(t, origin);
+    if (!r) {
+        if (t->norigins < max_origins()) {
+            struct origin_rec *o = realloc(t->origins, (t->norigins + 1) * sizeof *o);
+            if (!o) {
+                /* cannot follow it: forget the least recent below, as when full */
+                if (!t->norigins)
+                    return;
+            } else {
+                t->origins = o;
+                r = &t->origins[t->norigins++];
+            }
+        }
+        if (!r) {
+            for (size_t i = 0; i < t->norigins; i++)
+                if (t->origins[i].origin != hub.epoch && (!r || t->origins[i].heard < r->heard))
+                    r = &t->origins[i];
+            if (!r)
+                return;
+        }
+        r->origin = origin;
+        r->newest = 0;
+    }
+    if (id > r->newest)
+        r->newest = id;
+    r->heard = hub.published;
+}
+
+/* Records and delivers ev. An event without origin is this instance's: it
+ * gets the next id of its topic here. Takes no reference. */
 static int publish_event(struct zf_hub_event *ev)
 {
     struct topic *t = get_topic(ev->topic);
     if (!t)
         return ZF_ERROR;
-    if (ev->origin == hub.epoch && ev->id > t->last_id)
-        t->last_id = ev->id;
+    if (!ev->origin) {
+        ev->origin = hub.epoch;
+        ev->id = ++t->last_id;
+    }
     if (hub.lru_head != t) {
         lru_unlink(t);
         lru_push(t);
     }
-    history_add(t, ev);
     hub.published++;
+    origin_heard(t, ev->origin, ev->id);
+    history_add(t, ev);
     deliver(t, ev);
     return ZF_OK;
 }
@@ -427,8 +492,6 @@ int zf_hub_publish_local(const char *topic, const char *data, size_t len,
     struct zf_hub_event *ev = zf_hub_event_new(topic, data, len, audience);
     if (!ev)
         return ZF_ERROR;
-    ev->origin = hub.epoch;
-    ev->id = ++hub.seq;
     int rc = publish_event(ev);
     if (rc == ZF_OK && pos) {
         pos->origin = ev->origin;
@@ -440,6 +503,8 @@ int zf_hub_publish_local(const char *topic, const char *data, size_t len,
 
 int zf_hub_inject(struct zf_hub_event *ev)
 {
+    if (!ev->origin || ev->origin == hub.epoch)
+        return ZF_DECLINED; /* ours came back, or no position: never a second id */
     struct topic *t = find_topic(ev->topic);
     for (size_t i = 0; t && i < t->hn; i++) {
         struct zf_hub_event *h = hist_at(t, i);
@@ -447,6 +512,18 @@ int zf_hub_inject(struct zf_hub_event *ev)
             return ZF_DECLINED;
     }
     return publish_event(ev);
+}
+
+size_t zf_hub_positions(const char *topic, struct zf_hub_pos *out, size_t max)
+{
+    struct topic *t = find_topic(topic);
+    size_t n = 0;
+    for (size_t i = 0; t && i < t->norigins && n < max; i++) {
+        out[n].origin = t->origins[i].origin;
+        out[n].id = t->origins[i].newest;
+        n++;
+    }
+    return n;
 }
 
 /* ------------------------------------------------------------ subscriptions */
@@ -475,49 +552,119 @@ static void pos_of(struct zf_hub_event *ev, struct zf_hub_pos *p)
     p->id = ev ? ev->id : 0;
 }
 
-/* Replays the history of t after `since` to s, or reports a gap. */
-static void replay(struct zf_hub_subscriber *s, struct zf_hub_sub *sub, struct topic *t,
-                   const char *name, const struct zf_hub_pos *since)
+/* The position `since` lists for ev's origin, or NULL. */
+static const struct zf_hub_pos *listed(const struct zf_hub_pos *since, size_t n,
+                                       const struct zf_hub_event *ev)
 {
-    size_t start = 0;
-    int found = 0;
-    for (size_t i = t ? t->hn : 0; i-- > 0;) {
+    for (size_t i = 0; i < n; i++)
+        if (since[i].origin == ev->origin)
+            return &since[i];
+    return NULL;
+}
+
+/* Whether the history of t holds every event of p's origin after p: the
+ * origin's ids on a topic count by one and the history keeps each origin's
+ * events in order, so they must be p->id + 1, p->id + 2, ... up to the
+ * newest id heard from it. An origin the topic does not follow (never heard,
+ * or forgotten) cannot be proven; a position of ours newer than any id we
+ * gave is not one of ours. Also sets *anchor to the index of the newest kept
+ * event of that origin at or before p (-1 when none: p is older than the
+ * history). */
+static int continuous(struct topic *t, const struct zf_hub_pos *p, long *anchor)
+{
+    struct origin_rec *r = find_origin(t, p->origin);
+    uint64_t newest = r ? r->newest : 0;
+    *anchor = -1;
+    if (p->origin == hub.epoch) {
+        if (p->id > t->last_id)
+            return 0;
+        newest = t->last_id;
+    } else if (!r) {
+        return 0;
+    }
+    uint64_t next = p->id + 1;
+    for (size_t i = 0; i < t->hn; i++) {
         struct zf_hub_event *ev = hist_at(t, i);
-        if (ev->origin == since->origin && ev->id == since->id) {
-            start = i + 1;
-            found = 1;
-            break;
-        }
+        if (ev->origin != p->origin)
+            continue;
+        if (ev->id <= p->id)
+            *anchor = (long)i;
+        else if (ev->id != next++)
+            return 0;
     }
-    if (!found) {
-        /* Not in the history: nothing was missed only when the position is
-         * ours and no event of this topic (kept or forgotten) came after. */
-        uint64_t newest = t ? t->last_id : hub.evicted_upto;
-        int missed = since->origin != hub.epoch || since->id < newest ||
-                     (t && t->hn && hist_at(t, t->hn - 1)->origin != hub.epoch) ||
-                     since->id > hub.seq;
-        if (!missed)
+    /* a newer position than heard here is one still on its way (the client
+     * saw it elsewhere first): nothing of it to replay yet */
+    return next > newest;
+}
+
+/* Where p is in the history of t: its index; -1 when it is older than the
+ * history (of this instance or an origin t follows, not newer than the
+ * newest id heard, and not kept: evicted, or lost on the way, where
+ * replaying more is the safe side); -2 when it cannot be placed (an origin
+ * t does not follow, or an event not arrived yet). */
+static long locate(struct topic *t, const struct zf_hub_pos *p)
+{
+    for (size_t i = 0; i < t->hn; i++) {
+        struct zf_hub_event *ev = hist_at(t, i);
+        if (ev->origin == p->origin && ev->id == p->id)
+            return (long)i;
+    }
+    struct origin_rec *r = find_origin(t, p->origin);
+    if (p->origin == hub.epoch)
+        return p->id <= t->last_id ? -1 : -2;
+    return r && p->id <= r->newest ? -1 : -2;
+}
+
+/* Replays the history of t after the positions `since` (at most one per
+ * origin) to s, or reports a gap. Of a listed origin, the events after its
+ * position; of the others, the events kept after `from` (the first event
+ * the subscriber saw) or, when that cannot be placed here, after the oldest
+ * listed position. O(history x n). */
+static void replay(struct zf_hub_subscriber *s, struct zf_hub_sub *sub, struct topic *t,
+                   const char *name, const struct zf_hub_pos *since, size_t n,
+                   const struct zf_hub_pos *from)
+{
+    long start = LONG_MAX;
+    for (size_t i = 0; i < n; i++) {
+        long anchor;
+        if (!continuous(t, &since[i], &anchor)) {
+            hub.gaps++;
+            if (s->gap) {
+                struct zf_hub_pos first, last;
+                pos_of(t->hn ? hist_at(t, 0) : NULL, &first);
+                pos_of(t->hn ? hist_at(t, t->hn - 1) : NULL, &last);
+                s->gap(s, name, &since[i], &first, &last);
+            }
             return;
-        hub.gaps++;
-        if (s->gap) {
-            struct zf_hub_pos first, last;
-            pos_of(t && t->hn ? hist_at(t, 0) : NULL, &first);
-            pos_of(t && t->hn ? hist_at(t, t->hn - 1) : NULL, &last);
-            s->gap(s, name, since, &first, &last);
         }
-        return;
+        if (anchor < start)
+            start = anchor;
     }
+    long f = from ? locate(t, from) : -2;
+    if (f >= -1 && f < start)
+        start = f;
     hub.delivering++;
-    for (size_t i = start; i < t->hn; i++)
-        deliver_to(sub, hist_at(t, i));
+    for (size_t i = 0; i < t->hn; i++) {
+        struct zf_hub_event *ev = hist_at(t, i);
+        const struct zf_hub_pos *p = listed(since, n, ev);
+        if (p ? ev->id > p->id : (long)i > start)
+            deliver_to(sub, ev);
+    }
     end_delivery();
 }
 
-int zf_hub_subscribe(struct zf_hub_subscriber *s, const char *pattern,
-                     const struct zf_hub_pos *since)
+int zf_hub_subscribe_since(struct zf_hub_subscriber *s, const char *pattern,
+                           const struct zf_hub_pos *since, size_t n, const struct zf_hub_pos *from)
 {
-    if (!pattern || !*pattern)
+    if (!pattern || !*pattern || (n && !since) || n > max_origins() || (from && !from->origin))
         return ZF_ERROR;
+    for (size_t i = 0; i < n; i++)
+        if (!since[i].origin)
+            return ZF_ERROR;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < i; j++)
+            if (since[i].origin == since[j].origin)
+                return ZF_ERROR;
     int prefix = is_prefix_pattern(pattern);
     struct zf_hub_sub *sub = find_sub(s, pattern);
     if (!sub) {
@@ -548,9 +695,15 @@ int zf_hub_subscribe(struct zf_hub_subscriber *s, const char *pattern,
         s->nsubs++;
         hub.nsubs++;
     }
-    if (since && since->origin && !prefix)
-        replay(s, sub, sub->topic, pattern, since);
+    if ((n || from) && !prefix)
+        replay(s, sub, sub->topic, pattern, since, n, from);
     return ZF_OK;
+}
+
+int zf_hub_subscribe(struct zf_hub_subscriber *s, const char *pattern,
+                     const struct zf_hub_pos *since)
+{
+    return zf_hub_subscribe_since(s, pattern, since, since && since->origin ? 1 : 0, NULL);
 }
 
 /* Takes sub off its subscriber's list (done by the caller) and unlinks it
@@ -693,8 +846,6 @@ static void publish_queued(void *arg)
         zf_hub_event_unref(ev);
         return;
     }
-    ev->origin = hub.epoch;
-    ev->id = ++hub.seq;
     if (publish_event(ev) != ZF_OK) {
         hub.dropped++;
         zf_log(ZF_LOG_ERROR, NULL, "hub: out of memory: event on \"%s\" dropped", ev->topic);

@@ -11,14 +11,27 @@
  * Python side json.loads it).
  *
  * Positions (resume): every event carries the epoch of the instance that
- * gave it its id (`origin`, chosen at start-up) and a per-topic id that
- * increases by one per event published there. A client that saw (origin,
- * id) of a topic resumes from that position: the hub replays what its
- * bounded history holds after it, or reports a gap when it cannot tell.
- * The history is a sequence of events in arrival order, whatever their
- * origin, so when the bus brings events of other instances into the same
- * history, a position taken on one instance stays valid on another as long
- * as the event is still in the history of both.
+ * gave it its id (`origin`, chosen at start-up) and an id that counts by one
+ * per event that origin publishes on that topic (1, 2, 3...; a topic this
+ * instance forgot and made again continues after the newest id of any
+ * forgotten topic, so an id is never reused). The history keeps the events
+ * of every origin in arrival order, and the bus keeps each origin's order,
+ * so two instances may hold the same events interleaved differently but
+ * each origin's events in the same order. What a client has seen of a topic
+ * is therefore, per origin, the newest id: a resume names one position per
+ * origin (up to hub.max_origins) and gets, in this history's order, every
+ * kept event of a named origin after its position, and the events of the
+ * origins it does not name that are kept after the first event it saw
+ * (or the oldest named position).
+ * The hub keeps per topic the newest id heard from each origin (up to
+ * hub.max_origins, least recently heard forgotten first), so it can prove
+ * that nothing was missed: for each named (origin, id) the history must hold
+ * id + 1, id + 2, ... up to the newest heard. When it cannot (evicted, never
+ * arrived here, an origin it does not follow, or a position of ours newer
+ * than any we gave) the subscriber gets a gap instead of a replay. A
+ * position newer than this instance heard of a foreign origin is one still
+ * on its way: nothing of that origin is replayed, and events up to it may
+ * be delivered again live (clients drop ids they already have).
  *
  * Topics and patterns: a subscription is either an exact topic ("a/b") or a
  * prefix pattern ending in '*' ("a/" + "*" is every topic under "a/"; a lone "*" is
@@ -45,6 +58,7 @@ struct zf_hub_config {
     long max_topics;         /* topics kept at once; unsubscribed ones are evicted */
     uint64_t history_memory; /* payload bytes kept in all histories together */
     uint64_t max_event;      /* largest payload accepted by zf_hub_publish */
+    long max_origins;        /* origins followed per topic; positions per resume */
 };
 extern struct zf_hub_config zf_hub_cfg;
 
@@ -55,7 +69,7 @@ void zf_hub_config_register(void);
 struct zf_hub_event {
     int refs;
     uint64_t origin; /* epoch of the instance that assigned `id` */
-    uint64_t id;     /* per-topic, per-origin sequence, from 1 */
+    uint64_t id;     /* per-topic, per-origin sequence: 1, 2, 3... */
     char *topic;
     char **audience; /* NULL-terminated tokens; NULL: everyone */
     size_t len;
@@ -119,9 +133,25 @@ uint64_t zf_hub_epoch(void);
  * that position are delivered right away, in order, or s->gap is called
  * when they are not all kept. Subscribing twice to the same pattern is a
  * no-op that still replays. Returns ZF_OK, or ZF_ERROR (out of memory, or
- * an empty pattern). */
+ * an empty pattern). Same as zf_hub_subscribe_since with one position. */
 int zf_hub_subscribe(struct zf_hub_subscriber *s, const char *pattern,
                      const struct zf_hub_pos *since);
+/* The same with `n` positions (borrowed), at most one per origin: what the
+ * subscriber has seen of the topic (see "Positions" above), and `from` (may
+ * be NULL): the first event it saw there, which places the origins it does
+ * not list (their kept events after `from` are replayed; when `from` is
+ * NULL or cannot be placed here, after the oldest listed position; when it
+ * is older than the history, all). Replays in this history's order, or
+ * calls s->gap once (its `since`: the first position whose continuity
+ * cannot be proven) and replays nothing. Returns ZF_OK, or ZF_ERROR (out of
+ * memory, an empty pattern, a position with origin 0, two of one origin, or
+ * n over hub.max_origins). O(history x n). */
+int zf_hub_subscribe_since(struct zf_hub_subscriber *s, const char *pattern,
+                           const struct zf_hub_pos *since, size_t n, const struct zf_hub_pos *from);
+/* Copies into out (up to max) the newest position heard from each origin
+ * the topic follows: where a subscriber that just got a gap can resume
+ * from next time. Returns how many. */
+size_t zf_hub_positions(const char *topic, struct zf_hub_pos *out, size_t max);
 /* Removes one subscription. Returns ZF_OK, or ZF_DECLINED when s had none
  * for that pattern. */
 int zf_hub_unsubscribe(struct zf_hub_subscriber *s, const char *pattern);
@@ -136,7 +166,9 @@ int zf_hub_publish_local(const char *topic, const char *data, size_t len,
                          const char *const *audience, struct zf_hub_pos *pos);
 /* Delivers an event that already has its position (from the bus: another
  * instance's origin and id). Takes a reference. Returns ZF_OK, or
- * ZF_DECLINED when that position was already seen (duplicate). */
+ * ZF_DECLINED when that position was already seen (duplicate) or is not
+ * another origin's (origin 0 or this instance's epoch). The origin's ids on
+ * a topic must count by one for resumes to prove continuity. */
 int zf_hub_inject(struct zf_hub_event *ev);
 
 /* Builds an event (one reference, owned by the caller); NULL when out of

@@ -111,3 +111,42 @@ def zsock(ctx, kind):
     s = ctx.socket(kind)
     s.setsockopt(zmq.LINGER, 0)
     return s
+
+
+class TwoPeers:
+    """Two python3-zmq peers, origins X and Y, each with a socket of its own
+    for instance "a" and for instance "b" (their bus.endpoints), so a test
+    decides in which order each instance receives the peers' events: two
+    instances that get a pair published at the same moment in different
+    orders, made reproducible."""
+    X, Y = 0x5EED01, 0x5EED02
+
+    def __init__(self, ctx, peerdir):
+        self.urls, self.socks = {}, {}
+        for peer in "xy":
+            for inst in "ab":
+                url = "ipc://%s/%s%s.sock" % (peerdir, peer, inst)
+                s = zsock(ctx, zmq.XPUB)
+                s.bind(url)
+                self.urls[peer + inst], self.socks[peer + inst] = url, s
+
+    def args(self, inst):
+        return ["--bus-endpoint", self.urls["x" + inst], "--bus-endpoint", self.urls["y" + inst]]
+
+    def wait_subscribed(self):
+        """Until every instance's SUB subscribed (no slow-joiner loss)."""
+        for s in self.socks.values():
+            assert s.poll(int(TIMEOUT * 1000)), "an instance never subscribed to a peer"
+            assert s.recv()[:1] == b"\x01"
+
+    def pos(self, peer, ident):
+        return "%x-%d" % (self.X if peer == "x" else self.Y, ident)
+
+    def send(self, server, peer, ident, topic):
+        """Event number `ident` of `peer` to `server` (instance a or b), and
+        waits until it was injected there."""
+        before = stats(server)["received"]
+        epoch = self.X if peer == "x" else self.Y
+        self.socks[peer + server.name].send_multipart(
+            frames(topic, epoch, ident, ident, {"from": peer, "n": ident}))
+        assert wait_until(lambda: stats(server)["received"] == before + 1), stats(server)

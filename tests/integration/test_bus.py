@@ -11,6 +11,7 @@ import socket
 import tempfile
 
 import pytest
+import zmq
 
 import bustest
 import wstest
@@ -206,6 +207,144 @@ def test_resume_beyond_the_other_instances_history_gets_a_gap(server_factory, bu
     assert msg["type"] == "gap", msg
     assert msg["since"] == seen[0]["pos"]
     assert msg["first"] == seen[2]["pos"] and msg["last"] == seen[3]["pos"]
+
+
+@pytest.fixture
+def ctx():
+    c = zmq.Context()
+    yield c
+    c.destroy(linger=0)
+
+
+@pytest.fixture
+def peerdir():
+    d = tempfile.mkdtemp(prefix="zfpeers-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_resume_with_positions_per_origin_when_instances_got_a_pair_in_different_orders(
+        server_factory, busdir, ctx, peerdir):
+    """Two peers X and Y publish on one topic at the same moment: instance a
+    gets X2 before Y2, instance b gets Y2 before X2. A client that saw X2 on
+    a (not Y2) and resumes on b from its position of each origin gets Y2,
+    which one position ("after X2") would miss without a gap."""
+    peers = bustest.TwoPeers(ctx, peerdir)
+    a = start(server_factory, busdir, "a", *peers.args("a"))
+    b = start(server_factory, busdir, "b", *peers.args("b"))
+    wait_joined([a, b])
+    peers.wait_subscribed()
+
+    async def scenario():
+        c = await wstest.connect(a, "?user=bob")
+        await wstest.subscribe(c, "news/pair")
+        for peer, n in (("x", 1), ("y", 1), ("x", 2)):
+            peers.send(a, peer, n, "news/pair")
+        seen, _ = await bustest.events(c, 3)
+        await c.close()  # the load balancer moves the client before Y2
+        peers.send(a, "y", 2, "news/pair")
+        for peer, n in (("x", 1), ("y", 1), ("y", 2), ("x", 2)):
+            peers.send(b, peer, n, "news/pair")
+        newest = {}
+        for e in seen:
+            origin, ident = e["pos"].split("-")
+            newest[origin] = max(newest.get(origin, 0), int(ident))
+        since = ["%s-%d" % kv for kv in newest.items()]
+        c = await wstest.connect(b, "?user=bob")
+        await wstest.subscribe(c, "news/pair", since=since)
+        resumed, other = await bustest.events(c, 2, timeout=1)
+        await c.close()
+        return seen, since, resumed, other
+
+    seen, since, resumed, other = wstest.run(scenario())
+    assert [e["data"] for e in seen] == [{"from": "x", "n": 1}, {"from": "y", "n": 1},
+                                         {"from": "x", "n": 2}]
+    assert sorted(since) == sorted([peers.pos("x", 2), peers.pos("y", 1)])
+    assert other == []
+    assert [(e["data"], e["pos"]) for e in resumed] == [({"from": "y", "n": 2},
+                                                         peers.pos("y", 2))]
+
+
+def test_resume_places_an_origin_the_client_saw_nothing_of_by_its_first_event(
+        server_factory, busdir, ctx, peerdir):
+    """a gets X1 X2 Y1 (the client leaves after X2: it saw nothing of Y), b
+    gets X1 Y1 X2. Resuming on b from X2 with `from` X1, the first event the
+    client saw, it gets Y1, which came after X1 (but before X2) there."""
+    peers = bustest.TwoPeers(ctx, peerdir)
+    a = start(server_factory, busdir, "a", *peers.args("a"))
+    b = start(server_factory, busdir, "b", *peers.args("b"))
+    wait_joined([a, b])
+    peers.wait_subscribed()
+
+    async def scenario():
+        c = await wstest.connect(a, "?user=bob")
+        await wstest.subscribe(c, "news/first")
+        for n in (1, 2):
+            peers.send(a, "x", n, "news/first")
+        seen, _ = await bustest.events(c, 2)
+        await c.close()
+        peers.send(a, "y", 1, "news/first")
+        for peer, n in (("x", 1), ("y", 1), ("x", 2)):
+            peers.send(b, peer, n, "news/first")
+        c = await wstest.connect(b, "?user=bob")
+        await wstest.subscribe(c, "news/first", since=[seen[-1]["pos"]], **{"from": seen[0]["pos"]})
+        resumed, other = await bustest.events(c, 2, timeout=1)
+        await wstest.send(c, type="subscribe", topic="news/first", since=[], **{"from": "nope"})
+        bad = await wstest.recv(c)
+        await c.close()
+        return seen, resumed, other, bad
+
+    seen, resumed, other, bad = wstest.run(scenario())
+    assert [e["pos"] for e in seen] == [peers.pos("x", 1), peers.pos("x", 2)]
+    assert other == []
+    assert [e["pos"] for e in resumed] == [peers.pos("y", 1)]
+    assert bad["type"] == "error" and bad["code"] == 400 and "from" in bad["message"], bad
+
+
+def test_resume_with_positions_reports_a_gap_exactly_when_an_event_is_lost(
+        server_factory, busdir, ctx, peerdir):
+    """b keeps 2 events per topic: X1 Y1 Y2 X2 leaves Y2 X2. A client that saw
+    X1 and Y1 lost nothing (gets Y2 and X2); one that saw X1 and nothing of Y
+    ("Y-0") lost Y1: a gap. An origin left out of the list is one the client
+    knows nothing of: its kept events after the oldest listed position come
+    (here all, X1 being older than the history), without a gap."""
+    peers = bustest.TwoPeers(ctx, peerdir)
+    a = start(server_factory, busdir, "a", *peers.args("a"))
+    b = start(server_factory, busdir, "b", "--hub-history", "2", *peers.args("b"))
+    wait_joined([a, b])
+    peers.wait_subscribed()
+    for peer, n in (("x", 1), ("y", 1), ("y", 2), ("x", 2)):
+        peers.send(b, peer, n, "news/lost")
+
+    async def resume(since):
+        c = await wstest.connect(b, "?user=bob")
+        await wstest.subscribe(c, "news/lost", since=since)
+        got, other = await bustest.events(c, 2, timeout=1)
+        await c.close()
+        return got, other
+
+    got, other = wstest.run(resume([peers.pos("x", 1), peers.pos("y", 1)]))
+    assert other == []
+    assert [e["pos"] for e in got] == [peers.pos("y", 2), peers.pos("x", 2)]
+    got, other = wstest.run(resume([peers.pos("x", 1)]))
+    assert other == []
+    assert [e["pos"] for e in got] == [peers.pos("y", 2), peers.pos("x", 2)]
+    got, other = wstest.run(resume([peers.pos("x", 1), peers.pos("y", 0)]))
+    assert got == [] and [m["type"] for m in other] == ["gap"], other
+    assert other[0]["since"] == peers.pos("y", 0)
+    assert sorted(other[0]["positions"]) == sorted([peers.pos("x", 2), peers.pos("y", 2)])
+    # a bad list is refused with a clear error
+    async def bad(since):
+        c = await wstest.connect(b, "?user=bob")
+        await wstest.send(c, type="subscribe", topic="news/lost", since=since)
+        m = await wstest.recv(c)
+        await c.close()
+        return m
+    for since, why in (([peers.pos("x", 1), peers.pos("x", 2)], "two"),
+                       (["%x-1" % (i + 1) for i in range(17)], "too many"),
+                       ([1], "invalid")):
+        m = wstest.run(bad(since))
+        assert m["type"] == "error" and m["code"] == 400 and why in m["message"], m
 
 
 def test_ten_thousand_messages_complete_and_in_order_per_origin(server_factory, busdir):

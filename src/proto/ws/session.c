@@ -343,14 +343,28 @@ static void on_gap(struct zf_hub_subscriber *sub, const char *topic, const struc
         json_object_set_new(o, "first", json_string(b));
         json_object_set_new(o, "last", json_string(c));
     }
+    /* where to resume from next time: the newest of each origin heard here */
+    size_t cap = zf_hub_cfg.max_origins > 0 ? (size_t)zf_hub_cfg.max_origins : 1;
+    struct zf_hub_pos *pos = calloc(cap, sizeof *pos);
+    json_t *list = json_array();
+    size_t n = pos ? zf_hub_positions(topic, pos, cap) : 0;
+    for (size_t i = 0; list && i < n; i++) {
+        pos_text(a, sizeof a, pos[i].origin, pos[i].id);
+        json_array_append_new(list, json_string(a));
+    }
+    free(pos);
+    if (o && list)
+        json_object_set_new(o, "positions", list);
+    else
+        json_decref(list);
     send_json(s, o);
 }
 
 /* ------------------------------------------------------------ the protocol */
 
-/* "since": a position "EPOCH-ID" as sent in events, or a bare id of this
+/* One position: "EPOCH-ID" as sent in events, or a bare id of this
  * instance's epoch. Returns ZF_OK or ZF_ERROR. */
-static int parse_since(json_t *v, struct zf_hub_pos *pos)
+static int parse_pos(json_t *v, struct zf_hub_pos *pos)
 {
     if (json_is_integer(v) && json_integer_value(v) >= 0) {
         pos->origin = zf_hub_epoch();
@@ -369,27 +383,65 @@ static int parse_since(json_t *v, struct zf_hub_pos *pos)
     return end != idp && *end == 0 ? ZF_OK : ZF_ERROR;
 }
 
+/* "since": one position (the last event seen), or a list of positions, the
+ * newest seen of each origin (docs/protocols/websocket.md). Fills since
+ * (room for hub.max_origins) and *n. Returns NULL, or what is wrong. */
+static const char *parse_since(json_t *v, struct zf_hub_pos *since, size_t *n)
+{
+    *n = 0;
+    if (!v || json_is_null(v))
+        return NULL;
+    if (!json_is_array(v)) {
+        if (parse_pos(v, &since[0]) != ZF_OK)
+            return "invalid \"since\" position";
+        *n = 1;
+        return NULL;
+    }
+    if (json_array_size(v) > (size_t)zf_hub_cfg.max_origins)
+        return "too many positions in \"since\" (hub.max_origins)";
+    size_t i;
+    json_t *p;
+    json_array_foreach(v, i, p)
+    {
+        if (!json_is_string(p) || parse_pos(p, &since[i]) != ZF_OK)
+            return "invalid \"since\" position";
+        for (size_t j = 0; j < i; j++)
+            if (since[j].origin == since[i].origin)
+                return "two \"since\" positions of one origin";
+    }
+    *n = json_array_size(v);
+    return NULL;
+}
+
 static void do_subscribe(struct ws_session *s, const char *topic, json_t *msg)
 {
-    struct zf_hub_pos since = {0, 0};
-    json_t *sv = json_object_get(msg, "since");
-    if (sv && !json_is_null(sv) && parse_since(sv, &since) != ZF_OK) {
-        send_error(s, 400, topic, "invalid \"since\" position");
+    size_t cap = zf_hub_cfg.max_origins > 0 ? (size_t)zf_hub_cfg.max_origins : 1, n;
+    struct zf_hub_pos *since = calloc(cap, sizeof *since);
+    json_t *sv = json_object_get(msg, "since"), *fv = json_object_get(msg, "from");
+    struct zf_hub_pos from = {0, 0};
+    const char *bad = since ? parse_since(sv, since, &n) : "out of memory";
+    if (!bad && fv && !json_is_null(fv) && (!json_is_string(fv) || parse_pos(fv, &from) != ZF_OK))
+        bad = "invalid \"from\" position";
+    if (bad) {
+        send_error(s, since ? 400 : 500, topic, bad);
+        free(since);
         return;
     }
     if (!zf__ws_allowed(s->grant.topics, topic)) {
         send_error(s, 403, topic, "not allowed to subscribe to this topic");
-        return;
-    }
-    if (zf_ws_cfg.max_subscriptions > 0 && s->sub.nsubs >= (size_t)zf_ws_cfg.max_subscriptions) {
+    } else if (zf_ws_cfg.max_subscriptions > 0 &&
+               s->sub.nsubs >= (size_t)zf_ws_cfg.max_subscriptions) {
         send_error(s, 429, topic, "too many subscriptions (ws.max_subscriptions)");
-        return;
+    } else {
+        send_json(s, json_pack("{s:s,s:s}", "type", "subscribed", "topic", topic));
+        /* one position is a list of one (hub.h) */
+        int rc = ZF_OK;
+        if (!s->dead && !s->closing) /* else the client stopped reading: being closed */
+            rc = zf_hub_subscribe_since(&s->sub, topic, since, n, from.origin ? &from : NULL);
+        if (rc != ZF_OK)
+            send_error(s, 500, topic, "cannot subscribe");
     }
-    send_json(s, json_pack("{s:s,s:s}", "type", "subscribed", "topic", topic));
-    if (s->dead || s->closing)
-        return; /* the client stopped reading: being closed */
-    if (zf_hub_subscribe(&s->sub, topic, since.origin ? &since : NULL) != ZF_OK)
-        send_error(s, 500, topic, "cannot subscribe");
+    free(since);
 }
 
 static void do_publish(struct ws_session *s, const char *topic, json_t *msg)
