@@ -2,7 +2,7 @@
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 
-.PHONY: all deps build run test bench bench-ws bench-dav asan test-asan test-tsan fuzz fuzz-regress format clean
+.PHONY: all deps build run test bench bench-ws bench-bus bench-dav asan test-asan test-tsan fuzz fuzz-regress format clean
 
 all: build
 
@@ -38,6 +38,12 @@ bench-dav: build
 bench-ws: build
 	./bench/setup.sh
 	ZFRONT=$(CURDIR)/$(BUILD)/zfront ./bench/ws_fanout.py $(BENCH_WS_ARGS)
+
+# The bus hop (docs/benchmarks.md): publish in instance A -> WebSocket client of instance B,
+# over the ZeroMQ bus beside Redis pub/sub; BENCH_BUS_ARGS=--short for a quick run (< 1 min).
+bench-bus: build
+	./bench/setup.sh
+	ZFRONT=$(CURDIR)/$(BUILD)/zfront ./bench/bus.py $(BENCH_BUS_ARGS)
 
 # AddressSanitizer + UndefinedBehaviorSanitizer build; runs every suite against it.
 $(ASAN_BUILD)/build.ninja:
