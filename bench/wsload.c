@@ -72,7 +72,7 @@ static uint64_t expect;
 static SSL_CTX *tls;
 static const char *http_pub; /* --http-pub PATH */
 static int batch = 1, nhttp = 4;
-static uint64_t acked, requests;
+static uint64_t acked, requests, reconnects;
 
 static struct conn *conns;
 static int nconns, started, handshaking, subscribed, closed_early;
@@ -232,6 +232,8 @@ static void close_conn(struct conn *c)
         closed_early++;
         if (c->inflight) {
             fprintf(stderr, "wsload: connection closed with a request in flight\n");
+            bad++;
+            c->inflight = 0;
         }
     }
 }
@@ -300,9 +302,13 @@ static void parse_http(struct conn *c)
             break;
         }
         size_t hl = (size_t)(end + 4 - b), cl = 0;
+        int last = 0; /* "Connection: close": the server reads no further request */
         for (char *q = b; q < end; q++) {
             if ((q == b || q[-1] == '\n') && strncasecmp(q, "content-length:", 15) == 0) {
                 cl = strtoul(q + 15, NULL, 10);
+            }
+            if ((q == b || q[-1] == '\n') && strncasecmp(q, "connection: close", 17) == 0) {
+                last = 1;
             }
         }
         if (c->len - off < hl + cl) {
@@ -318,6 +324,11 @@ static void parse_http(struct conn *c)
         }
         c->inflight = 0;
         off += hl + cl;
+        if (last) { /* reopened by the publishing loop */
+            c->len = 0;
+            close_conn(c);
+            return;
+        }
     }
     memmove(c->buf, c->buf + off, c->len - off);
     c->len -= off;
@@ -344,6 +355,9 @@ static void on_readable(struct conn *c)
         c->len += (size_t)r;
         if (http_pub) {
             parse_http(c);
+            if (c->state == ST_CLOSED) {
+                return;
+            }
             continue;
         }
         double t = now_real();
@@ -615,6 +629,15 @@ int main(int argc, char **argv)
             }
             for (int k = 0; http_pub && k < nconns && sent < due; k++) {
                 struct conn *hc = &conns[k];
+                if (hc->state == ST_CLOSED && reconnects < 100000) {
+                    /* the server ends keep-alive connections (max_keepalive_requests) */
+                    free(hc->buf);
+                    memset(hc, 0, sizeof *hc);
+                    start_conn(ep, &sa, k);
+                    started--;
+                    closed_early--;
+                    reconnects++;
+                }
                 if (hc->state != ST_OPEN || hc->inflight) {
                     continue;
                 }
@@ -634,7 +657,7 @@ int main(int argc, char **argv)
             if (http_pub) {
                 int open = 0, busy = 0;
                 for (int k = 0; k < nconns; k++) {
-                    open += conns[k].state == ST_OPEN;
+                    open += conns[k].state != ST_CLOSED;
                     busy += conns[k].state == ST_OPEN && conns[k].inflight;
                 }
                 if (!open) {
@@ -726,11 +749,11 @@ int main(int argc, char **argv)
     printf("{\"role\":\"%s\",\"conns\":%d,\"subscribed\":%d,\"closed\":%d,\"sent\":%llu,"
            "\"received\":%llu,\"bad\":%llu,\"pub_start\":%.6f,\"first_rx\":%.6f,"
            "\"last_rx\":%.6f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,"
-           "\"samples\":%zu,\"cpu_s\":%.3f,\"requests\":%llu,\"acked\":%llu}\n",
+           "\"samples\":%zu,\"cpu_s\":%.3f,\"requests\":%llu,\"acked\":%llu,\"reconnects\":%llu}\n",
            publisher ? "publisher" : "subscriber", nconns, subscribed, closed_early,
            (unsigned long long)sent, (unsigned long long)received, (unsigned long long)bad,
            pub_start, first_rx, last_rx, p50, p99, pmax, nlat, cpu, (unsigned long long)requests,
-           (unsigned long long)acked);
+           (unsigned long long)acked, (unsigned long long)reconnects);
     fflush(stdout);
     for (int i = 0; i < nconns; i++) {
         if (conns[i].state != ST_CLOSED) {
