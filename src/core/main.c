@@ -22,6 +22,9 @@
 #include "pool.h"
 #include "python.h"
 #include "server.h"
+#ifdef ZF_WITH_BUS
+#include "../bus/bus.h"
+#endif
 
 static const char *config_path;
 
@@ -300,6 +303,15 @@ static int run(int argc, char **argv)
         return 2;
     if (zf_access_log_open(zf_cfg.access_log) != ZF_OK)
         return 2;
+#ifdef ZF_WITH_BUS
+    if (zf_bus_forwarder_wanted()) { /* a forwarder process serves nothing else */
+        rc = zf_bus_forwarder_run();
+        zf_py_finalize();
+        zf_log_close();
+        zf_config_free();
+        return rc;
+    }
+#endif
 
     evthread_use_pthreads();
     srv.base = event_base_new();

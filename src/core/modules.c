@@ -9,6 +9,9 @@ extern const struct zf_module zf_h2_module; /* https listeners, TLS, HTTP/2 */
 #ifdef ZF_WITH_WS
 extern const struct zf_module zf_ws_module; /* WebSocket notifications (HTTP/1.1 upgrade) */
 #endif
+#ifdef ZF_WITH_BUS
+extern const struct zf_module zf_bus_module; /* instances joined over ZeroMQ (src/bus) */
+#endif
 #ifdef ZF_WITH_SSH
 extern const struct zf_module zf_ssh_module;
 #endif
@@ -27,6 +30,9 @@ const struct zf_module *const zf_modules[] = {
 #endif
 #ifdef ZF_WITH_WS
     &zf_ws_module,
+#endif
+#ifdef ZF_WITH_BUS
+    &zf_bus_module,
 #endif
 #ifdef ZF_WITH_SSH
     &zf_ssh_module,

@@ -15,6 +15,9 @@
 
 #include "pyint.h"
 #include "task.h"
+#ifdef ZF_WITH_BUS
+#include "../bus/bus.h"
+#endif
 #include <structmember.h>
 
 /* ============================================================ file_wrapper */
@@ -827,6 +830,27 @@ static PyObject *zfront_enqueue(PyObject *self, PyObject *args, PyObject *kw)
     return ret;
 }
 
+/* zfront.bus_stats(): the bus counters (atomic reads, no loop involved). */
+static PyObject *zfront_bus_stats(PyObject *self, PyObject *unused)
+{
+#ifdef ZF_WITH_BUS
+    struct zf_bus_stats st;
+    if (zf_bus_get_stats(&st) != ZF_OK)
+        Py_RETURN_NONE;
+    return Py_BuildValue(
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "peers",
+        (unsigned long long)st.peers, "subscribers", (unsigned long long)st.subscribers, "sent",
+        (unsigned long long)st.sent, "received", (unsigned long long)st.received, "duplicates",
+        (unsigned long long)st.duplicates, "dropped_malformed",
+        (unsigned long long)st.dropped_malformed, "send_failed",
+        (unsigned long long)st.send_failed, "gaps", (unsigned long long)st.gaps, "missed",
+        (unsigned long long)st.missed, "origins", (unsigned long long)st.origins,
+        "stale_removed", (unsigned long long)st.stale_removed);
+#else
+    Py_RETURN_NONE;
+#endif
+}
+
 /* ============================================================ the module */
 
 /* Module functions. Later issues add enqueue and schedule here (each
@@ -852,6 +876,11 @@ static PyMethodDef zfront_methods[] = {
      "Calls callback(topic, data) on a worker thread for every event on pattern:\n"
      "an exact topic, or a prefix ending in '*' (\"content/*\", \"*\"). Listeners\n"
      "see every audience."},
+    {"bus_stats", zfront_bus_stats, METH_NOARGS,
+     "bus_stats() -> dict or None\n\n"
+     "The bus counters (docs/protocols/bus.md): peers, subscribers, sent, received,\n"
+     "duplicates, dropped_malformed, send_failed, gaps, missed, origins,\n"
+     "stale_removed. None when this instance runs no bus."},
     {"on_shutdown", zfront_on_shutdown, METH_O,
      "on_shutdown(callable) -> callable\n\n"
      "Registers callable() to run once when zfront stops gracefully: after the\n"
