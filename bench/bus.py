@@ -29,6 +29,7 @@ and time, loopback only; each process is stopped by its PID.
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -166,13 +167,14 @@ def start_redis(tmp):
     return proc, sock
 
 
-def start_instance(tmp, zfront, mode, name, redis_sock, threads):
+def start_instance(tmp, zfront, mode, name, redis_sock, threads, extra):
     port = free_port()
     env = dict(os.environ, BUSBENCH_MODE=mode, BUSBENCH_REDIS=redis_sock or "",
                BUSBENCH_RELAY="1" if name == "B" else "0")
     cmd = [zfront, "--app", "busbenchapp:application", "--python-path", tmp,
            "--http", "127.0.0.1:%d" % port, "--threads", str(threads), "--tmp-dir", tmp,
            "--access-log", "", "--error-log", os.path.join(tmp, "zf-%s-%s.log" % (mode, name))]
+    cmd += extra
     if mode == "bus":
         cmd += ["--bus-dir", os.path.join(tmp, "bus"), "--instance-name", name]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -227,7 +229,7 @@ def run_phase(wsload, procs, a_port, b_port, phase, count, rate, batch, conns, s
     elapsed = max(1e-9, s["last_rx"] - p["pub_start"])
     per_client = s["received"] / max(1, s["subscribed"])
     row = {"phase": phase, "offered_rate": rate, "batch": batch, "conns": conns,
-           "subs": s["subscribed"], "sent": p["sent"], "acked": p["acked"],
+           "subs": s["subscribed"], "subs_closed": s["closed"], "sent": p["sent"], "acked": p["acked"],
            "requests": p["requests"], "http_bad": p["bad"], "received": s["received"],
            "expected": p["sent"] * s["subscribed"], "bad": s["bad"],
            "msgs_per_s": per_client / elapsed, "p50_ms": s["p50_ms"], "p99_ms": s["p99_ms"],
@@ -245,7 +247,8 @@ def run_mode(a, wsload, tmp, zfront, mode, redis_proc, redis_sock, phases):
     try:
         for name in ("A", "B"):
             procs[name], port = start_instance(tmp, zfront, mode, name, redis_sock,
-                                               a.threads if name == "A" else 2)
+                                               a.threads if name == "A" else 2,
+                                               a.zfront_arg)
             procs[name].port = port
         if redis_proc:
             procs["redis"] = redis_proc
@@ -264,15 +267,16 @@ def run_mode(a, wsload, tmp, zfront, mode, redis_proc, redis_sock, phases):
 
 
 def table(rows):
-    out = ["| way | phase | offered msg/s | received/sent | msg/s | p50 ms | p99 ms | max ms "
+    out = ["| way | phase | offered msg/s | received/sent | client closed | msg/s | p50 ms | p99 ms | max ms "
            "| A CPU s | B CPU s | redis CPU s | client CPU s | elapsed s |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        out.append("| %s | %s | %s | %d/%d | %.0f | %.2f | %.2f | %.1f | %.2f | %.2f | %s | %.2f "
+        out.append("| %s | %s | %s | %d/%d | %s | %.0f | %.2f | %.2f | %.1f | %.2f | %.2f | %s | %.2f "
                    "| %.2f |" % (
                        r["mode"], r["phase"],
-                       "%.0f" % r["offered_rate"] if r["phase"] == "latency" else "max",
-                       r["received"], r["expected"], r["msgs_per_s"], r["p50_ms"],
+                       "max" if r["phase"] == "burst" else "%.0f" % r["offered_rate"],
+                       r["received"], r["expected"], "yes" if r["subs_closed"] else "no",
+                       r["msgs_per_s"], r["p50_ms"],
                        r["p99_ms"], r["max_ms"], r["cpu_A_s"], r["cpu_B_s"],
                        "%.2f" % r["cpu_redis_s"] if "cpu_redis_s" in r else "-",
                        r["client_cpu_s"], r["elapsed_s"]))
@@ -285,6 +289,8 @@ def main():
     ap.add_argument("--mode", default="redis,bus", help="ways to carry the messages, in order")
     ap.add_argument("--latency-rate", type=float, help="msg/s of the latency phase (1000)")
     ap.add_argument("--latency-seconds", type=float, help="length of the latency phase (5)")
+    ap.add_argument("--load-rate", type=float, help="msg/s of the load phase (5000)")
+    ap.add_argument("--load-seconds", type=float, help="length of the load phase (5)")
     ap.add_argument("--burst", type=int, help="messages of the throughput phase (200000)")
     ap.add_argument("--batch", type=int, default=100, help="messages per request in the burst")
     ap.add_argument("--conns", type=int, default=4, help="publisher connections in the burst")
@@ -293,15 +299,21 @@ def main():
     ap.add_argument("--timeout", type=float, default=60, help="bound of each phase, seconds")
     ap.add_argument("--results", default=os.path.join(BENCH, "results"),
                     help="directory for bus-<date>-<time>[-short].{md,json}; '' for none")
+    ap.add_argument("--zfront-arg", action="append", default=[],
+                    help="an extra flag for both instances (--zfront-arg=--ws-max-send-buffer=8m)")
+    ap.add_argument("--logs", help="copy the instances' error logs into this directory")
     ap.add_argument("--zfront", default=os.environ.get("ZFRONT",
                                                        os.path.join(REPO, "build", "zfront")))
     a = ap.parse_args()
     lat_rate = a.latency_rate or (200 if a.short else 1000)
     lat_s = a.latency_seconds or (2 if a.short else 5)
+    load_rate = a.load_rate or (1000 if a.short else 5000)
+    load_s = a.load_seconds or (1 if a.short else 5)
     burst = a.burst or (5000 if a.short else 200000)
     if a.short:
         a.timeout = min(a.timeout, 20)
     phases = [("latency", int(lat_rate * lat_s), lat_rate, 1, 2),
+              ("load", int(load_rate * load_s), load_rate, 10, 2),
               ("burst", burst, burst * 100.0, a.batch, a.conns)]  # as fast as it goes
     modes = a.mode.split(",")
     started = time.strftime("%Y-%m-%d-%H%M", time.gmtime())
@@ -318,6 +330,11 @@ def main():
         finally:
             if redis_proc:
                 stop(redis_proc)
+            if a.logs:
+                os.makedirs(a.logs, exist_ok=True)
+                for f in os.listdir(tmp):
+                    if f.endswith(".log"):
+                        shutil.copy(os.path.join(tmp, f), a.logs)
     report = table(rows)
     print("\n" + report)
     if a.results:

@@ -104,11 +104,12 @@ def test_bus_bench_short_carries_every_message_both_ways(tmp_path):
     assert os.path.exists(tmp_path / js.replace(".json", ".md"))
     rows = json.loads((tmp_path / js).read_text())["rows"]
     assert [(r["mode"], r["phase"]) for r in rows] == [
-        ("redis", "latency"), ("redis", "burst"), ("bus", "latency"), ("bus", "burst")]
+        (m, p) for m in ("redis", "bus") for p in ("latency", "load", "burst")]
     for r in rows:
-        sent = 400 if r["phase"] == "latency" else 5000
+        sent = {"latency": 400, "load": 1000, "burst": 5000}[r["phase"]]
         assert r["sent"] == r["acked"] == sent and r["http_bad"] == 0, r
-        assert r["subs"] == 1 and r["received"] == r["expected"] == sent, r
+        assert r["subs"] == 1 and r["subs_closed"] == 0, r
+        assert r["received"] == r["expected"] == sent, r
         assert r["samples"] == sent and r["bad"] == 0, r
         assert 0 <= r["p50_ms"] <= r["p99_ms"] <= r["max_ms"], r
         assert r["msgs_per_s"] > 0 and r["client_cpu_s"] >= 0, r
