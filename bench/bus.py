@@ -267,13 +267,13 @@ def run_mode(a, wsload, tmp, zfront, mode, redis_proc, redis_sock, phases):
 
 
 def table(rows):
-    out = ["| way | phase | offered msg/s | received/sent | client closed | msg/s | p50 ms | p99 ms | max ms "
+    out = ["| round | way | phase | offered msg/s | received/sent | client closed | msg/s | p50 ms | p99 ms | max ms "
            "| A CPU s | B CPU s | redis CPU s | client CPU s | elapsed s |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        out.append("| %s | %s | %s | %d/%d | %s | %.0f | %.2f | %.2f | %.1f | %.2f | %.2f | %s | %.2f "
+        out.append("| %d | %s | %s | %s | %d/%d | %s | %.0f | %.2f | %.2f | %.1f | %.2f | %.2f | %s | %.2f "
                    "| %.2f |" % (
-                       r["mode"], r["phase"],
+                       r["round"], r["mode"], r["phase"],
                        "max" if r["phase"] == "burst" else "%.0f" % r["offered_rate"],
                        r["received"], r["expected"], "yes" if r["subs_closed"] else "no",
                        r["msgs_per_s"], r["p50_ms"],
@@ -296,6 +296,7 @@ def main():
     ap.add_argument("--conns", type=int, default=4, help="publisher connections in the burst")
     ap.add_argument("--threads", type=int, default=4, help="worker threads of A")
     ap.add_argument("--subs", type=int, default=1, help="WebSocket clients on B")
+    ap.add_argument("--rounds", type=int, help="rounds of all ways (full 2, short 1)")
     ap.add_argument("--timeout", type=float, default=60, help="bound of each phase, seconds")
     ap.add_argument("--results", default=os.path.join(BENCH, "results"),
                     help="directory for bus-<date>-<time>[-short].{md,json}; '' for none")
@@ -312,6 +313,7 @@ def main():
     burst = a.burst or (5000 if a.short else 200000)
     if a.short:
         a.timeout = min(a.timeout, 20)
+    a.rounds = a.rounds or (1 if a.short else 2)
     phases = [("latency", int(lat_rate * lat_s), lat_rate, 1, 2),
               ("load", int(load_rate * load_s), load_rate, 10, 2),
               ("burst", burst, burst * 100.0, a.batch, a.conns)]  # as fast as it goes
@@ -324,9 +326,13 @@ def main():
         wsload = build_wsload(tmp)
         redis_proc, redis_sock = start_redis(tmp) if "redis" in modes else (None, None)
         try:
-            for mode in modes:
-                rows += run_mode(a, wsload, tmp, a.zfront, mode,
-                                 redis_proc if mode == "redis" else None, redis_sock, phases)
+            for rnd in range(1, a.rounds + 1):  # the ways alternate: both see the same noise
+                for mode in modes:
+                    got = run_mode(a, wsload, tmp, a.zfront, mode,
+                                   redis_proc if mode == "redis" else None, redis_sock, phases)
+                    for row in got:
+                        row["round"] = rnd
+                    rows += got
         finally:
             if redis_proc:
                 stop(redis_proc)
