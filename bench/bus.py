@@ -93,6 +93,10 @@ def application(environ, start_response):
             publish(topic, {"i": i, "t": time.time()})
         start_response("200 OK", [("Content-Length", "0")])
         return [b""]
+    if path == "/stats":  # the bus's counters (None without the bus)
+        body = json.dumps(zfront.bus_stats() if hasattr(zfront, "bus_stats") else None).encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
     if path == "/warm":  # how many "warm" events reached this instance's listener
         body = str(len(warm_seen)).encode()
         start_response("200 OK", [("Content-Length", str(len(body)))])
@@ -213,6 +217,7 @@ def run_phase(wsload, procs, a_port, b_port, phase, count, rate, batch, conns, s
         if line != ["ready", str(subs)]:
             raise RuntimeError("subscriber on B did not get ready: %r" % line)
         cpu0 = {k: cpu_s(p.pid) for k, p in procs.items()}
+        bus0 = [json.loads(get(port, "/stats")) for port in (a_port, b_port)]
         pub = subprocess.Popen([wsload, "--port", str(a_port), "--http-pub", "/pub",
                                 "--pub-rate", str(rate), "--pub-seconds", str(count / rate),
                                 "--batch", str(batch), "--conns", str(conns), "--timeout",
@@ -221,6 +226,7 @@ def run_phase(wsload, procs, a_port, b_port, phase, count, rate, batch, conns, s
         s = json.loads(sub.stdout.readline())  # all expected, 10 s idle, or --timeout
         sub.communicate(timeout=10)
         cpu = {k: cpu_s(pr.pid) - cpu0[k] for k, pr in procs.items()}
+        bus1 = [json.loads(get(port, "/stats")) for port in (a_port, b_port)]
     finally:
         for proc in (sub, pub):
             if proc and proc.poll() is None:
@@ -238,6 +244,10 @@ def run_phase(wsload, procs, a_port, b_port, phase, count, rate, batch, conns, s
            "sub_cpu_s": s["cpu_s"]}
     for k, v in cpu.items():
         row["cpu_%s_s" % k] = v
+    if bus0[0] and bus1[1]:  # what the bus itself carried: A sent, B received or missed
+        row["bus_sent"] = bus1[0]["sent"] - bus0[0]["sent"]
+        for k in ("received", "missed", "duplicates", "dropped_malformed"):
+            row["bus_" + k] = bus1[1][k] - bus0[1][k]
     return row
 
 
@@ -267,15 +277,16 @@ def run_mode(a, wsload, tmp, zfront, mode, redis_proc, redis_sock, phases):
 
 
 def table(rows):
-    out = ["| round | way | phase | offered msg/s | received/sent | client closed | msg/s | p50 ms | p99 ms | max ms "
+    out = ["| round | way | phase | offered msg/s | received/sent | client closed | bus B got/A sent | msg/s | p50 ms | p99 ms | max ms "
            "| A CPU s | B CPU s | redis CPU s | client CPU s | elapsed s |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        out.append("| %d | %s | %s | %s | %d/%d | %s | %.0f | %.2f | %.2f | %.1f | %.2f | %.2f | %s | %.2f "
+        out.append("| %d | %s | %s | %s | %d/%d | %s | %s | %.0f | %.2f | %.2f | %.1f | %.2f | %.2f | %s | %.2f "
                    "| %.2f |" % (
                        r["round"], r["mode"], r["phase"],
                        "max" if r["phase"] == "burst" else "%.0f" % r["offered_rate"],
                        r["received"], r["expected"], "yes" if r["subs_closed"] else "no",
+                       "%d/%d" % (r["bus_received"], r["bus_sent"]) if "bus_sent" in r else "-",
                        r["msgs_per_s"], r["p50_ms"],
                        r["p99_ms"], r["max_ms"], r["cpu_A_s"], r["cpu_B_s"],
                        "%.2f" % r["cpu_redis_s"] if "cpu_redis_s" in r else "-",

@@ -115,6 +115,11 @@ def test_bus_bench_short_carries_every_message_both_ways(tmp_path):
         assert r["msgs_per_s"] > 0 and r["client_cpu_s"] >= 0, r
         assert r["cpu_A_s"] > 0 and r["cpu_B_s"] > 0, r
         assert ("cpu_redis_s" in r) == (r["mode"] == "redis"), r
+        if r["mode"] == "bus":  # the bus's own counters: A sent each once, B got each
+            assert r["bus_sent"] == r["bus_received"] == sent and r["bus_missed"] == 0, r
+            assert r["bus_duplicates"] == r["bus_dropped_malformed"] == 0, r
+        else:
+            assert "bus_sent" not in r, r
 
 
 if __name__ == "__main__":
