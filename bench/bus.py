@@ -255,16 +255,17 @@ def run_mode(a, wsload, tmp, zfront, mode, redis_proc, redis_sock, phases):
     procs = {}
     rows = []
     try:
-        for name in ("A", "B"):
+        for name in ("A",) if mode == "local" else ("A", "B"):
             procs[name], port = start_instance(tmp, zfront, mode, name, redis_sock,
                                                a.threads if name == "A" else 2,
                                                a.zfront_arg)
             procs[name].port = port
         if redis_proc:
             procs["redis"] = redis_proc
-        warm = warm_up(procs["A"].port, procs["B"].port, a.timeout)
+        b_port = procs["B"].port if "B" in procs else procs["A"].port  # local: B is A
+        warm = warm_up(procs["A"].port, b_port, a.timeout)
         for phase, count, rate, batch, conns in phases:
-            row = run_phase(wsload, procs, procs["A"].port, procs["B"].port, phase, count,
+            row = run_phase(wsload, procs, procs["A"].port, b_port, phase, count,
                             rate, batch, conns, a.subs, a.timeout)
             row.update(mode=mode, warm_up_s=warm)
             rows.append(row)
@@ -277,27 +278,31 @@ def run_mode(a, wsload, tmp, zfront, mode, redis_proc, redis_sock, phases):
 
 
 def table(rows):
-    out = ["| round | way | phase | offered msg/s | received/sent | client closed | bus B got/A sent | msg/s | p50 ms | p99 ms | max ms "
-           "| A CPU s | B CPU s | redis CPU s | client CPU s | elapsed s |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    cols = ["round", "way", "phase", "offered msg/s", "received/sent", "client closed",
+            "bus B got/A sent", "msg/s", "p50 ms", "p99 ms", "max ms", "A CPU s", "B CPU s",
+            "redis CPU s", "client CPU s", "elapsed s"]
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+
+    def opt(r, k, fmt="%.2f"):
+        return fmt % r[k] if k in r else "-"
+
     for r in rows:
-        out.append("| %d | %s | %s | %s | %d/%d | %s | %s | %.0f | %.2f | %.2f | %.1f | %.2f | %.2f | %s | %.2f "
-                   "| %.2f |" % (
-                       r["round"], r["mode"], r["phase"],
-                       "max" if r["phase"] == "burst" else "%.0f" % r["offered_rate"],
-                       r["received"], r["expected"], "yes" if r["subs_closed"] else "no",
-                       "%d/%d" % (r["bus_received"], r["bus_sent"]) if "bus_sent" in r else "-",
-                       r["msgs_per_s"], r["p50_ms"],
-                       r["p99_ms"], r["max_ms"], r["cpu_A_s"], r["cpu_B_s"],
-                       "%.2f" % r["cpu_redis_s"] if "cpu_redis_s" in r else "-",
-                       r["client_cpu_s"], r["elapsed_s"]))
+        cells = [r["round"], r["mode"], r["phase"],
+                 "max" if r["phase"] == "burst" else "%.0f" % r["offered_rate"],
+                 "%d/%d" % (r["received"], r["expected"]), "yes" if r["subs_closed"] else "no",
+                 "%d/%d" % (r["bus_received"], r["bus_sent"]) if "bus_sent" in r else "-",
+                 "%.0f" % r["msgs_per_s"], "%.2f" % r["p50_ms"], "%.2f" % r["p99_ms"],
+                 "%.1f" % r["max_ms"], opt(r, "cpu_A_s"), opt(r, "cpu_B_s"),
+                 opt(r, "cpu_redis_s"), "%.2f" % r["client_cpu_s"], "%.2f" % r["elapsed_s"]]
+        out.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(out)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--short", action="store_true", help="smoke run, < 1 min")
-    ap.add_argument("--mode", default="redis,bus", help="ways to carry the messages, in order")
+    ap.add_argument("--mode", default="redis,bus,local",
+                    help="ways to carry the messages, in order (local: no hop, the floor)")
     ap.add_argument("--latency-rate", type=float, help="msg/s of the latency phase (1000)")
     ap.add_argument("--latency-seconds", type=float, help="length of the latency phase (5)")
     ap.add_argument("--load-rate", type=float, help="msg/s of the load phase (5000)")
