@@ -72,10 +72,10 @@ static struct {
     int running;
     void *ctx;
     void *pub;     /* XPUB: bound to DIR/NAME.sock and bus.listen (CURVE server) */
-    void *fwd_pub; /* PUB connected to forwarders (CURVE client), or NULL */
+    void *fwd_pub; /* XPUB connected to forwarders (CURVE client), or NULL */
     void *sub;     /* SUB connected to peers, endpoints and forwarders */
     void *zap;     /* ZAP handler when CURVE is on */
-    struct event *pub_ev, *sub_ev, *zap_ev, *rescan_ev;
+    struct event *pub_ev, *fwd_ev, *sub_ev, *zap_ev, *rescan_ev;
     struct zf_hub_subscriber hubsub;
     struct zf__bus_curve curve;
     char name[ZF_BUS_MAX_NAME + 1];
@@ -193,6 +193,8 @@ static void on_event(struct zf_hub_subscriber *s, struct zf_hub_event *ev)
     STAT_ADD(sent, 1);
     /* the send may have taken the XPUB's edge (subscriptions to read) */
     event_active(bus.pub_ev, EV_READ, 0);
+    if (bus.fwd_ev)
+        event_active(bus.fwd_ev, EV_READ, 0);
 }
 
 /* ------------------------------------------------------------ receiving */
@@ -348,16 +350,18 @@ static void on_sub(evutil_socket_t fd, short what, void *arg)
     event_active(bus.sub_ev, EV_READ, 0);
 }
 
-/* Subscriptions reaching our XPUB (verbose: one per peer): counted, so
- * "subscribers" says how many peers listen. */
+/* Subscriptions reaching one of our XPUBs (verbose: one per peer, or one
+ * per forwarder): counted, so "subscribers" says how many peers listen. */
 static void on_pub(evutil_socket_t fd, short what, void *arg)
 {
+    void *sock = arg == &bus.fwd_pub ? bus.fwd_pub : bus.pub;
+    struct event *ev = arg == &bus.fwd_pub ? bus.fwd_ev : bus.pub_ev;
     for (int i = 0; i < 4096; i++) {
-        if (!has_input(bus.pub))
+        if (!has_input(sock))
             return;
         zmq_msg_t m;
         zmq_msg_init(&m);
-        if (zmq_msg_recv(&m, bus.pub, ZMQ_DONTWAIT) < 0) {
+        if (zmq_msg_recv(&m, sock, ZMQ_DONTWAIT) < 0) {
             zmq_msg_close(&m);
             return;
         }
@@ -369,7 +373,7 @@ static void on_pub(evutil_socket_t fd, short what, void *arg)
             STAT_SUB(subscribers, 1);
         zmq_msg_close(&m);
     }
-    event_active(bus.pub_ev, EV_READ, 0);
+    event_active(ev, EV_READ, 0);
 }
 
 static void on_zap(evutil_socket_t fd, short what, void *arg)
@@ -461,13 +465,13 @@ static void *new_socket(int type)
     return s;
 }
 
-static struct event *watch(void *sock, event_callback_fn cb)
+static struct event *watch(void *sock, event_callback_fn cb, void *arg)
 {
     int fd;
     size_t len = sizeof fd;
     if (zmq_getsockopt(sock, ZMQ_FD, &fd, &len) != 0)
         return NULL;
-    struct event *ev = event_new(zf_srv->base, fd, EV_READ | EV_PERSIST, cb, NULL);
+    struct event *ev = event_new(zf_srv->base, fd, EV_READ | EV_PERSIST, cb, arg);
     if (!ev)
         return NULL;
     event_add(ev, NULL);
@@ -545,8 +549,9 @@ static int open_sockets(void)
             return ZF_ERROR;
     }
     if (zf_bus_cfg.forwarders.n) {
-        if (!(bus.fwd_pub = new_socket(ZMQ_PUB)))
+        if (!(bus.fwd_pub = new_socket(ZMQ_XPUB)))
             return ZF_ERROR;
+        set_int(bus.fwd_pub, ZMQ_XPUB_VERBOSER, 1);
         if (bus.curve.on && zf__bus_curve_apply(bus.fwd_pub, &bus.curve, 0) != ZF_OK)
             return ZF_ERROR;
     }
@@ -600,8 +605,10 @@ static int bus_start(struct zf_server *srv)
         bus_stop(srv, 0);
         return ZF_ERROR;
     }
-    if (!(bus.pub_ev = watch(bus.pub, on_pub)) || !(bus.sub_ev = watch(bus.sub, on_sub)) ||
-        (bus.zap && !(bus.zap_ev = watch(bus.zap, on_zap)))) {
+    if (!(bus.pub_ev = watch(bus.pub, on_pub, &bus.pub)) ||
+        !(bus.sub_ev = watch(bus.sub, on_sub, NULL)) ||
+        (bus.fwd_pub && !(bus.fwd_ev = watch(bus.fwd_pub, on_pub, &bus.fwd_pub))) ||
+        (bus.zap && !(bus.zap_ev = watch(bus.zap, on_zap, NULL)))) {
         zf_log(ZF_LOG_ERROR, NULL, "bus: cannot watch the sockets in the loop");
         bus_stop(srv, 0);
         return ZF_ERROR;
@@ -631,7 +638,7 @@ static void bus_stop(struct zf_server *srv, int graceful)
         return;
     __atomic_store_n(&bus.running, 0, __ATOMIC_RELAXED);
     zf_hub_unsubscribe_all(&bus.hubsub);
-    struct event **evs[] = {&bus.pub_ev, &bus.sub_ev, &bus.zap_ev, &bus.rescan_ev};
+    struct event **evs[] = {&bus.pub_ev, &bus.fwd_ev, &bus.sub_ev, &bus.zap_ev, &bus.rescan_ev};
     for (size_t i = 0; i < ZF_ARRAY_LEN(evs); i++) {
         if (*evs[i]) {
             event_free(*evs[i]);

@@ -37,7 +37,7 @@ top=$(cd "$here/../.." && pwd)
 out=${1:-/tmp/build-fuzz}
 src=$(cd "${ZF_FUZZ_SRC:-$top}" && pwd)
 cc=${CC:-clang}
-targets="http1 range config"
+targets="http1 range config bus"
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
@@ -59,7 +59,9 @@ $cc $cflags -o "$out/fuzz_range" "$f/fuzz_range.c" "$s/core/range.c"
 # shellcheck disable=SC2086
 $cc $cflags -o "$out/fuzz_config" "$f/fuzz_config.c" "$s/core/config.c" "$s/core/log.c" \
     "$s/core/util.c"
-echo "fuzz: built fuzz_http1 fuzz_range fuzz_config"
+# shellcheck disable=SC2086
+$cc $cflags -o "$out/fuzz_bus" "$f/fuzz_bus.c" "$s/bus/codec.c" -ljansson
+echo "fuzz: built fuzz_http1 fuzz_range fuzz_config fuzz_bus"
 
 status=0
 if [ "$mode" = regress ]; then
