@@ -2,12 +2,13 @@
 """The bus hop: publish in instance A -> WebSocket client of instance B, over zfront's
 ZeroMQ bus and, side by side in the same run, over Redis pub/sub.
 
-  bench/bus.py                  full run (~2-3 min): latency at 1,000 msg/s, then a burst of
-                                200,000 messages, both ways
-  bench/bus.py --short          smoke run (< 1 min): small counts
+  bench/bus.py                  full run (~3-4 min): 2 rounds of each way: latency at 1,000
+                                msg/s, load at 5,000 msg/s, a burst of 200,000 messages
+  bench/bus.py --short          smoke run (< 1 min): small counts, one round
   bench/bus.py --mode bus --latency-rate 5000 --burst 500000
+  bench/bus.py --zfront-arg=--ws-max-send-buffer=64m     (a flag for every instance)
 
-Two zfront instances on loopback run the same bench app (written into the temp dir):
+zfront instances on loopback run the same bench app (written into the temp dir):
 
   bus    A and B started with --bus-dir DIR --instance-name A|B; the app in A calls
          zfront.publish("bench", {"i": I, "t": time.time()}): the bus carries it to B.
@@ -15,6 +16,8 @@ Two zfront instances on loopback run the same bench app (written into the temp d
          python3-redis round trip per message, as an app does), a Python thread in B reads
          the subscription and calls zfront.publish locally. redis-server (Debian) is started
          here on a unix socket in the temp dir, stopped by PID.
+  local  one instance, publishing and subscribed: no hop at all, the floor to read the two
+         hops against.
 
 The publisher is the C load client bench/wsload.c in its HTTP mode: keep-alive requests
 `GET /pub?i=FIRST&n=COUNT` to A, each publishing COUNT messages in one app call, so neither
@@ -57,13 +60,10 @@ if MODE == "redis":
     def publish(topic, data):
         r.publish(topic, json.dumps(data))
 
-    relay_ready = threading.Event()
-
     def relay():
         p = redis.Redis(unix_socket_path=os.environ["BUSBENCH_REDIS"]).pubsub(
             ignore_subscribe_messages=True)
         p.subscribe("bench", "warm")
-        relay_ready.set()
         for m in p.listen():
             zfront.publish(m["channel"].decode(), json.loads(m["data"]))
 
@@ -235,9 +235,9 @@ def run_phase(wsload, procs, a_port, b_port, phase, count, rate, batch, conns, s
     elapsed = max(1e-9, s["last_rx"] - p["pub_start"])
     per_client = s["received"] / max(1, s["subscribed"])
     row = {"phase": phase, "offered_rate": rate, "batch": batch, "conns": conns,
-           "subs": s["subscribed"], "subs_closed": s["closed"], "sent": p["sent"], "acked": p["acked"],
-           "requests": p["requests"], "http_bad": p["bad"], "received": s["received"],
-           "expected": p["sent"] * s["subscribed"], "bad": s["bad"],
+           "subs": s["subscribed"], "subs_closed": s["closed"], "sent": p["sent"],
+           "acked": p["acked"], "requests": p["requests"], "http_bad": p["bad"],
+           "received": s["received"], "expected": p["sent"] * s["subscribed"], "bad": s["bad"],
            "msgs_per_s": per_client / elapsed, "p50_ms": s["p50_ms"], "p99_ms": s["p99_ms"],
            "max_ms": s["max_ms"], "samples": s["samples"], "elapsed_s": elapsed,
            "client_cpu_s": s["cpu_s"] + p["cpu_s"], "pub_cpu_s": p["cpu_s"],
