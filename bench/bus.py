@@ -228,6 +228,11 @@ def run_phase(wsload, procs, a_port, b_port, phase, count, rate, batch, conns, s
         sub.communicate(timeout=10)
         cpu = {k: cpu_s(pr.pid) - cpu0[k] for k, pr in procs.items()}
         bus1 = [json.loads(get(port, "/stats")) for port in (a_port, b_port)]
+        deadline = time.monotonic() + 5  # the client may have ended before B got them all
+        while (bus1[1] and bus1[1]["received"] - bus0[1]["received"] <
+               bus1[0]["sent"] - bus0[0]["sent"] and time.monotonic() < deadline):
+            time.sleep(0.1)
+            bus1[1] = json.loads(get(b_port, "/stats"))
     finally:
         for proc in (sub, pub):
             if proc and proc.poll() is None:

@@ -731,7 +731,7 @@ int main(int argc, char **argv)
             if (last_event_mono && now - last_event_mono > idle_s) {
                 break;
             }
-            if (subscribed == 0) {
+            if (subscribed == 0 || closed_early >= nconns) { /* none left open */
                 break;
             }
         }
