@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import tempfile
 
 import pytest
@@ -92,13 +93,31 @@ def test_killed_instance_restarts_and_rejoins(server_factory, busdir):
     sock = os.path.join(busdir, "b.sock")
     assert os.path.exists(sock)  # SIGKILL leaves the socket file behind
     b2 = start(server_factory, busdir, "b")
-    assert b2.wait_log(r"removing .*b\.sock, left by a dead instance")
+    # the stale file was replaced by b itself, or removed by a or c first
+    assert (b2.wait_log(r"removing .*b\.sock, left by a dead instance", timeout=1) or
+            a.wait_log(r"removed .*b\.sock: nobody listens", timeout=1) or
+            c.wait_log(r"removed .*b\.sock: nobody listens", timeout=1))
     wait_joined([a, b2, c])
     bustest.publish(b2, "listen/back", 1)
     bustest.publish(a, "listen/back", 2)
     for s in (a, b2, c):
         assert wait_until(lambda: sorted(bustest.listened(s)) ==
                           ["listen/back 1", "listen/back 2"]), (s.name, bustest.listened(s))
+
+
+def test_stale_socket_of_its_own_name_is_replaced(server_factory, busdir):
+    os.makedirs(busdir)
+    path = os.path.join(busdir, "a.sock")
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(path)  # a socket file nobody listens on, as a SIGKILL leaves it
+    s.close()
+    a = start(server_factory, busdir, "a")
+    assert a.wait_log("bus: removing %s, left by a dead instance" % path)
+    assert a.wait_log("bus: instance .a. publishing")
+    with socket.socket(socket.AF_UNIX) as probe:
+        probe.connect(path)  # a listens there now
+    b = start(server_factory, busdir, "b")
+    wait_joined([a, b])
 
 
 def test_dead_instance_socket_is_removed_and_peer_dropped(server_factory, busdir):
