@@ -119,6 +119,7 @@ def test_bus_bench_short_carries_every_message_every_way(tmp_path):
         if r["mode"] == "bus":  # the bus's own counters: A sent each once, B got each
             assert r["bus_sent"] == r["bus_received"] == sent and r["bus_missed"] == 0, r
             assert r["bus_duplicates"] == r["bus_dropped_malformed"] == 0, r
+            assert r["bus_probe_arrived"] is True, r
         else:
             assert "bus_sent" not in r, r
 
