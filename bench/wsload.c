@@ -627,7 +627,7 @@ int main(int argc, char **argv)
             if (due > pub_total) {
                 due = pub_total;
             }
-            for (int k = 0; http_pub && k < nconns && sent < due; k++) {
+            for (int k = 0; http_pub && k < nconns && sent < pub_total; k++) {
                 struct conn *hc = &conns[k];
                 if (hc->state == ST_CLOSED && reconnects < 100000) {
                     /* the server ends keep-alive connections (max_keepalive_requests) */
@@ -638,6 +638,9 @@ int main(int argc, char **argv)
                     closed_early--;
                     reconnects++;
                 }
+            }
+            for (int k = 0; http_pub && k < nconns && sent < due; k++) {
+                struct conn *hc = &conns[k];
                 if (hc->state != ST_OPEN || hc->inflight) {
                     continue;
                 }
