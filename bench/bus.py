@@ -393,6 +393,8 @@ def main():
     ap.add_argument("--zfront", default=os.environ.get("ZFRONT",
                                                        os.path.join(REPO, "build", "zfront")))
     a = ap.parse_args()
+    # SIGTERM (a test stopping the run) unwinds: every process is stopped, the temp dir removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if a.render:
         with open(a.render) as f:
             run = json.load(f)
