@@ -58,6 +58,7 @@ struct zf_bus_stats {
     uint64_t missed;            /* messages skipped by those jumps */
     uint64_t origins;           /* origins (instance starts) heard from */
     uint64_t stale_removed;     /* socket files of dead instances removed */
+    uint64_t restarts;          /* a known instance name heard with a new origin */
 };
 
 /* Copies the counters (relaxed atomic reads: any thread). Returns ZF_OK, or
@@ -137,6 +138,20 @@ void *zf__bus_zap_open(void *ctx);
 /* Answers one ZAP request waiting on zap (non-blocking). Returns ZF_OK,
  * or ZF_AGAIN when none was waiting. */
 int zf__bus_zap_serve(void *zap, const struct zf__bus_curve *c, int flags);
+
+/* module.c, for peers.c: the SUB socket, our own socket path (NULL when
+ * no bus.dir), the peers counter, the stale-file counter, and a nudge to
+ * look at the SUB socket again after a connect or disconnect (which may
+ * have consumed its ZMQ_FD edge). */
+void *zf__bus_sub(void);
+const char *zf__bus_own_path(void);
+void zf__bus_stat_peers(int delta);
+void zf__bus_stat_stale(void);
+void zf__bus_kick(void);
+/* peers.c: one scan of bus.dir (loop thread), and forgetting every peer at
+ * stop (the SUB socket is closed by the caller). */
+void zf__bus_rescan(void);
+void zf__bus_peers_stop(void);
 
 /* Probes a unix socket file: ZF_OK someone listens, ZF_DECLINED nobody
  * does (ECONNREFUSED: stale), ZF_ERROR anything else (gone, not a socket). */

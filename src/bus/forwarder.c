@@ -68,6 +68,14 @@ int zf_bus_forwarder_run(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    /* The signal must interrupt zmq_proxy's wait on this thread: libzmq's
+     * I/O threads and the ZAP thread, started below, inherit a mask that
+     * blocks it, and this thread unblocks it once they exist. */
+    sigset_t stop_sigs, old;
+    sigemptyset(&stop_sigs);
+    sigaddset(&stop_sigs, SIGTERM);
+    sigaddset(&stop_sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_sigs, &old);
 
     int rc = 1;
     void *ctx = zmq_ctx_new();
@@ -89,6 +97,7 @@ int zf_bus_forwarder_run(void)
     if (!(xpub = server_socket(ctx, ZMQ_XPUB, sub_url, &curve)) ||
         !(xsub = server_socket(ctx, ZMQ_XSUB, pub_url, &curve)))
         goto out;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     zf_log(ZF_LOG_INFO, NULL,
            "bus forwarder: subscribers connect to %s, publishers to %s%s (pid %ld)", sub_url,
            pub_url, curve.on ? ", CURVE on" : "", (long)getpid());
@@ -103,6 +112,7 @@ int zf_bus_forwarder_run(void)
                               : zmq_strerror(errno));
     rc = stopping ? 0 : 1;
 out:
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (xpub)
         zmq_close(xpub);
     if (xsub)

@@ -92,10 +92,6 @@ static struct zf_bus_stats stats;
 #define STAT_ADD(f, n) __atomic_fetch_add(&stats.f, (n), __ATOMIC_RELAXED)
 #define STAT_SUB(f, n) __atomic_fetch_sub(&stats.f, (n), __ATOMIC_RELAXED)
 
-void zf__bus_rescan(void);
-int zf__bus_peers_start(void);
-void zf__bus_peers_stop(void);
-
 int zf_bus_get_stats(struct zf_bus_stats *st)
 {
     memset(st, 0, sizeof *st);
@@ -210,6 +206,11 @@ static struct origin *find_origin(uint64_t epoch)
 /* A new origin's slot: a free one, else the least recently heard. */
 static struct origin *new_origin(const struct zf_bus_msg *m)
 {
+    int restarted = 0;
+    for (size_t i = 0; m->name_len && i < bus.norigins; i++)
+        if (strlen(bus.origins[i].name) == m->name_len &&
+            memcmp(bus.origins[i].name, m->name, m->name_len) == 0)
+            restarted = 1;
     size_t max = zf_bus_cfg.max_origins > 0 ? (size_t)zf_bus_cfg.max_origins : 1;
     struct origin *o = NULL;
     if (bus.norigins < max) {
@@ -225,8 +226,11 @@ static struct origin *new_origin(const struct zf_bus_msg *m)
     memcpy(o->name, m->name, m->name_len);
     o->name[m->name_len] = 0;
     STAT_ADD(origins, 1);
-    zf_log(ZF_LOG_INFO, NULL, "bus: hearing instance \"%s\" (origin %llx)", o->name,
-           (unsigned long long)o->epoch);
+    if (restarted)
+        STAT_ADD(restarts, 1);
+    zf_log(ZF_LOG_INFO, NULL, "bus: hearing instance \"%s\" (origin %llx%s)", o->name,
+           (unsigned long long)o->epoch,
+           restarted ? ", restarted: what it published while down is missed" : "");
     return o;
 }
 
@@ -668,13 +672,13 @@ static void bus_stats(struct zf_server *srv, struct evbuffer *out)
                         "bus.peers: %llu\nbus.subscribers: %llu\nbus.sent: %llu\n"
                         "bus.received: %llu\nbus.duplicates: %llu\nbus.dropped_malformed: %llu\n"
                         "bus.send_failed: %llu\nbus.gaps: %llu\nbus.missed: %llu\n"
-                        "bus.origins: %llu\nbus.stale_removed: %llu\n",
+                        "bus.origins: %llu\nbus.stale_removed: %llu\nbus.restarts: %llu\n",
                         (unsigned long long)st.peers, (unsigned long long)st.subscribers,
                         (unsigned long long)st.sent, (unsigned long long)st.received,
                         (unsigned long long)st.duplicates, (unsigned long long)st.dropped_malformed,
                         (unsigned long long)st.send_failed, (unsigned long long)st.gaps,
                         (unsigned long long)st.missed, (unsigned long long)st.origins,
-                        (unsigned long long)st.stale_removed);
+                        (unsigned long long)st.stale_removed, (unsigned long long)st.restarts);
 }
 
 const struct zf_module zf_bus_module = {

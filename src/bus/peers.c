@@ -22,12 +22,6 @@
 #include "../core/log.h"
 #include "bus.h"
 
-void *zf__bus_sub(void);
-const char *zf__bus_own_path(void);
-void zf__bus_stat_peers(int delta);
-void zf__bus_stat_stale(void);
-void zf__bus_kick(void);
-
 struct peer {
     char *path;
     char url[120]; /* ipc://PATH */

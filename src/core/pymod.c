@@ -838,14 +838,15 @@ static PyObject *zfront_bus_stats(PyObject *self, PyObject *unused)
     if (zf_bus_get_stats(&st) != ZF_OK)
         Py_RETURN_NONE;
     return Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "peers",
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "peers",
         (unsigned long long)st.peers, "subscribers", (unsigned long long)st.subscribers, "sent",
         (unsigned long long)st.sent, "received", (unsigned long long)st.received, "duplicates",
         (unsigned long long)st.duplicates, "dropped_malformed",
         (unsigned long long)st.dropped_malformed, "send_failed",
         (unsigned long long)st.send_failed, "gaps", (unsigned long long)st.gaps, "missed",
         (unsigned long long)st.missed, "origins", (unsigned long long)st.origins,
-        "stale_removed", (unsigned long long)st.stale_removed);
+        "stale_removed", (unsigned long long)st.stale_removed, "restarts",
+        (unsigned long long)st.restarts);
 #else
     Py_RETURN_NONE;
 #endif
@@ -880,7 +881,7 @@ static PyMethodDef zfront_methods[] = {
      "bus_stats() -> dict or None\n\n"
      "The bus counters (docs/protocols/bus.md): peers, subscribers, sent, received,\n"
      "duplicates, dropped_malformed, send_failed, gaps, missed, origins,\n"
-     "stale_removed. None when this instance runs no bus."},
+     "stale_removed, restarts. None when this instance runs no bus."},
     {"on_shutdown", zfront_on_shutdown, METH_O,
      "on_shutdown(callable) -> callable\n\n"
      "Registers callable() to run once when zfront stops gracefully: after the\n"

@@ -88,6 +88,8 @@ def test_audience_travels_with_the_event(server_factory, busdir):
 
 def test_killed_instance_restarts_and_rejoins(server_factory, busdir):
     a, b, c = three(server_factory, busdir)
+    bustest.publish(b, "listen/before", 0)
+    assert wait_until(lambda: bustest.listened(a) and bustest.listened(c))
     b.signal(signal.SIGKILL)
     b.wait()
     sock = os.path.join(busdir, "b.sock")
@@ -100,9 +102,14 @@ def test_killed_instance_restarts_and_rejoins(server_factory, busdir):
     wait_joined([a, b2, c])
     bustest.publish(b2, "listen/back", 1)
     bustest.publish(a, "listen/back", 2)
-    for s in (a, b2, c):
+    for s in (a, c):
         assert wait_until(lambda: sorted(bustest.listened(s)) ==
-                          ["listen/back 1", "listen/back 2"]), (s.name, bustest.listened(s))
+                          ["listen/back 1", "listen/back 2", "listen/before 0"]), \
+            (s.name, bustest.listened(s))
+    assert wait_until(lambda: sorted(bustest.listened(b2)) == ["listen/back 1", "listen/back 2"])
+    # a and c tell the new b from the killed one: a restart
+    assert stats(a)["restarts"] == 1 and stats(c)["restarts"] == 1
+    assert a.wait_log('bus: hearing instance "b" .*restarted')
 
 
 def test_stale_socket_of_its_own_name_is_replaced(server_factory, busdir):

@@ -185,6 +185,20 @@ def test_instances_on_two_addresses_joined_through_a_forwarder(server_factory, c
     assert "bus forwarder: stopping (SIGTERM)" in fwd.log()
 
 
+def test_instances_joined_directly_over_tcp(server_factory):
+    pa, pb = free_port(), free_port()
+    a = start(server_factory, None, "a", "--bus-listen", "tcp://127.0.0.2:%d" % pa,
+              "--bus-endpoint", "tcp://127.0.0.3:%d" % pb)
+    b = start(server_factory, None, "b", "--bus-listen", "tcp://127.0.0.3:%d" % pb,
+              "--bus-endpoint", "tcp://127.0.0.2:%d" % pa)
+    wait_joined([a, b])
+    bustest.publish(a, "listen/tcp", "a")
+    bustest.publish(b, "listen/tcp", "b")
+    for s in (a, b):
+        assert wait_until(lambda: sorted(bustest.listened(s)) ==
+                          ['listen/tcp "a"', 'listen/tcp "b"']), bustest.listened(s)
+
+
 def keypair(ctx_dir, name):
     pub, sec = zmq.curve_keypair()
     path = os.path.join(ctx_dir, name + ".key")

@@ -186,6 +186,54 @@ int main(void)
     CHECK_EQ_INT(r.n, 1);
     zf_hub_unsubscribe_all(&r.sub);
 
+    /* events of other instances (the bus): their position is kept, a
+     * duplicate is declined, and a resume works from a position of any
+     * origin, replaying what came after it whatever its origin */
+    CHECK_EQ_INT(zf_config_set("hub.history_memory", "64m", "test"), ZF_OK);
+    rec_init(&r);
+    CHECK_EQ_INT(zf_hub_subscribe(&r.sub, "bus/t", NULL), ZF_OK);
+    struct zf_hub_event *f1 = zf_hub_event_new("bus/t", "1", 1, NULL);
+    f1->origin = 0xf00;
+    f1->id = 41;
+    CHECK_EQ_INT(zf_hub_inject(f1), ZF_OK);
+    CHECK_EQ_INT(zf_hub_inject(f1), ZF_DECLINED);
+    CHECK(f1->origin == 0xf00 && f1->id == 41);
+    CHECK_EQ_INT(r.n, 1);
+    CHECK(r.ids[0] == 41);
+    struct zf_hub_pos own;
+    CHECK_EQ_INT(pub("bus/t", "2", NULL, &own), ZF_OK);
+    struct zf_hub_event *f2 = zf_hub_event_new("bus/t", "3", 1, NULL);
+    f2->origin = 0xf00;
+    f2->id = 42;
+    CHECK_EQ_INT(zf_hub_inject(f2), ZF_OK);
+    CHECK_EQ_INT(r.n, 3);
+    struct rec q;
+    rec_init(&q);
+    struct zf_hub_pos p41 = {0xf00, 41}, p42 = {0xf00, 42}, p7 = {0xf00, 7};
+    CHECK_EQ_INT(zf_hub_subscribe(&q.sub, "bus/t", &p41), ZF_OK);
+    CHECK_EQ_INT(q.n, 2);
+    CHECK(q.ids[0] == own.id && q.ids[1] == 42);
+    CHECK_EQ_INT(q.gaps, 0);
+    zf_hub_unsubscribe_all(&q.sub);
+    rec_init(&q); /* from our own position: the foreign event after it */
+    CHECK_EQ_INT(zf_hub_subscribe(&q.sub, "bus/t", &own), ZF_OK);
+    CHECK_EQ_INT(q.n, 1);
+    CHECK(q.ids[0] == 42);
+    zf_hub_unsubscribe_all(&q.sub);
+    rec_init(&q); /* the newest position, foreign: nothing missed */
+    CHECK_EQ_INT(zf_hub_subscribe(&q.sub, "bus/t", &p42), ZF_OK);
+    CHECK_EQ_INT(q.n + q.gaps, 0);
+    zf_hub_unsubscribe_all(&q.sub);
+    rec_init(&q); /* a foreign position not kept: a gap */
+    CHECK_EQ_INT(zf_hub_subscribe(&q.sub, "bus/t", &p7), ZF_OK);
+    CHECK_EQ_INT(q.n, 0);
+    CHECK_EQ_INT(q.gaps, 1);
+    CHECK(q.gap_first.origin == 0xf00 && q.gap_first.id == 41);
+    zf_hub_unsubscribe_all(&q.sub);
+    zf_hub_unsubscribe_all(&r.sub);
+    zf_hub_event_unref(f1);
+    zf_hub_event_unref(f2);
+
     /* publishing from another thread goes through the loop */
     evthread_use_pthreads();
     static struct zf_server srv;
