@@ -44,7 +44,8 @@ static const struct zf_cfg_key bus_keys[] = {
      "How often bus.dir is rescanned for instances that started or stopped, and for socket "
      "files of dead instances (removed when nobody listens on them twice in a row)."},
     {"bus.max_topic", ZF_CFG_INT, &zf_bus_cfg.max_topic, "1024", NULL,
-     "Longest topic (bytes) accepted from a peer; longer messages are dropped as malformed."},
+     "Longest topic (bytes) sent to or accepted from peers: a longer one from a peer is "
+     "dropped as malformed, a longer local one stays on this instance (counted in send_failed)."},
     {"bus.max_origins", ZF_CFG_INT, &zf_bus_cfg.max_origins, "1024", NULL,
      "Origins (instance starts) whose message sequence is followed for gaps and duplicates; "
      "beyond it the least recently heard is forgotten."},
@@ -166,6 +167,15 @@ static void on_event(struct zf_hub_subscriber *s, struct zf_hub_event *ev)
 {
     if (ev->origin != zf_hub_epoch())
         return;
+    if (strlen(ev->topic) > (size_t)zf_bus_cfg.max_topic) {
+        /* the peers would drop it as malformed: say so here (the first time) */
+        if (STAT_ADD(send_failed, 1) == 0)
+            zf_log(ZF_LOG_WARN, NULL,
+                   "bus: a topic of %zu bytes is over bus.max_topic: "
+                   "the event stays on this instance",
+                   strlen(ev->topic));
+        return;
+    }
     size_t alen;
     char *aud = zf_bus_audience_join(ev->audience, &alen);
     if (!aud) {

@@ -63,6 +63,19 @@ def test_publish_in_any_reaches_websocket_clients_and_listeners_of_all(server_fa
         assert st["gaps"] == 0 and st["dropped_malformed"] == 0
 
 
+def test_topic_over_max_topic_stays_local(server_factory, busdir):
+    a, b = [start(server_factory, busdir, n, "--set", "bus.max_topic=100") for n in ("a", "b")]
+    wait_joined([a, b])
+    long_topic = "listen/" + "t" * 100
+    bustest.publish(a, long_topic, 1)
+    bustest.publish(a, "listen/short", 2)
+    assert wait_until(lambda: bustest.listened(b) == ["listen/short 2"])
+    assert wait_until(lambda: bustest.listened(a) == ["%s 1" % long_topic, "listen/short 2"])
+    assert stats(a)["send_failed"] == 1 and stats(a)["sent"] == 1
+    assert stats(b)["dropped_malformed"] == 0
+    assert a.wait_log("over bus.max_topic")
+
+
 def test_audience_travels_with_the_event(server_factory, busdir):
     a, b = [start(server_factory, busdir, n) for n in ("a", "b")]
     wait_joined([a, b])
