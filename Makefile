@@ -2,7 +2,7 @@
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 
-.PHONY: all deps build run test bench bench-ws bench-dav bench-soak asan test-asan test-tsan fuzz fuzz-regress format clean
+.PHONY: all deps build run test bench bench-ws bench-dav bench-bus bench-soak asan test-asan test-tsan fuzz fuzz-regress format clean
 
 all: build
 
@@ -45,6 +45,12 @@ bench-ws: build
 SOAK_MINUTES ?= 20
 bench-soak: build
 	./bench/soak --minutes $(SOAK_MINUTES) --bin $(CURDIR)/$(BUILD)/zfront $(SOAK_ARGS)
+
+# The bus hop (docs/benchmarks.md): publish in instance A -> WebSocket client of instance B,
+# over the ZeroMQ bus beside Redis pub/sub; BENCH_BUS_ARGS=--short for a quick run (< 1 min).
+bench-bus: build
+	./bench/setup.sh
+	ZFRONT=$(CURDIR)/$(BUILD)/zfront ./bench/bus.py $(BENCH_BUS_ARGS)
 
 # AddressSanitizer + UndefinedBehaviorSanitizer build; runs every suite against it.
 $(ASAN_BUILD)/build.ninja:

@@ -6,7 +6,8 @@
 # for the WebDAV anchors (bench/dav/run): Apache (mod_dav_fs), nginx's dav-ext
 # module, PyWebDAV and litmus; for the WebSocket fan-out (bench/ws_fanout.py):
 # gcc (it compiles the load client bench/wsload.c), python3-websockets and
-# Autobahn/Twisted (with python3-openssl for wss://) as the peer servers.
+# Autobahn/Twisted (with python3-openssl for wss://) as the peer servers; for the bus
+# hop (bench/bus.py): redis-server and python3-redis (the Redis pub/sub side).
 # Nothing else: bench/run uses only /usr/bin/python3's standard library.
 # Does nothing (and needs no root) when everything is already there.
 set -eu
@@ -45,6 +46,8 @@ need /usr/bin/gcc gcc
 need_module websockets python3-websockets
 need_module autobahn.twisted.websocket python3-autobahn
 need_module OpenSSL python3-openssl
+need /usr/bin/redis-server redis-server
+need_module redis python3-redis
 
 if [ -z "$missing" ]; then
     echo "bench/setup.sh: all benchmark peers and tools are installed"

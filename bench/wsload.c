@@ -12,6 +12,14 @@
  *       publisher's send time (CLOCK_REALTIME seconds): receipt - t is the latency.
  * --tls: wss:// (OpenSSL; HTTP/1.1 by ALPN; the certificate is not checked: loopback).
  *
+ *   wsload --port P --http-pub PATH --pub-rate R --pub-seconds S [--batch B] [--conns C]
+ *       an HTTP publisher (bench/bus.py): C keep-alive HTTP/1.1 connections (default 4), at
+ *       most one request in flight on each, send `GET PATH?i=FIRST&n=COUNT` so that R
+ *       messages per second are asked for, at most B per request (default 1): the
+ *       application behind PATH publishes messages FIRST .. FIRST+COUNT-1 itself, each with
+ *       its own send time "t". Ends when every request is answered; "sent" counts the
+ *       messages asked for, "acked" those whose request got 200, "bad" the other answers.
+ *
  *   wsload --port P --pub-rate R --pub-seconds S [--topic T] [--hold]
  *       one publisher connection: R publish messages per second for S seconds, then reads
  *       (acks) for a second, or with --hold until stdin is closed: a server may drop the
@@ -51,6 +59,7 @@ struct conn {
     size_t len, cap; /* input buffer */
     char *buf;
     uint64_t events;
+    uint64_t inflight; /* --http-pub: messages asked for by the request in flight (0: none) */
 };
 
 static const char *host = "127.0.0.1";
@@ -61,6 +70,9 @@ static int nsubs, burst = 200, hold;
 static double pub_rate, pub_seconds, idle_s = 3, timeout_s = 55;
 static uint64_t expect;
 static SSL_CTX *tls;
+static const char *http_pub; /* --http-pub PATH */
+static int batch = 1, nhttp = 4;
+static uint64_t acked, requests, reconnects;
 
 static struct conn *conns;
 static int nconns, started, handshaking, subscribed, closed_early;
@@ -218,6 +230,11 @@ static void close_conn(struct conn *c)
         close(c->fd);
         c->state = ST_CLOSED;
         closed_early++;
+        if (c->inflight) {
+            fprintf(stderr, "wsload: connection closed with a request in flight\n");
+            bad++;
+            c->inflight = 0;
+        }
     }
 }
 
@@ -274,6 +291,49 @@ static void parse_frames(struct conn *c, double t)
     c->len -= off;
 }
 
+/* --http-pub: parses whole HTTP/1.1 responses from c->buf (the bench app answers with a
+ * Content-Length, never chunked) and counts the messages of the request each one answers. */
+static void parse_http(struct conn *c)
+{
+    size_t off = 0;
+    for (;;) {
+        char *b = c->buf + off, *end = memmem(b, c->len - off, "\r\n\r\n", 4);
+        if (!end) {
+            break;
+        }
+        size_t hl = (size_t)(end + 4 - b), cl = 0;
+        int last = 0; /* "Connection: close": the server reads no further request */
+        for (char *q = b; q < end; q++) {
+            if ((q == b || q[-1] == '\n') && strncasecmp(q, "content-length:", 15) == 0) {
+                cl = strtoul(q + 15, NULL, 10);
+            }
+            if ((q == b || q[-1] == '\n') && strncasecmp(q, "connection: close", 17) == 0) {
+                last = 1;
+            }
+        }
+        if (c->len - off < hl + cl) {
+            break;
+        }
+        if (hl >= 12 && memcmp(b, "HTTP/1.", 7) == 0 && memcmp(b + 9, "200", 3) == 0) {
+            acked += c->inflight;
+        } else {
+            bad++;
+            if (bad < 5) {
+                fprintf(stderr, "wsload: server answered %.*s\n", (int)(end - b), b);
+            }
+        }
+        c->inflight = 0;
+        off += hl + cl;
+        if (last) { /* reopened by the publishing loop */
+            c->len = 0;
+            close_conn(c);
+            return;
+        }
+    }
+    memmove(c->buf, c->buf + off, c->len - off);
+    c->len -= off;
+}
+
 static void on_readable(struct conn *c)
 {
     for (;;) {
@@ -293,6 +353,13 @@ static void on_readable(struct conn *c)
             return;
         }
         c->len += (size_t)r;
+        if (http_pub) {
+            parse_http(c);
+            if (c->state == ST_CLOSED) {
+                return;
+            }
+            continue;
+        }
         double t = now_real();
         if (c->state == ST_HANDSHAKE) {
             char *end = memmem(c->buf, c->len, "\r\n\r\n", 4);
@@ -406,6 +473,13 @@ static void on_connected(int ep, struct conn *c, int i)
         tls_step(ep, c, i);
         return;
     }
+    if (http_pub) { /* no handshake: requests go out as the rate asks for them */
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+        epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+        c->state = ST_OPEN;
+        handshaking--;
+        return;
+    }
     send_request(ep, c, i);
 }
 
@@ -417,13 +491,23 @@ static int cmp_float(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-    static struct option opts[] = {{"host", 1, 0, 'H'},        {"port", 1, 0, 'p'},
-                                   {"path", 1, 0, 'P'},        {"topic", 1, 0, 't'},
-                                   {"subs", 1, 0, 'n'},        {"expect", 1, 0, 'e'},
-                                   {"idle", 1, 0, 'i'},        {"timeout", 1, 0, 'T'},
-                                   {"burst", 1, 0, 'b'},       {"pub-rate", 1, 0, 'r'},
-                                   {"pub-seconds", 1, 0, 's'}, {"tls", 0, 0, 'S'},
-                                   {"hold", 0, 0, 'h'},        {0, 0, 0, 0}};
+    static struct option opts[] = {{"host", 1, 0, 'H'},
+                                   {"port", 1, 0, 'p'},
+                                   {"path", 1, 0, 'P'},
+                                   {"topic", 1, 0, 't'},
+                                   {"subs", 1, 0, 'n'},
+                                   {"expect", 1, 0, 'e'},
+                                   {"idle", 1, 0, 'i'},
+                                   {"timeout", 1, 0, 'T'},
+                                   {"burst", 1, 0, 'b'},
+                                   {"pub-rate", 1, 0, 'r'},
+                                   {"pub-seconds", 1, 0, 's'},
+                                   {"tls", 0, 0, 'S'},
+                                   {"hold", 0, 0, 'h'},
+                                   {"http-pub", 1, 0, 'u'},
+                                   {"batch", 1, 0, 'B'},
+                                   {"conns", 1, 0, 'c'},
+                                   {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -463,6 +547,15 @@ int main(int argc, char **argv)
         case 'h':
             hold = 1;
             break;
+        case 'u':
+            http_pub = optarg;
+            break;
+        case 'B':
+            batch = atoi(optarg);
+            break;
+        case 'c':
+            nhttp = atoi(optarg);
+            break;
         case 'S':
             tls = SSL_CTX_new(TLS_client_method());
             if (!tls) {
@@ -477,12 +570,14 @@ int main(int argc, char **argv)
         }
     }
     int publisher = pub_rate > 0;
-    if (port <= 0 || (nsubs <= 0) == !publisher || burst <= 0) {
-        fprintf(stderr, "wsload: need --port and either --subs N or --pub-rate R\n");
+    if (port <= 0 || (nsubs <= 0) == !publisher || burst <= 0 || batch <= 0 || nhttp <= 0 ||
+        (http_pub && (!publisher || tls))) {
+        fprintf(stderr, "wsload: need --port and either --subs N or --pub-rate R "
+                        "(--http-pub: with --pub-rate, without --tls)\n");
         return 2;
     }
     srandom((unsigned)getpid());
-    nconns = publisher ? 1 : nsubs;
+    nconns = http_pub ? nhttp : publisher ? 1 : nsubs;
     conns = calloc((size_t)nconns, sizeof *conns);
     lat_cap = 1 << 21;
     lat = malloc(lat_cap * sizeof *lat);
@@ -532,7 +627,51 @@ int main(int argc, char **argv)
             if (due > pub_total) {
                 due = pub_total;
             }
-            for (; sent < due; sent++) {
+            for (int k = 0; http_pub && k < nconns && sent < pub_total; k++) {
+                struct conn *hc = &conns[k];
+                if (hc->state == ST_CLOSED && reconnects < 100000) {
+                    /* the server ends keep-alive connections (max_keepalive_requests) */
+                    free(hc->buf);
+                    memset(hc, 0, sizeof *hc);
+                    start_conn(ep, &sa, k);
+                    started--;
+                    closed_early--;
+                    reconnects++;
+                }
+            }
+            for (int k = 0; http_pub && k < nconns && sent < due; k++) {
+                struct conn *hc = &conns[k];
+                if (hc->state != ST_OPEN || hc->inflight) {
+                    continue;
+                }
+                uint64_t m = due - sent < (uint64_t)batch ? due - sent : (uint64_t)batch;
+                char req[1400];
+                int rl = snprintf(req, sizeof req,
+                                  "GET %s?i=%llu&n=%llu HTTP/1.1\r\nHost: %s:%d\r\n\r\n", http_pub,
+                                  (unsigned long long)sent, (unsigned long long)m, host, port);
+                if (send_all(hc, req, (size_t)rl) < 0) {
+                    close_conn(hc);
+                    continue;
+                }
+                hc->inflight = m;
+                sent += m;
+                requests++;
+            }
+            if (http_pub) {
+                int open = 0, busy = 0;
+                for (int k = 0; k < nconns; k++) {
+                    open += conns[k].state != ST_CLOSED;
+                    busy += conns[k].state == ST_OPEN && conns[k].inflight;
+                }
+                if (!open) {
+                    fprintf(stderr, "wsload: every publisher connection was lost\n");
+                    break;
+                }
+                if (sent >= pub_total && !busy) {
+                    break; /* every request answered */
+                }
+            }
+            for (; !http_pub && sent < due; sent++) {
                 char msg[200];
                 int m = snprintf(msg, sizeof msg,
                                  "{\"type\":\"publish\",\"topic\":\"%s\",\"data\":"
@@ -595,7 +734,7 @@ int main(int argc, char **argv)
             if (last_event_mono && now - last_event_mono > idle_s) {
                 break;
             }
-            if (subscribed == 0) {
+            if (subscribed == 0 || closed_early >= nconns) { /* none left open */
                 break;
             }
         }
@@ -613,10 +752,11 @@ int main(int argc, char **argv)
     printf("{\"role\":\"%s\",\"conns\":%d,\"subscribed\":%d,\"closed\":%d,\"sent\":%llu,"
            "\"received\":%llu,\"bad\":%llu,\"pub_start\":%.6f,\"first_rx\":%.6f,"
            "\"last_rx\":%.6f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,"
-           "\"samples\":%zu,\"cpu_s\":%.3f}\n",
+           "\"samples\":%zu,\"cpu_s\":%.3f,\"requests\":%llu,\"acked\":%llu,\"reconnects\":%llu}\n",
            publisher ? "publisher" : "subscriber", nconns, subscribed, closed_early,
            (unsigned long long)sent, (unsigned long long)received, (unsigned long long)bad,
-           pub_start, first_rx, last_rx, p50, p99, pmax, nlat, cpu);
+           pub_start, first_rx, last_rx, p50, p99, pmax, nlat, cpu, (unsigned long long)requests,
+           (unsigned long long)acked, (unsigned long long)reconnects);
     fflush(stdout);
     for (int i = 0; i < nconns; i++) {
         if (conns[i].state != ST_CLOSED) {
