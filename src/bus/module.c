@@ -78,6 +78,7 @@ static struct {
     void *sub;     /* SUB connected to peers, endpoints and forwarders */
     void *zap;     /* ZAP handler when CURVE is on */
     struct event *pub_ev, *fwd_ev, *sub_ev, *zap_ev, *rescan_ev;
+    struct event *sub_more; /* zero-timeout timer: the next batch of on_sub */
     struct zf_hub_subscriber hubsub;
     struct zf__bus_curve curve;
     char name[ZF_BUS_MAX_NAME + 1];
@@ -357,13 +358,22 @@ static int has_input(void *sock)
 
 /* ZMQ_FD is edge-triggered: read until ZMQ_EVENTS says nothing is left, at
  * most a batch per loop turn (then come back, so HTTP is not starved). */
+/* Receives at most ZF_BUS_RECV_BATCH messages, then lets the loop poll
+ * before the next batch. The next batch is a zero-timeout timer, not
+ * event_active: libevent runs an event activated from its own callback in
+ * the same pass, without polling, so a peer publishing without pause would
+ * keep the loop here and nothing delivered would be written out (a
+ * WebSocket client then looks like a slow consumer). Timers fire after the
+ * poll, with the sockets that became writable. */
+#define ZF_BUS_RECV_BATCH 1024
 static void on_sub(evutil_socket_t fd, short what, void *arg)
 {
-    for (int i = 0; i < 4096; i++) {
+    for (int i = 0; i < ZF_BUS_RECV_BATCH; i++) {
         if (!has_input(bus.sub) || recv_one() != ZF_OK)
             return;
     }
-    event_active(bus.sub_ev, EV_READ, 0);
+    static const struct timeval now = {0, 0};
+    evtimer_add(bus.sub_more, &now);
 }
 
 /* Subscriptions reaching one of our XPUBs (verbose: one per peer, or one
@@ -654,6 +664,7 @@ static int bus_start(struct zf_server *srv)
         return ZF_ERROR;
     }
     if (!(bus.pub_ev = watch(bus.pub, on_pub, &bus.pub)) ||
+        !(bus.sub_more = evtimer_new(srv->base, on_sub, NULL)) ||
         !(bus.sub_ev = watch(bus.sub, on_sub, NULL)) ||
         (bus.fwd_pub && !(bus.fwd_ev = watch(bus.fwd_pub, on_pub, &bus.fwd_pub))) ||
         (bus.zap && !(bus.zap_ev = watch(bus.zap, on_zap, NULL)))) {
@@ -687,7 +698,8 @@ static void bus_stop(struct zf_server *srv, int graceful)
         return;
     __atomic_store_n(&bus.running, 0, __ATOMIC_RELAXED);
     zf_hub_unsubscribe_all(&bus.hubsub);
-    struct event **evs[] = {&bus.pub_ev, &bus.fwd_ev, &bus.sub_ev, &bus.zap_ev, &bus.rescan_ev};
+    struct event **evs[] = {&bus.pub_ev, &bus.fwd_ev, &bus.sub_ev, &bus.sub_more,
+                            &bus.zap_ev, &bus.rescan_ev};
     for (size_t i = 0; i < ZF_ARRAY_LEN(evs); i++) {
         if (*evs[i]) {
             event_free(*evs[i]);

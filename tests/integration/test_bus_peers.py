@@ -303,3 +303,60 @@ def test_bus_counters_are_in_the_metrics(server_factory, busdir):
     assert got["zfront_bus_peers"] == 1
     assert got["zfront_bus_gaps_total"] == st["gaps"] == 0
     assert got["zfront_bus_received_total"] == st["received"]
+
+
+def test_a_backlog_from_the_bus_is_written_out_as_it_is_received(server_factory, busdir, ctx):
+    """An instance that finds a large backlog on the bus (it was paused; a
+    peer published a burst) must give its sockets a turn between batches of
+    bus messages: before, the loop received the whole backlog in one pass
+    before writing anything, so a WebSocket client fell ws.max_send_buffer
+    (1 MiB) behind in memory and was cut as a slow consumer (1008), though
+    it reads as fast as it can."""
+    n = 20000
+    b = start(server_factory, busdir, "b")
+    pub = bustest.zsock(ctx, zmq.PUB)
+    pub.setsockopt(zmq.SNDHWM, 0)
+    pub.bind("ipc://%s/pypeer.sock" % busdir)
+    assert wait_until(lambda: stats(b)["peers"] == 1), stats(b)
+
+    async def scenario():
+        # a client that reads as fast as it can: the kernel holds up to 4 MiB
+        # for it (net.core.rmem_max here), the library queues without bound
+        import socket as _socket
+        raw = _socket.socket()
+        raw.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, 4 << 20)
+        raw.connect(("127.0.0.1", b.port))
+        c = await wstest.connect(b, "?user=bob", sock=raw, max_queue=None)
+        await wstest.subscribe(c, "news/flood")
+        # wait until b's subscription reached the peer (slow joiner)
+        seq = 0
+        while True:
+            seq += 1
+            pub.send_multipart(frames("news/flood", 0x77, seq, seq, {"warm": seq}))
+            try:
+                m = await wstest.recv(c, 0.2)
+            except Exception:
+                continue
+            if m.get("type") == "event":
+                break
+        os.kill(b.proc.pid, signal.SIGSTOP)
+        try:
+            pad = "x" * 100
+            for i in range(n):
+                seq += 1
+                pub.send_multipart(frames("news/flood", 0x77, seq, seq, {"i": i, "p": pad}))
+        finally:
+            os.kill(b.proc.pid, signal.SIGCONT)
+        got = []
+        while len(got) < n:
+            try:
+                m = await wstest.recv(c, TIMEOUT)
+            except Exception as e:  # closed (1008) or silent
+                return got, repr(e)
+            if m.get("type") == "event" and "i" in m["data"]:
+                got.append(m["data"]["i"])
+        await c.close()
+        return got, None
+
+    got, err = wstest.run(scenario())
+    assert err is None and got == list(range(n)), (len(got), err, b.log()[-2000:])

@@ -26,6 +26,7 @@
 #include "ws.h"
 
 #define WS_OUT_HIGH (64 * 1024) /* bytes in the socket output before wslay waits */
+#define WS_WRITE_ROUNDS 16      /* refills of the output per writable event */
 /* A session whose wslay context sent or received nothing for one to two of
  * these periods gives the context back (see maybe_release) */
 #define WS_IDLE_SWEEP_MS 1000
@@ -845,17 +846,29 @@ static void raw_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct ws_session *s = arg;
     if (what & EV_WRITE) {
-        /* (evbuffer_write returns -1 for an empty buffer too) */
-        if (evbuffer_get_length(s->out) && evbuffer_write(s->out, fd) < 0 && !retriable()) {
-            zf_log(ZF_LOG_DEBUG, &s->conn, "WebSocket connection lost while writing: %s",
-                   strerror(errno));
-            kill_session(s);
-            return;
-        }
-        if (evbuffer_get_length(s->out) <= WS_OUT_HIGH / 2) {
+        /* Writes, refilling from what wslay holds back, until the socket
+         * is full or nothing is left (at most WS_WRITE_ROUNDS refills per
+         * pass, fair to the other sessions): a pass that queued more than
+         * WS_OUT_HIGH (a burst from the bus) then leaves at the socket's
+         * pace, not one WS_OUT_HIGH per loop pass. */
+        for (int round = 0; round < WS_WRITE_ROUNDS; round++) {
+            /* (evbuffer_write returns -1 for an empty buffer too) */
+            if (evbuffer_get_length(s->out) && evbuffer_write(s->out, fd) < 0) {
+                if (!retriable()) {
+                    zf_log(ZF_LOG_DEBUG, &s->conn, "WebSocket connection lost while writing: %s",
+                           strerror(errno));
+                    kill_session(s);
+                    return;
+                }
+                break; /* the socket is full */
+            }
+            if (evbuffer_get_length(s->out) > WS_OUT_HIGH / 2)
+                break; /* it took only part: full */
             write_cb(NULL, s); /* room for what wslay holds back */
             if (s->dead)
                 return;
+            if (evbuffer_get_length(s->out) == 0)
+                break;
         }
         raw_update(s);
     }
