@@ -36,6 +36,7 @@ struct zf_bus_config {
     char *forwarder;              /* run as a forwarder only, on this address */
     long hwm;                     /* ZMQ_SNDHWM / ZMQ_RCVHWM, messages */
     uint64_t rescan_ms;           /* DIR rescan period */
+    uint64_t heartbeat_ms;        /* heartbeat period (0: none) */
     long max_topic;               /* topic bytes accepted from peers */
     long max_origins;             /* origins whose sequence is tracked */
     char *curve_secret_key;       /* file: z85 secret key; turns CURVE on */
@@ -77,6 +78,9 @@ int zf_bus_forwarder_run(void);
 #define ZF_BUS_HEADER_LEN 28 /* magic, epoch, seq, id (u64 big-endian) */
 #define ZF_BUS_NFRAMES 5     /* topic, header, instance name, audience, payload */
 #define ZF_BUS_MAX_NAME 64
+/* The topic of heartbeats: header with the last sequence sent, payload
+ * null; never an event (topics under "zfront/" are instance-local). */
+#define ZF_BUS_HEARTBEAT_TOPIC "zfront/bus/heartbeat"
 
 struct zf_bus_frame {
     const void *p;

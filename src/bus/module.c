@@ -44,6 +44,10 @@ static const struct zf_cfg_key bus_keys[] = {
     {"bus.rescan_interval", ZF_CFG_MSEC, &zf_bus_cfg.rescan_ms, "500ms", NULL,
      "How often bus.dir is rescanned for instances that started or stopped, and for socket "
      "files of dead instances (removed when nobody listens on them twice in a row)."},
+    {"bus.heartbeat_interval", ZF_CFG_MSEC, &zf_bus_cfg.heartbeat_ms, "1s", NULL,
+     "How often an instance that has sent events tells its peers its last sequence (topic "
+     "zfront/bus/heartbeat), so messages lost at the end of a burst (bus.hwm) are counted as "
+     "a gap without waiting for its next event; 0: never."},
     {"bus.max_topic", ZF_CFG_INT, &zf_bus_cfg.max_topic, "1024", NULL,
      "Longest topic (bytes) sent to or accepted from peers: a longer one from a peer is "
      "dropped as malformed, a longer local one stays on this instance (counted in send_failed)."},
@@ -79,6 +83,9 @@ static struct {
     void *zap;     /* ZAP handler when CURVE is on */
     struct event *pub_ev, *fwd_ev, *sub_ev, *zap_ev, *rescan_ev;
     struct event *sub_more; /* zero-timeout timer: the next batch of on_sub */
+    struct event *heartbeat_ev;
+    uint64_t heartbeat_seq; /* bus.seq when the last heartbeat went out */
+    int heartbeats_quiet;   /* heartbeats sent since the last event */
     struct zf_hub_subscriber hubsub;
     struct zf__bus_curve curve;
     char name[ZF_BUS_MAX_NAME + 1];
@@ -161,6 +168,32 @@ static int send_msg(void *sock, struct zf_hub_event *ev, const unsigned char *he
         send_frame(sock, aud, alen, 1) != ZF_OK || send_frame(sock, ev->data, ev->len, 0) != ZF_OK)
         return ZF_ERROR;
     return ZF_OK;
+}
+
+/* Heartbeat timer: tells the peers the last sequence sent, when events
+ * were sent since the last heartbeat and a while after (a peer that missed
+ * the tail of a burst counts the gap from it). Same format as an event:
+ * topic ZF_BUS_HEARTBEAT_TOPIC, id = seq, no audience, payload null. */
+static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+    if (bus.seq == 0)
+        return;
+    /* after the last event, three more beats, then quiet */
+    if (bus.seq == bus.heartbeat_seq && ++bus.heartbeats_quiet > 3)
+        return;
+    if (bus.seq != bus.heartbeat_seq)
+        bus.heartbeats_quiet = 0;
+    bus.heartbeat_seq = bus.seq;
+    unsigned char head[ZF_BUS_HEADER_LEN];
+    zf_bus_header(head, zf_hub_epoch(), bus.seq, bus.seq);
+    struct zf_hub_event hb = {.topic = (char *)ZF_BUS_HEARTBEAT_TOPIC, .data = "null", .len = 4};
+    send_msg(bus.pub, &hb, head, "", 0);
+    if (bus.fwd_pub)
+        send_msg(bus.fwd_pub, &hb, head, "", 0);
+    event_active(bus.pub_ev, EV_READ, 0);
+    if (bus.fwd_ev)
+        event_active(bus.fwd_ev, EV_READ, 0);
 }
 
 /* Hub delivery: sends the events this instance gave a position; the others
@@ -247,23 +280,29 @@ static struct origin *new_origin(const struct zf_bus_msg *m)
     return o;
 }
 
-/* Follows the origin's sequence. Returns ZF_OK to inject, ZF_DECLINED for
- * a message already seen. */
-static int check_sequence(const struct zf_bus_msg *m)
+/* Follows the origin's sequence. `last` is what the message says was
+ * sent last: its own sequence for an event (seq - 1 were sent before it),
+ * the whole of it for a heartbeat (every message up to seq was sent).
+ * Returns ZF_OK (an event to inject), or ZF_DECLINED for an event already
+ * seen. */
+static int check_sequence(const struct zf_bus_msg *m, int is_heartbeat)
 {
     struct origin *o = find_origin(m->epoch);
     if (!o) {
         o = new_origin(m);
-    } else if (m->seq <= o->last_seq) {
+    } else if (m->seq < o->last_seq || (m->seq == o->last_seq && !is_heartbeat)) {
         return ZF_DECLINED;
-    } else if (m->seq > o->last_seq + 1) {
-        STAT_ADD(gaps, 1);
-        STAT_ADD(missed, m->seq - o->last_seq - 1);
-        zf_log(ZF_LOG_WARN, NULL,
-               "bus: %llu message(s) of instance \"%s\" missed (sequence "
-               "%llu after %llu)",
-               (unsigned long long)(m->seq - o->last_seq - 1), o->name, (unsigned long long)m->seq,
-               (unsigned long long)o->last_seq);
+    } else {
+        uint64_t expected = is_heartbeat ? o->last_seq : o->last_seq + 1;
+        if (m->seq > expected) {
+            STAT_ADD(gaps, 1);
+            STAT_ADD(missed, m->seq - expected);
+            zf_log(ZF_LOG_WARN, NULL,
+                   "bus: %llu message(s) of instance \"%s\" missed (%s %llu after %llu)",
+                   (unsigned long long)(m->seq - expected), o->name,
+                   is_heartbeat ? "heartbeat at sequence" : "sequence",
+                   (unsigned long long)m->seq, (unsigned long long)o->last_seq);
+        }
     }
     o->last_seq = m->seq;
     o->heard = ++bus.tick;
@@ -295,7 +334,14 @@ static void handle(zmq_msg_t *frames, size_t n)
     }
     if (m.epoch == zf_hub_epoch())
         return; /* our own, back through a forwarder */
-    if (check_sequence(&m) != ZF_OK) {
+    /* a heartbeat (the origin's last sequence) counts a lost tail now, as
+     * the next event would; it is not an event */
+    if (m.topic_len == sizeof ZF_BUS_HEARTBEAT_TOPIC - 1 &&
+        memcmp(m.topic, ZF_BUS_HEARTBEAT_TOPIC, m.topic_len) == 0) {
+        check_sequence(&m, 1);
+        return;
+    }
+    if (check_sequence(&m, 0) != ZF_OK) {
         STAT_ADD(duplicates, 1);
         return;
     }
@@ -679,6 +725,16 @@ static int bus_start(struct zf_server *srv)
         event_add(bus.rescan_ev, &tv);
         zf__bus_rescan();
     }
+    if (zf_bus_cfg.heartbeat_ms) {
+        bus.heartbeat_ev = event_new(srv->base, -1, EV_PERSIST, on_heartbeat, NULL);
+        struct timeval tv = {(time_t)(zf_bus_cfg.heartbeat_ms / 1000),
+                             (suseconds_t)(zf_bus_cfg.heartbeat_ms % 1000) * 1000};
+        if (!bus.heartbeat_ev || event_add(bus.heartbeat_ev, &tv) != 0) {
+            zf_log(ZF_LOG_ERROR, NULL, "bus: cannot start the heartbeat timer");
+            bus_stop(srv, 0);
+            return ZF_ERROR;
+        }
+    }
     zf_hub_subscriber_init(&bus.hubsub, on_event, NULL);
     bus.hubsub.all_audiences = 1;
     if (zf_hub_subscribe(&bus.hubsub, "*", NULL) != ZF_OK) {
@@ -698,8 +754,8 @@ static void bus_stop(struct zf_server *srv, int graceful)
         return;
     __atomic_store_n(&bus.running, 0, __ATOMIC_RELAXED);
     zf_hub_unsubscribe_all(&bus.hubsub);
-    struct event **evs[] = {&bus.pub_ev, &bus.fwd_ev, &bus.sub_ev, &bus.sub_more,
-                            &bus.zap_ev, &bus.rescan_ev};
+    struct event **evs[] = {&bus.pub_ev,  &bus.fwd_ev,    &bus.sub_ev,      &bus.sub_more,
+                            &bus.zap_ev, &bus.rescan_ev, &bus.heartbeat_ev};
     for (size_t i = 0; i < ZF_ARRAY_LEN(evs); i++) {
         if (*evs[i]) {
             event_free(*evs[i]);

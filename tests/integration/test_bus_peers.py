@@ -360,3 +360,57 @@ def test_a_backlog_from_the_bus_is_written_out_as_it_is_received(server_factory,
 
     got, err = wstest.run(scenario())
     assert err is None and got == list(range(n)), (len(got), err, b.log()[-2000:])
+
+
+HB = "zfront/bus/heartbeat"
+
+
+def test_an_instance_sends_heartbeats_with_its_last_sequence(server_factory, busdir, ctx):
+    """Messages lost at the end of a burst (bus.hwm) would only be counted
+    when the origin's next event arrives, maybe never: an instance that has
+    sent events tells its peers its last sequence (docs/protocols/bus.md,
+    heartbeats), a few times after its last event, then stays quiet."""
+    a = start(server_factory, busdir, "a", "--set", "bus.heartbeat_interval=100ms")
+    sub = bustest.zsock(ctx, zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, HB.encode())
+    sub.connect("ipc://%s/a.sock" % busdir)
+    assert wait_until(lambda: stats(a)["subscribers"] == 1)
+    # nothing sent yet: no heartbeat
+    assert bustest.recv_parts(sub, 0.5) is None
+    for i in range(3):
+        bustest.publish(a, "news/hb", {"i": i})
+    beats = []
+    while True:
+        parts = bustest.recv_parts(sub, 1.5)
+        if parts is None:
+            break
+        beats.append(bustest.decode(parts))
+        assert len(beats) < 20, beats
+    assert beats, "no heartbeat"
+    assert all(b["topic"] == HB and b["name"] == "a" and b["seq"] == 3 and b["id"] == 3 and
+               b["data"] is None and b["audience"] is None for b in beats), beats
+    # one per event-less interval after the last event, then quiet: at most 4
+    assert 1 <= len(beats) <= 4, beats
+    assert stats(a)["sent"] == 3  # heartbeats are not events
+
+
+def test_a_heartbeat_counts_a_lost_tail_and_is_not_an_event(server_factory, busdir, ctx):
+    a = start(server_factory, busdir, "a")
+    pub = bustest.zsock(ctx, zmq.PUB)
+    pub.bind("ipc://%s/pypeer.sock" % busdir)
+    assert wait_until(lambda: stats(a)["peers"] == 1)
+    assert wait_until(lambda: pub.send_multipart(frames("listen/t", 77, 1, 1, 1)) or
+                      stats(a)["received"] >= 1)
+    pub.send_multipart(frames("listen/t", 77, 2, 2, 2))
+    assert wait_until(lambda: stats(a)["received"] == 2), stats(a)
+    dups = stats(a)["duplicates"]  # the slow-joiner resends of 1
+    # the peer's heartbeat with its last sequence: nothing lost yet, no duplicate
+    pub.send_multipart(frames(HB, 77, 2, 2, None))
+    # then 3 and 4 are lost, and the heartbeat says the last was 4
+    pub.send_multipart(frames(HB, 77, 4, 4, None))
+    assert wait_until(lambda: stats(a)["gaps"] == 1), stats(a)
+    pub.send_multipart(frames("listen/t", 77, 5, 5, 5))  # no second gap for it
+    assert wait_until(lambda: stats(a)["received"] == 3), stats(a)
+    st = stats(a)
+    assert st["missed"] == 2 and st["gaps"] == 1 and st["duplicates"] == dups, st
+    assert st["dropped_malformed"] == 0, st
