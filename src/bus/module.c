@@ -300,8 +300,8 @@ static int check_sequence(const struct zf_bus_msg *m, int is_heartbeat)
             zf_log(ZF_LOG_WARN, NULL,
                    "bus: %llu message(s) of instance \"%s\" missed (%s %llu after %llu)",
                    (unsigned long long)(m->seq - expected), o->name,
-                   is_heartbeat ? "heartbeat at sequence" : "sequence",
-                   (unsigned long long)m->seq, (unsigned long long)o->last_seq);
+                   is_heartbeat ? "heartbeat at sequence" : "sequence", (unsigned long long)m->seq,
+                   (unsigned long long)o->last_seq);
         }
     }
     o->last_seq = m->seq;
@@ -683,10 +683,9 @@ static void bus_metrics(struct zf_metrics *m, void *arg)
                        st.dropped_malformed);
     zf_metrics_counter(m, "zfront_bus_send_failed_total", "Events that could not be sent", NULL,
                        st.send_failed);
-    zf_metrics_counter(m, "zfront_bus_gaps_total", "Per-origin sequence jumps seen", NULL,
-                       st.gaps);
-    zf_metrics_counter(m, "zfront_bus_missed_total", "Bus messages skipped by sequence jumps",
-                       NULL, st.missed);
+    zf_metrics_counter(m, "zfront_bus_gaps_total", "Per-origin sequence jumps seen", NULL, st.gaps);
+    zf_metrics_counter(m, "zfront_bus_missed_total", "Bus messages skipped by sequence jumps", NULL,
+                       st.missed);
     zf_metrics_counter(m, "zfront_bus_restarts_total",
                        "Known instances heard again with a new origin", NULL, st.restarts);
     zf_metrics_counter(m, "zfront_bus_stale_removed_total",
@@ -754,7 +753,7 @@ static void bus_stop(struct zf_server *srv, int graceful)
         return;
     __atomic_store_n(&bus.running, 0, __ATOMIC_RELAXED);
     zf_hub_unsubscribe_all(&bus.hubsub);
-    struct event **evs[] = {&bus.pub_ev,  &bus.fwd_ev,    &bus.sub_ev,      &bus.sub_more,
+    struct event **evs[] = {&bus.pub_ev, &bus.fwd_ev,    &bus.sub_ev,      &bus.sub_more,
                             &bus.zap_ev, &bus.rescan_ev, &bus.heartbeat_ev};
     for (size_t i = 0; i < ZF_ARRAY_LEN(evs); i++) {
         if (*evs[i]) {

@@ -863,7 +863,7 @@ static void raw_cb(evutil_socket_t fd, short what, void *arg)
                 break; /* the socket is full */
             }
             if (evbuffer_get_length(s->out) > WS_OUT_HIGH / 2)
-                break; /* it took only part: full */
+                break;         /* it took only part: full */
             write_cb(NULL, s); /* room for what wslay holds back */
             if (s->dead)
                 return;
