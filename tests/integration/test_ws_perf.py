@@ -233,3 +233,30 @@ def test_idle_subscribed_ws_connections_cost_little_memory(server_factory):
         for c in conns:
             c.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_wss_session_outlives_the_http_send_timeout(server_factory):
+    """A wss:// session keeps the bufferevent of its HTTP/1.1 connection.
+    HTTP's send timeout (http.send_timeout) must not apply to it: when it
+    fired, libevent disabled the writes and the session ignored that, so a
+    subscriber that paused longer than the timeout got nothing more (ws has
+    its own watch: ping/pong and ws.max_send_buffer)."""
+    srv, port = start_https(server_factory, "--ws-public-topic", "chat/", "--send-timeout", "1s",
+                            "--set", "ws.max_send_buffer=64m")
+    sub = TlsWS(port, "/ws?user=ed")
+    assert sub.status == 101
+    sub.send_json(type="subscribe", topic="chat/big")
+    assert sub.read_json() == {"type": "subscribed", "topic": "chat/big"}
+    pub = TlsWS(port, "/ws?user=bob")
+    n, pad = 6000, "x" * 2000
+    # ~12 MB: more than the kernel's socket buffers hold, the rest waits in the
+    # session's bufferevent while the subscriber does not read
+    for i in range(n):
+        pub.send_json(type="publish", topic="chat/big", data=[i, pad])
+    acks = [pub.read_json() for _ in range(n)]
+    assert [a["type"] for a in acks] == ["published"] * n
+    time.sleep(3)  # paused for longer than the send timeout
+    got = [sub.read_json()["data"][0] for _ in range(n)]
+    assert got == list(range(n))
+    pub.close()
+    sub.close()

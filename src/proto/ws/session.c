@@ -940,6 +940,10 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         if (!s->closing)
             zf_log(ZF_LOG_DEBUG, &s->conn, "client closed the WebSocket connection");
         kill_session(s);
+    } else if (what & BEV_EVENT_TIMEOUT) {
+        /* libevent disabled that direction: the session could not go on */
+        zf_log(ZF_LOG_INFO, &s->conn, "WebSocket connection timed out: closing");
+        kill_session(s);
     }
 }
 
@@ -1125,6 +1129,9 @@ int zf__ws_session_start(struct bufferevent *bev, const struct zf_conn *conn, co
     zf_log(ZF_LOG_DEBUG, &s->conn, "WebSocket session started%s", ssl ? " (TLS)" : "");
     if (s->bev) {
         bufferevent_setcb(bev, read_cb, write_cb, event_cb, s);
+        /* HTTP's send timeout does not apply: a WebSocket that waits is
+         * watched by ping/pong (ws.ping_interval) and ws.max_send_buffer */
+        bufferevent_set_timeouts(bev, NULL, NULL);
         bufferevent_setwatermark(bev, EV_READ, 0, 0);
         bufferevent_setwatermark(bev, EV_WRITE, WS_OUT_HIGH / 2, 0);
         bufferevent_enable(bev, EV_READ | EV_WRITE);
