@@ -11,27 +11,16 @@
 // EXPECTED in the page's list (the test changes the content over HTTP in the
 // meantime). Saves the screenshot either way; prints one JSON line per step
 // and exits 0 when the notification was shown, 1 when not, 2 on a setup error.
-import { chromium } from "playwright-core";
+import { WAIT, launch, out } from "./launch.mjs";
 
 const [url, expected, shot, profile] = process.argv.slice(2);
-const WAIT = Number(process.env.ZF_BROWSER_WAIT_MS || 15000);
-const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
 
 if (!url || !expected || !shot || !profile) {
   out({ error: "usage: node live.mjs URL EXPECTED SCREENSHOT.png PROFILE_DIR" });
   process.exit(2);
 }
 
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.ZF_CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  ignoreHTTPSErrors: true,
-  viewport: { width: 900, height: 600 },
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const context = await launch(profile, { ignoreHTTPSErrors: true, viewport: { width: 900, height: 600 } });
 let code = 2;
 try {
   const page = context.pages()[0] || (await context.newPage());

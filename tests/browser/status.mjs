@@ -10,26 +10,16 @@
 // MORE requests meanwhile) without being reloaded. Saves the screenshot
 // either way; prints one JSON line per step and exits 0 when the count was
 // reached, 1 when not, 2 on a setup error.
-import { chromium } from "playwright-core";
+import { WAIT, launch, out } from "./launch.mjs";
 
 const [url, more, shot, profile] = process.argv.slice(2);
-const WAIT = Number(process.env.ZF_BROWSER_WAIT_MS || 15000);
-const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
 
 if (!url || !more || !shot || !profile) {
   out({ error: "usage: node status.mjs URL MORE SCREENSHOT.png PROFILE_DIR" });
   process.exit(2);
 }
 
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.ZF_CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  viewport: { width: 1000, height: 700 },
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const context = await launch(profile, { viewport: { width: 1000, height: 700 } });
 let code = 2;
 try {
   const page = context.pages()[0] || (await context.newPage());
