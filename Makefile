@@ -66,13 +66,13 @@ test-asan: asan
 	    BUILD=$(ASAN_BUILD) ./scripts/run-tests.sh
 
 # ThreadSanitizer build; runs the suites that exercise threads (workers and
-# suspension, console threads, tasks, the hub's Python listeners, signals and
+# suspension, console threads, tasks, the hub's Python listeners, the bus, signals and
 # shutdown) against it, plus every test marked `tsan`; any report fails the
 # test it appeared in (tests/integration/zftest.py, docs/fuzzing.md). 5-7 min.
 TSAN_BUILD ?= build-tsan
 TSAN_SUITES ?= $(addprefix tests/integration/test_,wsgi.py slow_clients.py tasks.py \
     ssh_console.py ws.py ws_client.py signals.py shutdown.py shutdown_hooks.py \
-    overload_workers.py clock.py)
+    overload_workers.py clock.py bus.py bus_peers.py)
 $(TSAN_BUILD)/build.ninja:
 	meson setup $(TSAN_BUILD) -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug
 

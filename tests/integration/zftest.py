@@ -146,7 +146,7 @@ class Server:
             # test (conftest.py: tsan_reports); the exit code stays the
             # server's own
             self.env["TSAN_OPTIONS"] = (
-                "halt_on_error=0 exitcode=0 second_deadlock_stack=1 log_path=%s "
+                "halt_on_error=0 exitcode=0 second_deadlock_stack=1 history_size=7 log_path=%s "
                 "suppressions=%s" % (os.path.join(self.root, "tsan"), TSAN_SUPP))
         if env:
             self.env.update(env)
