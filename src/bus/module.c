@@ -692,6 +692,12 @@ static void bus_metrics(struct zf_metrics *m, void *arg)
                        "Socket files of dead instances removed", NULL, st.stale_removed);
 }
 
+static struct timeval tv_of_ms(uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    return tv;
+}
+
 static void bus_stop(struct zf_server *srv, int graceful);
 
 static int bus_start(struct zf_server *srv)
@@ -719,15 +725,13 @@ static int bus_start(struct zf_server *srv)
     }
     if (zf_bus_cfg.dir[0]) {
         bus.rescan_ev = event_new(srv->base, -1, EV_PERSIST, on_rescan, NULL);
-        struct timeval tv = {(time_t)(zf_bus_cfg.rescan_ms / 1000),
-                             (suseconds_t)(zf_bus_cfg.rescan_ms % 1000) * 1000};
+        struct timeval tv = tv_of_ms(zf_bus_cfg.rescan_ms);
         event_add(bus.rescan_ev, &tv);
         zf__bus_rescan();
     }
     if (zf_bus_cfg.heartbeat_ms) {
         bus.heartbeat_ev = event_new(srv->base, -1, EV_PERSIST, on_heartbeat, NULL);
-        struct timeval tv = {(time_t)(zf_bus_cfg.heartbeat_ms / 1000),
-                             (suseconds_t)(zf_bus_cfg.heartbeat_ms % 1000) * 1000};
+        struct timeval tv = tv_of_ms(zf_bus_cfg.heartbeat_ms);
         if (!bus.heartbeat_ev || event_add(bus.heartbeat_ev, &tv) != 0) {
             zf_log(ZF_LOG_ERROR, NULL, "bus: cannot start the heartbeat timer");
             bus_stop(srv, 0);

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "../../src/core/exchange.h"
+#include "../../src/core/log.h"
 #include "../../src/core/pool.h"
 
 static int verbose;
@@ -82,6 +83,24 @@ static void run_jobs(void)
             queue_tail = &queue_head;
         job->run(job, NULL);
     }
+}
+
+/* The set-up both targets share (LLVMFuzzerInitialize): logging by
+ * ZF_FUZZ_VERBOSE, a loop with the exchange layer's wake-up, this app, and
+ * the core limits the requests run under. Returns the loop (aborts when it
+ * cannot be made). */
+static struct event_base *fuzz_app_init(void)
+{
+    verbose = getenv("ZF_FUZZ_VERBOSE") != NULL;
+    zf_log_level = verbose ? ZF_LOG_DEBUG : -1;
+    struct event_base *b = event_base_new();
+    if (!b || zf_exchange_init_loop(b) != ZF_OK)
+        abort();
+    zf_exchange_set_app(&app);
+    zf_cfg.output_buffer = 256 * 1024;
+    zf_cfg.tmp_dir = "/tmp";
+    zf_pool_cfg.max_queued = 1000;
+    return b;
 }
 
 #endif

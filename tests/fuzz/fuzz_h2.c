@@ -133,16 +133,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    verbose = getenv("ZF_FUZZ_VERBOSE") != NULL;
-    zf_log_level = verbose ? ZF_LOG_DEBUG : -1;
-    base = event_base_new();
-    if (!base || zf_exchange_init_loop(base) != ZF_OK)
-        abort();
-    zf_exchange_set_app(&app);
+    base = fuzz_app_init();
     zf_cfg.input_spool = 1 << 20;
-    zf_cfg.output_buffer = 256 * 1024;
-    zf_cfg.tmp_dir = "/tmp";
-    zf_pool_cfg.max_queued = 1000;
     zf_http_cfg.send_timeout_ms = 60000;
     zf_http_cfg.body_timeout_ms = 60000;
     return 0;

@@ -150,15 +150,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    verbose = getenv("ZF_FUZZ_VERBOSE") != NULL;
-    zf_log_level = verbose ? ZF_LOG_DEBUG : -1;
-    base = event_base_new();
-    if (!base || zf_exchange_init_loop(base) != ZF_OK)
-        abort();
-    zf_exchange_set_app(&app);
-    zf_cfg.output_buffer = 256 * 1024;
-    zf_cfg.tmp_dir = "/tmp";
-    zf_pool_cfg.max_queued = 1000;
+    base = fuzz_app_init();
     zf_ws_cfg.app_path = "/ws-app";
     zf_ws_cfg.close_timeout_ms = 5000;
     zf_hub_cfg.history = 16;
