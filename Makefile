@@ -2,7 +2,7 @@
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 
-.PHONY: all deps build run test bench bench-ws bench-dav bench-bus bench-soak asan test-asan test-tsan fuzz fuzz-regress format clean
+.PHONY: all deps build run test bench bench-ws bench-tls-floor bench-dav bench-bus bench-soak asan test-asan test-tsan fuzz fuzz-regress format clean
 
 all: build
 
@@ -38,6 +38,16 @@ bench-dav: build
 bench-ws: build
 	./bench/setup.sh
 	ZFRONT=$(CURDIR)/$(BUILD)/zfront ./bench/ws_fanout.py $(BENCH_WS_ARGS)
+
+# What OpenSSL itself keeps per idle TLS server connection, by allocation site (the floor
+# under wss:// idle memory; docs/benchmarks.md). TLS_FLOOR_N connections (default 1,000).
+TLS_FLOOR_N ?= 1000
+bench-tls-floor:
+	@d=$$(mktemp -d) && trap 'rm -rf "$$d"' EXIT && \
+	gcc -O2 -Wall -o $$d/tls_floor bench/tls_floor.c -lssl -lcrypto && \
+	openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 \
+		-keyout $$d/key.pem -out $$d/cert.pem 2>/dev/null && \
+	$$d/tls_floor $$d/cert.pem $$d/key.pem $(TLS_FLOOR_N)
 
 # Soak (docs/benchmarks.md): one instance under mixed HTTP/1.1, h2, WebSocket, WebDAV, SSH
 # (and bus) traffic with a load spike for SOAK_MINUTES; RSS, fds, threads and probe latency
