@@ -12,6 +12,7 @@ import signal
 import socket
 import ssl
 import struct
+import threading
 import time
 
 import pytest
@@ -76,15 +77,25 @@ def test_wss_burst_of_publishes_is_read_in_one_pass_and_arrives_in_order(server_
     pub = TlsWS(port, "/ws?user=bob")
     assert pub.status == 101
     n = 300
-    # one TLS record per message, sent back to back: the server has many records to read
-    # at once, and nothing more arrives after them (a record left in OpenSSL's read-ahead
-    # buffer would never be read: the acknowledgements below would not come)
-    for i in range(n):
-        pub.send_json(type="publish", topic="chat/burst", data=i)
+    # ~110 KB of messages, one TLS record each, sent while the server is stopped: its first
+    # pass has more to read than it reads at once (64 KiB) and stops with records left in
+    # OpenSSL's read-ahead buffer, and nothing more arrives after them (a record left there
+    # would never be read: the acknowledgements below would not come)
+    pad = "x" * 300
+    frames = [pub.frame(0x1, json.dumps({"type": "publish", "topic": "chat/burst",
+                                         "data": [i, pad]}).encode()) for i in range(n)]
+    sender = threading.Thread(target=lambda: [pub.sock.sendall(f) for f in frames])
+    srv.signal(signal.SIGSTOP)
+    try:
+        sender.start()
+        sender.join(5)  # all in the socket buffers (or as much as they take)
+    finally:
+        srv.signal(signal.SIGCONT)
+    sender.join()
     acks = [pub.read_json() for _ in range(n)]
     assert [a["type"] for a in acks] == ["published"] * n
     events = [sub.read_json() for _ in range(n)]
-    assert [e["data"] for e in events] == list(range(n))
+    assert [e["data"] for e in events] == [[i, pad] for i in range(n)]
     ids = [e["id"] for e in events]
     assert ids == sorted(ids) and len(set(ids)) == n
     # the read event was made active again for buffered records at least once
