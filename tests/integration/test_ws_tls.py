@@ -5,6 +5,7 @@ import base64
 import json
 import os
 import signal
+import socket
 import ssl
 import struct
 import subprocess
@@ -181,3 +182,81 @@ def test_wss_session_goes_on_after_a_key_update_from_the_client(server_factory):
         assert "WebSocket TLS connection lost" not in srv.log()
     finally:
         c.close()
+
+
+class MemTls:
+    """TLS over memory BIOs on a plain socket (ssl.SSLObject): what is sent is chosen to the
+    byte, e.g. a close frame and close_notify in one write."""
+
+    def __init__(self, port):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_alpn_protocols(["http/1.1"])
+        self.sock = socket.create_connection(("127.0.0.1", port), TIMEOUT)
+        self.inc, self.outg = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self.inc, self.outg)
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.flush()
+                self.fill()
+        self.flush()
+
+    def flush(self):
+        data = self.outg.read()
+        if data:
+            self.sock.sendall(data)
+
+    def fill(self):
+        data = self.sock.recv(65536)
+        if not data:
+            self.inc.write_eof()
+        self.inc.write(data) if data else None
+
+    def read(self):
+        """-> the next plaintext bytes, b"" at close_notify (SSLZeroReturnError)."""
+        while True:
+            try:
+                return self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                self.flush()
+                self.fill()
+            except ssl.SSLZeroReturnError:
+                return b""
+
+
+def test_wss_close_frame_sent_with_close_notify_is_answered(server_factory):
+    """The client sends its close frame and close_notify in one write: the server reads both
+    in one pass, handles the frame (answers with its close frame) and then ends, with its own
+    close_notify."""
+    srv, port = start_https(server_factory, "--ws-public-topic", "news/")
+    c = MemTls(port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    c.tls.write(("GET /ws?user=a HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                 "Sec-WebSocket-Version: 13\r\n\r\n" % key).encode())
+    c.flush()
+    got = b""
+    while b"\r\n\r\n" not in got:
+        got += c.read()
+    assert got.startswith(b"HTTP/1.1 101 ")
+    got = got.partition(b"\r\n\r\n")[2]
+    k = os.urandom(4)
+    payload = struct.pack("!H", 1000)
+    c.tls.write(struct.pack("!BB", 0x88, 0x80 | len(payload)) + k +
+                bytes(b ^ k[i % 4] for i, b in enumerate(payload)))
+    try:
+        c.tls.unwrap()  # close_notify into the same outgoing buffer
+    except ssl.SSLWantReadError:
+        pass
+    c.flush()  # one write: the frame's record, then close_notify
+    while True:
+        data = c.read()
+        if not data:
+            break
+        got += data
+    assert got[:4] == b"\x88\x02\x03\xe8"  # the server's close frame, 1000
+    c.sock.close()

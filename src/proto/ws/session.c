@@ -58,6 +58,8 @@ struct ws_session {
      * answer), SSL_write wants it readable; records left in OpenSSL after a
      * pass reached WS_READ_MAX; a fatal TLS error (no close_notify then) */
     unsigned tls_read_wants_write : 1, tls_write_wants_read : 1, tls_more : 1, tls_failed : 1;
+    unsigned tls_ended : 1; /* wss://: the client closed or the connection was lost after a
+                               read that returned bytes: they are handled, then the end */
     /* wslay's context (~8.5 KiB: two 4 KiB buffers), only while something is
      * in flight: NULL while the session is idle (ctx_get makes it again).
      * What tells that wslay holds no byte: every byte given to it (fed) is
@@ -957,7 +959,9 @@ static int tls_write(struct ws_session *s)
 /* Reads through the SSL into `in`, until OpenSSL wants more from the socket
  * or WS_READ_MAX bytes were read (then, when records are left in OpenSSL's
  * buffer, tls_more asks read_more to come back in this loop pass). Returns
- * the bytes read, 0 (would block), or -1 (closed or lost: logged). */
+ * the bytes read, 0 (would block), or -1 (closed or lost: logged). When the
+ * end comes after some bytes (a close frame, then close_notify), those are
+ * returned and tls_ended set. */
 static int tls_read(struct ws_session *s)
 {
     SSL *ssl = s->ssl;
@@ -983,7 +987,8 @@ static int tls_read(struct ws_session *s)
             return total;
         }
         tls_lost(s, err, saved, "reading");
-        return -1;
+        s->tls_ended = 1;
+        return total ? total : -1;
     }
     s->tls_more = SSL_has_pending(ssl) != 0;
     return total;
@@ -1093,7 +1098,14 @@ static void raw_cb(evutil_socket_t fd, short what, void *arg)
         }
         if (n > 0)
             read_cb(NULL, s);
-        if (!s->dead && s->ssl)
+        if (s->tls_ended && !s->dead) {
+            /* after the bytes that came before the end, and what they
+             * queued (a close frame answered): one try, best effort */
+            if (!s->tls_failed && evbuffer_get_length(s->out))
+                out_write(s);
+            kill_session(s);
+        }
+        else if (!s->dead && s->ssl)
             raw_update(s); /* what OpenSSL wants next */
     }
 }
