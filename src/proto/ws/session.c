@@ -1104,8 +1104,7 @@ static void raw_cb(evutil_socket_t fd, short what, void *arg)
             if (!s->tls_failed && evbuffer_get_length(s->out))
                 out_write(s);
             kill_session(s);
-        }
-        else if (!s->dead && s->ssl)
+        } else if (!s->dead && s->ssl)
             raw_update(s); /* what OpenSSL wants next */
     }
 }
