@@ -14,10 +14,11 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <wslay/wslay.h>
 #ifdef ZF_WITH_HTTP2
 #include <event2/bufferevent_ssl.h>
-#include <event2/bufferevent_struct.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 #endif
 
@@ -31,27 +32,34 @@
  * these periods gives the context back (see maybe_release) */
 #define WS_IDLE_SWEEP_MS 1000
 #define WS_MAX_TOPIC 1024
-#define WS_READ_MAX (64 * 1024) /* ws://: bytes read from the socket at once */
+#define WS_READ_MAX (64 * 1024) /* bytes read from the socket (or OpenSSL) per pass */
+#define WS_TLS_RECORD 16384     /* wss://: bytes per SSL_write (one full TLS record) */
 
 struct ws_session {
     struct zf_hub_subscriber sub; /* first: the hub hands it back */
     struct zf_conn conn;
     struct ws_session *prev, *next;
-    /* The transport, one of three. ws:// over HTTP/1.1: the socket, driven
-     * directly (fd, io; in and out are the session's own): a bufferevent
-     * and its callbacks cost ~1 KiB per idle connection. wss:// over
-     * HTTP/1.1: libevent's OpenSSL bufferevent (bev). HTTP/2 (RFC 8441):
-     * the stream (pipe). */
-    evutil_socket_t fd; /* ws://: the socket, or -1 */
-    struct event *io;   /* ws://: reading (added until the conversation ends) */
-    /* ws://: writing, only while `out` holds bytes (made then, freed once
-     * `out` is empty: an idle session keeps none) */
+    /* The transport. ws:// and wss:// over HTTP/1.1: the socket, taken out
+     * of the HTTP/1.1 bufferevent and driven directly (fd, io, iow; in and
+     * out are the session's own): a bufferevent, its buffers and callbacks
+     * cost ~1 KiB per idle connection (~6 KiB with OpenSSL's). wss:// keeps
+     * the connection's SSL (ssl) and reads and writes through it. HTTP/2
+     * (RFC 8441): the stream (pipe). */
+    evutil_socket_t fd; /* the socket, or -1 */
+    struct event *io;   /* reading (added until the conversation ends) */
+    /* writing, only while `out` holds bytes (made then, freed once `out` is
+     * empty: an idle session keeps none) */
     struct event *iow;
-    struct bufferevent *bev;      /* wss://: the TLS connection, or NULL */
     struct zf_pipe *pipe;         /* HTTP/2 (RFC 8441): the stream, or NULL */
     struct evbuffer *in, *out;    /* the transport's buffers */
     struct ws_session *reap_next; /* dead, waiting to be freed from the loop */
-    void *ssl;                    /* wss:// over HTTP/1.1: the bufferevent's SSL (read ahead) */
+    void *ssl;                    /* wss://: the connection's SSL, or NULL */
+    /* wss://: SSL_read wants the socket writable (a TLS 1.3 KeyUpdate to
+     * answer), SSL_write wants it readable; records left in OpenSSL after a
+     * pass reached WS_READ_MAX; a fatal TLS error (no close_notify then) */
+    unsigned tls_read_wants_write : 1, tls_write_wants_read : 1, tls_more : 1, tls_failed : 1;
+    unsigned tls_ended : 1; /* wss://: the client closed or the connection was lost after a
+                               read that returned bytes: they are handled, then the end */
     /* wslay's context (~8.5 KiB: two 4 KiB buffers), only while something is
      * in flight: NULL while the session is idle (ctx_get makes it again).
      * What tells that wslay holds no byte: every byte given to it (fed) is
@@ -94,6 +102,7 @@ static void flush(struct ws_session *s);
 static void sweep_cb(evutil_socket_t fd, short what, void *arg);
 static void raw_cb(evutil_socket_t fd, short what, void *arg);
 static void write_cb(struct bufferevent *bev, void *arg);
+static void tls_end(struct ws_session *s);
 
 /* ------------------------------------------------------------ the wslay context */
 
@@ -177,8 +186,6 @@ static void kill_session(struct ws_session *s)
         return;
     s->dead = 1;
     zf_hub_unsubscribe_all(&s->sub);
-    if (s->bev)
-        bufferevent_disable(s->bev, EV_READ | EV_WRITE);
     if (s->io)
         raw_update(s);
     if (s->pipe) {
@@ -713,12 +720,7 @@ static void check_done(struct ws_session *s)
             kill_session(s); /* the transport flushes the pipe, then ends the stream */
             return;
         }
-        if (s->bev) {
-            bufferevent_disable(s->bev, EV_READ);
-            bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
-        } else {
-            raw_update(s);
-        }
+        raw_update(s);
     }
     if (s->finishing && evbuffer_get_length(s->out) == 0)
         kill_session(s);
@@ -753,25 +755,18 @@ static void flush(struct ws_session *s)
     check_done(s);
 }
 
-/* wss://: libevent's OpenSSL bufferevent hands over one TLS record per
- * readable event, so a client sending many messages (a publisher) would be
- * served one message per loop pass, and each event would go out to every
- * subscriber as its own record and write. The session's SSL reads ahead
- * (whole socket reads into OpenSSL's buffer); while records remain
- * buffered there, the read event is made active again, so every record that
- * arrived is read in this loop pass (the socket is no longer readable, and
- * libevent itself would not come back for them) and the events they publish
- * leave together. */
+/* wss://: the session's SSL reads ahead (whole socket reads into OpenSSL's
+ * buffer). A pass that stopped at WS_READ_MAX with records still buffered
+ * there makes the read event active again, so they are read in this loop
+ * pass: the socket may not be readable any more, and its event would not
+ * come back for them. */
 static void read_more(struct ws_session *s)
 {
-#ifdef ZF_WITH_HTTP2
-    if (s->ssl && !s->dead && !s->finishing && SSL_has_pending(s->ssl)) {
+    if (s->tls_more && !s->dead && !s->finishing) {
+        s->tls_more = 0;
         ws.read_ahead++;
-        event_active(&s->bev->ev_read, EV_READ, 1);
+        event_active(s->io, EV_READ, 1);
     }
-#else
-    (void)s;
-#endif
 }
 
 static void read_cb(struct bufferevent *bev, void *arg)
@@ -797,18 +792,23 @@ static void write_cb(struct bufferevent *bev, void *arg)
         check_done(s);
 }
 
-/* ------------------------------------------------------------ ws:// socket */
+/* ------------------------------------------------------------ the socket (ws://, wss://) */
 
 /* Watches the socket for what the session wants now: reading until the
  * conversation is over, writing while `out` holds bytes; nothing once dead.
+ * wss:// adds what OpenSSL asks for: the other direction while a read needs
+ * to write (a KeyUpdate answered) or a write needs to read (and not the
+ * write side then, which would only fire again and again).
  * The write waits for the next loop pass, so what the events of this pass
  * queued for the session goes out in one write. Two events on one socket,
  * as a bufferevent has: adding and removing the write side is then one
  * EPOLL_CTL_MOD, where one event changing its flags is a DEL and an ADD. */
 static void raw_update(struct ws_session *s)
 {
-    unsigned want_read = !s->dead && !s->finishing;
-    unsigned want_write = !s->dead && evbuffer_get_length(s->out) > 0;
+    unsigned out = evbuffer_get_length(s->out) > 0;
+    unsigned want_read = !s->dead && (!s->finishing || s->tls_write_wants_read);
+    unsigned want_write =
+        !s->dead && ((out && !s->tls_write_wants_read) || s->tls_read_wants_write);
     int bad = 0;
     if (want_read != s->reading) {
         bad |= (want_read ? event_add(s->io, NULL) : event_del(s->io)) != 0;
@@ -842,25 +842,243 @@ static int retriable(void)
     return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
 }
 
+#ifdef ZF_WITH_HTTP2
+/* The session's SSL reads and writes the socket through this BIO: send and
+ * recv, nothing else. It does not tell its fd (BIO_get_fd gives -1), on
+ * purpose: the OpenSSL bufferevent the SSL came from is destroyed later in
+ * the loop pass (libevent finalizes it), and its destructor closes the fd of
+ * the SSL's BIO. The session closes the socket itself. */
+static int bio_write(BIO *b, const char *buf, int len)
+{
+    BIO_clear_retry_flags(b);
+    ssize_t n = send((int)(intptr_t)BIO_get_data(b), buf, (size_t)len, MSG_NOSIGNAL);
+    if (n < 0 && retriable())
+        BIO_set_retry_write(b);
+    return (int)n;
+}
+
+static int bio_read(BIO *b, char *buf, int len)
+{
+    BIO_clear_retry_flags(b);
+    ssize_t n = recv((int)(intptr_t)BIO_get_data(b), buf, (size_t)len, 0);
+    if (n < 0 && retriable())
+        BIO_set_retry_read(b);
+    return (int)n;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)b;
+    (void)num;
+    (void)ptr;
+    return cmd == BIO_CTRL_FLUSH ? 1 : cmd == BIO_C_GET_FD ? -1 : 0;
+}
+
+/* A BIO on fd (not closed with it), or NULL when out of memory. */
+static BIO *bio_new(evutil_socket_t fd)
+{
+    static BIO_METHOD *method;
+    if (!method) {
+        BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "zfront ws");
+        if (!m || !BIO_meth_set_write(m, bio_write) || !BIO_meth_set_read(m, bio_read) ||
+            !BIO_meth_set_ctrl(m, bio_ctrl)) {
+            BIO_meth_free(m);
+            return NULL;
+        }
+        method = m; /* one for the process */
+    }
+    BIO *b = BIO_new(method);
+    if (b) {
+        BIO_set_data(b, (void *)(intptr_t)fd);
+        BIO_set_init(b, 1);
+    }
+    return b;
+}
+
+/* A fatal TLS error (SSL_ERROR_SYSCALL or SSL_ERROR_SSL) or the client's
+ * close_notify (SSL_ERROR_ZERO_RETURN; also a plain EOF, as the context
+ * sets SSL_OP_IGNORE_UNEXPECTED_EOF): logged, the error queue cleared. */
+static void tls_lost(struct ws_session *s, int err, int saved_errno, const char *doing)
+{
+    char reason[160];
+    unsigned long e = ERR_peek_error();
+    if (err == SSL_ERROR_ZERO_RETURN) {
+        if (!s->closing)
+            zf_log(ZF_LOG_DEBUG, &s->conn, "client closed the WebSocket connection");
+        ERR_clear_error();
+        return;
+    }
+    if (e)
+        ERR_error_string_n(e, reason, sizeof reason);
+    else
+        snprintf(reason, sizeof reason, "%s",
+                 saved_errno ? strerror(saved_errno) : "connection closed");
+    ERR_clear_error();
+    s->tls_failed = 1; /* OpenSSL: no SSL_shutdown after a fatal error */
+    zf_log(ZF_LOG_DEBUG, &s->conn, "WebSocket TLS connection lost while %s: %s", doing, reason);
+}
+
+/* Writes `out` through the SSL, one full record (WS_TLS_RECORD bytes, made
+ * contiguous) per SSL_write, until it is empty or the socket is full. A
+ * write that would block is retried later with the same bytes at the front
+ * of `out` and at least as many of them (only more can be added), as
+ * OpenSSL requires; the buffer may move (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER).
+ * Returns ZF_OK (all written), ZF_AGAIN (would block) or ZF_ERROR (lost:
+ * logged). */
+static int tls_write(struct ws_session *s)
+{
+    SSL *ssl = s->ssl;
+    s->tls_write_wants_read = 0;
+    size_t len;
+    while ((len = evbuffer_get_length(s->out)) > 0) {
+        int n = len < WS_TLS_RECORD ? (int)len : WS_TLS_RECORD;
+        unsigned char *p = evbuffer_pullup(s->out, n);
+        if (!p) {
+            zf_log(ZF_LOG_ERROR, &s->conn, "out of memory while writing: closing");
+            return ZF_ERROR;
+        }
+        ERR_clear_error();
+        int r = SSL_write(ssl, p, n);
+        if (r > 0) {
+            evbuffer_drain(s->out, (size_t)r);
+            continue;
+        }
+        int saved = errno, err = SSL_get_error(ssl, r);
+        if (err == SSL_ERROR_WANT_WRITE)
+            return ZF_AGAIN;
+        if (err == SSL_ERROR_WANT_READ) {
+            s->tls_write_wants_read = 1;
+            return ZF_AGAIN;
+        }
+        tls_lost(s, err, saved, "writing");
+        return ZF_ERROR;
+    }
+    return ZF_OK;
+}
+
+/* Reads through the SSL into `in`, until OpenSSL wants more from the socket
+ * or WS_READ_MAX bytes were read (then, when records are left in OpenSSL's
+ * buffer, tls_more asks read_more to come back in this loop pass). Returns
+ * the bytes read, 0 (would block), or -1 (closed or lost: logged). When the
+ * end comes after some bytes (a close frame, then close_notify), those are
+ * returned and tls_ended set. */
+static int tls_read(struct ws_session *s)
+{
+    SSL *ssl = s->ssl;
+    char buf[WS_TLS_RECORD];
+    int total = 0;
+    s->tls_read_wants_write = 0;
+    while (total < WS_READ_MAX) {
+        ERR_clear_error();
+        int r = SSL_read(ssl, buf, sizeof buf);
+        if (r > 0) {
+            if (evbuffer_add(s->in, buf, (size_t)r) != 0) {
+                zf_log(ZF_LOG_ERROR, &s->conn, "out of memory while reading: closing");
+                return -1;
+            }
+            total += r;
+            continue;
+        }
+        int saved = errno, err = SSL_get_error(ssl, r);
+        if (err == SSL_ERROR_WANT_READ)
+            return total;
+        if (err == SSL_ERROR_WANT_WRITE) {
+            s->tls_read_wants_write = 1;
+            return total;
+        }
+        tls_lost(s, err, saved, "reading");
+        s->tls_ended = 1;
+        return total ? total : -1;
+    }
+    s->tls_more = SSL_has_pending(ssl) != 0;
+    return total;
+}
+
+/* The end of a wss:// session: one non-blocking close_notify, best effort
+ * (as nginx: the client's is not waited for), unless the connection failed;
+ * then the session's reference to the SSL goes. */
+static void tls_end(struct ws_session *s)
+{
+    if (!s->ssl)
+        return;
+    if (!s->tls_failed) {
+        ERR_clear_error();
+        SSL_shutdown(s->ssl);
+        ERR_clear_error();
+    }
+    SSL_free(s->ssl);
+    s->ssl = NULL;
+}
+#else
+static int tls_write(struct ws_session *s)
+{
+    (void)s;
+    return ZF_ERROR;
+}
+static int tls_read(struct ws_session *s)
+{
+    (void)s;
+    return -1;
+}
+static void tls_end(struct ws_session *s)
+{
+    (void)s;
+}
+#endif
+
+/* Writes what `out` holds to the socket. Returns ZF_OK (written, maybe only
+ * in part), ZF_AGAIN (would block) or ZF_ERROR (lost: logged). */
+static int out_write(struct ws_session *s)
+{
+    if (s->ssl)
+        return tls_write(s);
+    if (evbuffer_write(s->out, s->fd) >= 0)
+        return ZF_OK;
+    if (retriable())
+        return ZF_AGAIN;
+    zf_log(ZF_LOG_DEBUG, &s->conn, "WebSocket connection lost while writing: %s", strerror(errno));
+    return ZF_ERROR;
+}
+
+/* Reads from the socket into `in`. Returns the bytes read, 0 (would block)
+ * or -1 (closed or lost: logged). */
+static int in_read(struct ws_session *s)
+{
+    if (s->ssl)
+        return tls_read(s);
+    int n = evbuffer_read(s->in, s->fd, WS_READ_MAX);
+    if (n > 0 || (n < 0 && retriable()))
+        return n > 0 ? n : 0;
+    if (!s->closing)
+        zf_log(ZF_LOG_DEBUG, &s->conn, "client closed the WebSocket connection");
+    return -1;
+}
+
 static void raw_cb(evutil_socket_t fd, short what, void *arg)
 {
+    (void)fd;
     struct ws_session *s = arg;
-    if (what & EV_WRITE) {
+    if (s->dead)
+        return;
+    /* wss://: a write waiting for the socket to be readable, a read for it
+     * to be writable */
+    int writing = (what & EV_WRITE) || ((what & EV_READ) && s->tls_write_wants_read);
+    int reading = (what & EV_READ) || ((what & EV_WRITE) && s->tls_read_wants_write);
+    if (writing) {
         /* Writes, refilling from what wslay holds back, until the socket
          * is full or nothing is left (at most WS_WRITE_ROUNDS refills per
          * pass, fair to the other sessions): a pass that queued more than
          * WS_OUT_HIGH (a burst from the bus) then leaves at the socket's
          * pace, not one WS_OUT_HIGH per loop pass. */
         for (int round = 0; round < WS_WRITE_ROUNDS; round++) {
-            /* (evbuffer_write returns -1 for an empty buffer too) */
-            if (evbuffer_get_length(s->out) && evbuffer_write(s->out, fd) < 0) {
-                if (!retriable()) {
-                    zf_log(ZF_LOG_DEBUG, &s->conn, "WebSocket connection lost while writing: %s",
-                           strerror(errno));
+            if (evbuffer_get_length(s->out)) {
+                int rc = out_write(s);
+                if (rc == ZF_ERROR) {
                     kill_session(s);
                     return;
                 }
-                break; /* the socket is full */
+                if (rc == ZF_AGAIN)
+                    break; /* the socket is full */
             }
             if (evbuffer_get_length(s->out) > WS_OUT_HIGH / 2)
                 break;         /* it took only part: full */
@@ -872,28 +1090,44 @@ static void raw_cb(evutil_socket_t fd, short what, void *arg)
         }
         raw_update(s);
     }
-    if ((what & EV_READ) && !s->finishing) {
-        int n = evbuffer_read(s->in, fd, WS_READ_MAX);
-        if (n == 0 || (n < 0 && !retriable())) {
-            if (!s->closing)
-                zf_log(ZF_LOG_DEBUG, &s->conn, "client closed the WebSocket connection");
+    if (reading && !s->finishing) {
+        int n = in_read(s);
+        if (n < 0) {
             kill_session(s);
             return;
         }
         if (n > 0)
             read_cb(NULL, s);
+        if (s->tls_ended && !s->dead) {
+            /* after the bytes that came before the end, and what they
+             * queued (a close frame answered): one try, best effort */
+            if (!s->tls_failed && evbuffer_get_length(s->out))
+                out_write(s);
+            kill_session(s);
+        } else if (!s->dead && s->ssl)
+            raw_update(s); /* what OpenSSL wants next */
     }
 }
 
 /* Takes the socket out of the HTTP/1.1 bufferevent (which is freed without
  * closing it): what the client sent after the request and anything still
- * unsent move to the session's own buffers. Returns ZF_OK or ZF_ERROR (bev
- * is then kept: the caller frees it). */
+ * unsent move to the session's own buffers. Over TLS the session keeps the
+ * SSL (its own reference), read ahead on, with a BIO of its own on the
+ * socket (bio_new says why). Returns ZF_OK or ZF_ERROR (bev is then kept:
+ * the caller frees it). */
 static int raw_take(struct ws_session *s, struct bufferevent *bev)
 {
+    evutil_socket_t fd = bufferevent_getfd(bev);
+    void *bio = NULL;
+    (void)bio;
+#ifdef ZF_WITH_HTTP2
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    if (ssl && !(bio = bio_new(fd)))
+        return ZF_ERROR;
+#endif
     s->in = evbuffer_new();
     s->out = evbuffer_new();
-    s->io = event_new(s->base, bufferevent_getfd(bev), EV_READ | EV_PERSIST, raw_cb, s);
+    s->io = event_new(s->base, fd, EV_READ | EV_PERSIST, raw_cb, s);
     if (!s->in || !s->out || !s->io ||
         evbuffer_add_buffer(s->in, bufferevent_get_input(bev)) != 0 ||
         evbuffer_add_buffer(s->out, bufferevent_get_output(bev)) != 0) {
@@ -905,11 +1139,27 @@ static int raw_take(struct ws_session *s, struct bufferevent *bev)
             event_free(s->io);
         s->in = s->out = NULL;
         s->io = NULL;
+#ifdef ZF_WITH_HTTP2
+        BIO_free(bio);
+#endif
         return ZF_ERROR;
     }
-    s->fd = bufferevent_getfd(bev);
+    s->fd = fd;
     bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
     bufferevent_disable(bev, EV_READ | EV_WRITE);
+#ifdef ZF_WITH_HTTP2
+    if (ssl) {
+        /* the bufferevent's destructor SSL_free()s it: keep a reference,
+         * and close what it would close (the fd of the SSL's BIO): none */
+        SSL_up_ref(ssl);
+        SSL_set_bio(ssl, bio, bio); /* libevent's socket BIO goes (it never closes) */
+        SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        SSL_set_read_ahead(ssl, 1);
+        s->ssl = ssl;
+        bufferevent_free(bev);
+        return ZF_OK;
+    }
+#endif
     bufferevent_setfd(bev, -1);
     bufferevent_free(bev); /* the socket stays open: it has no fd now */
     return ZF_OK;
@@ -931,20 +1181,6 @@ static void pipe_closed(struct zf_pipe *p)
     s->pipe = NULL;
     s->in = s->out = NULL;
     kill_session(s);
-}
-
-static void event_cb(struct bufferevent *bev, short what, void *arg)
-{
-    struct ws_session *s = arg;
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-        if (!s->closing)
-            zf_log(ZF_LOG_DEBUG, &s->conn, "client closed the WebSocket connection");
-        kill_session(s);
-    } else if (what & BEV_EVENT_TIMEOUT) {
-        /* libevent disabled that direction: the session could not go on */
-        zf_log(ZF_LOG_INFO, &s->conn, "WebSocket connection timed out: closing");
-        kill_session(s);
-    }
 }
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -1009,18 +1245,15 @@ static void session_free(struct ws_session *s)
         event_free(ws.reaper); /* may be the running callback: libevent allows it */
         ws.reaper = NULL;
     }
-    if (s->bev) {
-        bufferevent_free(s->bev);
-        zf_conn_closed(); /* the socket's count came with it (server.h) */
-    }
     if (s->io)
         event_free(s->io);
-    if (!s->bev && !s->pipe) { /* ws://: the session's own buffers */
+    if (!s->pipe) { /* the session's own buffers */
         if (s->in)
             evbuffer_free(s->in);
         if (s->out)
             evbuffer_free(s->out);
     }
+    tls_end(s); /* close_notify, before the socket closes */
     if (s->fd >= 0) {
         evutil_closesocket(s->fd);
         zf_conn_closed();
@@ -1099,25 +1332,12 @@ int zf__ws_session_start(struct bufferevent *bev, const struct zf_conn *conn, co
     evutil_socket_t fd = bufferevent_getfd(bev);
     if (fd >= 0)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    void *ssl = NULL;
-#ifdef ZF_WITH_HTTP2
-    ssl = bufferevent_openssl_get_ssl(bev);
-#endif
-    if (ssl) {
-#ifdef ZF_WITH_HTTP2
-        SSL_set_read_ahead(ssl, 1);
-#endif
-        s->ssl = ssl;
-        s->bev = bev;
-        s->in = bufferevent_get_input(bev);
-        s->out = bufferevent_get_output(bev);
-    } else if (raw_take(s, bev) != ZF_OK) {
+    if (raw_take(s, bev) != ZF_OK) {
         zf_log(ZF_LOG_ERROR, &s->conn, "out of memory while starting a WebSocket session");
-        s->bev = bev; /* freed with the session, closing the socket */
-        s->in = bufferevent_get_input(bev);
-        s->out = bufferevent_get_output(bev);
+        bufferevent_free(bev); /* closes the socket */
+        zf_conn_closed();
         kill_session(s);
-        return ZF_OK; /* the session owns everything and goes away */
+        return ZF_OK; /* the session goes away */
     }
     evbuffer_add_printf(s->out,
                         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
@@ -1126,18 +1346,14 @@ int zf__ws_session_start(struct bufferevent *bev, const struct zf_conn *conn, co
     if (s->grant.protocol)
         evbuffer_add_printf(s->out, "Sec-WebSocket-Protocol: %s\r\n", s->grant.protocol);
     evbuffer_add(s->out, "\r\n", 2);
-    zf_log(ZF_LOG_DEBUG, &s->conn, "WebSocket session started%s", ssl ? " (TLS)" : "");
-    if (s->bev) {
-        bufferevent_setcb(bev, read_cb, write_cb, event_cb, s);
-        /* HTTP's send timeout does not apply: a WebSocket that waits is
-         * watched by ping/pong (ws.ping_interval) and ws.max_send_buffer */
-        bufferevent_set_timeouts(bev, NULL, NULL);
-        bufferevent_setwatermark(bev, EV_READ, 0, 0);
-        bufferevent_setwatermark(bev, EV_WRITE, WS_OUT_HIGH / 2, 0);
-        bufferevent_enable(bev, EV_READ | EV_WRITE);
-    } else {
-        raw_update(s);
-    }
+    zf_log(ZF_LOG_DEBUG, &s->conn, "WebSocket session started%s", s->ssl ? " (TLS)" : "");
+    /* HTTP's send timeout does not apply: a WebSocket that waits is watched
+     * by ping/pong (ws.ping_interval) and ws.max_send_buffer */
+    raw_update(s);
+#ifdef ZF_WITH_HTTP2
+    if (s->ssl && SSL_has_pending(s->ssl))
+        event_active(s->io, EV_READ, 1); /* bytes OpenSSL read before the hand-over */
+#endif
     session_go(s);
     return ZF_OK;
 }
