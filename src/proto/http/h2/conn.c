@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <openssl/ssl.h>
@@ -333,6 +334,25 @@ static void start_linger(struct zf_h2_conn *c)
         zf__h2_close(c);
 }
 
+/* h2 over TLS: libevent's OpenSSL bufferevent hands over one TLS record
+ * per readable event, so a client sending many small frames (a WebSocket
+ * publisher on an RFC 8441 stream) would be served one record per loop
+ * pass, and every event it publishes would go out to each subscriber on its
+ * own. The connection's SSL reads ahead (zf__h2_start: whole socket reads
+ * into OpenSSL's buffer); while records remain buffered there and reading
+ * is on, the read event is made active again, so every record that arrived
+ * is read in this pass (the socket is no longer readable: libevent would
+ * not come back for them by itself). */
+static void read_more(struct zf_h2_conn *c)
+{
+    if (!c->tls || c->closing || c->dead || c->lingering ||
+        !(bufferevent_get_enabled(c->bev) & EV_READ))
+        return;
+    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+    if (ssl && SSL_has_pending(ssl))
+        event_active(&c->bev->ev_read, EV_READ, 1);
+}
+
 void zf__h2_flush(struct zf_h2_conn *c)
 {
     if (c->dead || c->lingering)
@@ -355,10 +375,12 @@ void zf__h2_flush(struct zf_h2_conn *c)
             bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0); /* tell us when all is out */
         return;
     }
-    if (pending >= ZF_H2_OUT_HIGH)
+    if (pending >= ZF_H2_OUT_HIGH) {
         bufferevent_disable(c->bev, EV_READ);
-    else
+    } else {
         bufferevent_enable(c->bev, EV_READ);
+        read_more(c); /* records read ahead while reading was off, or in this read */
+    }
 }
 
 /* ------------------------------------------------------------- bufferevent */
@@ -562,6 +584,11 @@ int zf__h2_start(struct zf_http_endpoint *ep, struct bufferevent *bev, const str
     zf__h2_conns = c;
     zf__h2_nconns++;
 
+    if (c->tls) {
+        SSL *ssl = bufferevent_openssl_get_ssl(bev);
+        if (ssl)
+            SSL_set_read_ahead(ssl, 1); /* see read_more */
+    }
     bufferevent_setcb(bev, on_read, on_write, on_event, c);
     bufferevent_setwatermark(bev, EV_WRITE, ZF_H2_OUT_LOW, 0);
     bufferevent_setwatermark(bev, EV_READ, 0, 0);
