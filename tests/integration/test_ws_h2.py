@@ -280,11 +280,12 @@ def application(environ, start_response):
 
 
 def test_h2_tls_fan_out_batches_a_publishers_burst(server_factory, tmp_path):
-    """A publisher's burst of 20 messages, 20 TLS records in one TCP segment on its own h2
+    """A publisher's burst of 40 messages, 40 TLS records in one TCP segment on its own h2
     connection, reaches a subscriber on another h2 connection in a few DATA frames, not one
-    per event: the server reads every record that arrived in one loop pass (OpenSSL reads
-    ahead) and a tunnel's output leaves once per pass. Before, each event cost the subscriber
-    its own DATA frame, TLS record, write and two epoll_ctl (bench: 4x the CPU of wss://)."""
+    per event: the server reads several records that arrived in one loop pass (OpenSSL reads
+    ahead; 4 reads per pass) and a tunnel's output leaves once per pass. Before, each event cost
+    the subscriber its own DATA frame, TLS record, write and two epoll_ctl (bench: 4x the
+    CPU of wss://)."""
     (tmp_path / "wsbenchapp.py").write_text(BENCH_APP)
     srv = server_factory("--https", "127.0.0.1:0", "--state-dir", str(tmp_path / "state"),
                          app="wsbenchapp:application", extra_python_path=[str(tmp_path)])
@@ -294,12 +295,15 @@ def test_h2_tls_fan_out_batches_a_publishers_burst(server_factory, tmp_path):
     assert sub.response[":status"] == "200" and pub.response[":status"] == "200"
     sub.send(0x1, json.dumps({"type": "subscribe", "topic": "bench"}).encode())
     assert json.loads(sub.read_frame()[1])["type"] == "subscribed"
-    n = 20
+    n = 40
     sub.frames = 0
     pub.burst([json.dumps({"type": "publish", "topic": "bench", "data": {"i": i}}).encode()
                for i in range(n)])
     got = [json.loads(sub.read_frame()[1])["data"]["i"] for _ in range(n)]
     assert got == list(range(n))
-    assert sub.frames <= 3, "%d DATA frames for a burst of %d events" % (sub.frames, n)
+    # a few records per pass, not all: the reading of one client is bounded per loop pass,
+    # so the output of what it published keeps pace (no backlog moved into the subscribers'
+    # send queues, no pass that never ends while the client keeps sending)
+    assert n // 8 <= sub.frames <= n // 3, "%d DATA frames for %d events" % (sub.frames, n)
     sub.close()
     pub.close()
