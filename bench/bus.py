@@ -150,7 +150,7 @@ def get(port, path):
 def build_wsload(tmp):
     exe = os.path.join(tmp, "wsload")
     subprocess.run(["gcc", "-O2", "-Wall", "-o", exe, os.path.join(BENCH, "wsload.c"), "-lssl",
-                    "-lcrypto"], check=True)
+                    "-lcrypto", "-lnghttp2"], check=True)
     return exe
 
 

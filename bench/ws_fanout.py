@@ -5,6 +5,8 @@ python3-websockets and Autobahn/Twisted broadcast servers doing the same job, in
   bench/ws_fanout.py                         N = 100, 1000; ws://
   bench/ws_fanout.py --n 10000 --deliveries 300000
   bench/ws_fanout.py --server zfront --n 100 --rate 20   (light load: latency)
+  bench/ws_fanout.py --h2 --streams 10       zfront over HTTP/2 (RFC 8441), 10 WebSockets
+                                             per connection; the peers over wss:// (HTTP/1.1)
 
 For each server and N: messages delivered per second (all subscribers),
 publish-to-receive latency p50/p99, server RSS growth per idle subscribed
@@ -16,6 +18,11 @@ here with gcc into the temp dir): --procs subscriber processes hold the N
 connections, one publisher process sends `rate` messages per second (default:
 deliveries / N / seconds), each carrying its send time. Every part is bounded
 (wsload --timeout), loopback only, processes stopped by PID.
+
+--h2 (implies --tls): zfront's subscribers and publisher speak WebSocket over HTTP/2
+(extended CONNECT, h2 by ALPN; wsload --h2), --streams K WebSockets per HTTP/2 connection
+(default 1). python3-websockets and Autobahn do not implement RFC 8441: their rows stay
+wss:// over HTTP/1.1, for comparison. RSS per idle connection is then per stream.
 """
 import argparse
 import json
@@ -139,7 +146,7 @@ def make_cert(tmp):
     return cert, key
 
 
-def start_zfront(tmp, port, n, tls=None):
+def start_zfront(tmp, port, n, tls=None, streams=1):
     with open(os.path.join(tmp, "wsbenchapp.py"), "w") as f:
         f.write(APP)
     cmd = [os.environ.get("ZFRONT", os.path.join(REPO, "build", "zfront")), "--app",
@@ -152,6 +159,8 @@ def start_zfront(tmp, port, n, tls=None):
     # the default limit is 10,000 connections: N subscribers + the publisher
     cmd += ["--threads", "2", "--tmp-dir", tmp, "--max-connections", str(max(10000, n + 100)),
             "--error-log", os.path.join(tmp, "zf.log")]
+    if streams > 128:  # h2.max_concurrent_streams: 128 by default
+        cmd += ["--set", "h2.max_concurrent_streams=%d" % streams]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -172,16 +181,19 @@ def cpu_s(pid):
 def build_wsload(tmp):
     exe = os.path.join(tmp, "wsload")
     subprocess.run(["gcc", "-O2", "-Wall", "-o", exe, os.path.join(BENCH, "wsload.c"), "-lssl",
-                    "-lcrypto"], check=True)
+                    "-lcrypto", "-lnghttp2"], check=True)
     return exe
 
 
-def run_one(wsload, name, proc, port, n, seconds, rate, procs, timeout, tls):
-    wsload = [wsload] + (["--tls"] if tls else [])
+def run_one(wsload, name, proc, port, n, seconds, rate, procs, timeout, tls, streams=0):
+    """streams: 0 for HTTP/1.1, else K WebSockets per HTTP/2 connection (wsload --h2)."""
+    wsload = [wsload] + (["--tls"] if tls else []) + (["--h2"] if streams else [])
     base = rss_kib(proc.pid)
     total = max(1, int(seconds * rate))
     per = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
-    subs = [subprocess.Popen(wsload + ["--port", str(port), "--subs", str(k), "--expect",
+    h2_conns = sum(-(-k // streams) for k in per) if streams else 0
+    subs = [subprocess.Popen(wsload + (["--streams", str(streams)] if streams else []) +
+                             ["--port", str(port), "--subs", str(k), "--expect",
                               str(total), "--idle", "10", "--timeout", str(timeout)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             for k in per if k]
@@ -216,7 +228,12 @@ def run_one(wsload, name, proc, port, n, seconds, rate, procs, timeout, tls):
     got = sum(r["received"] for r in results)
     last = max(r["last_rx"] for r in results)
     elapsed = max(1e-9, last - p["pub_start"])
-    return {"server": name, "scheme": "wss" if tls else "ws", "n": n, "connected": connected,
+    scheme = "wss" if tls else "ws"
+    if streams:
+        scheme = "h2 " + scheme + (" x %d streams/conn" % streams if streams > 1 else "")
+    return {"server": name, "scheme": scheme, "n": n, "connected": connected,
+            "transport": "h2" if streams else "http/1.1", "streams_per_conn": streams or 1,
+            "h2_conns": h2_conns,
             "rate": rate, "sent": p["sent"],
             "received": got, "expected": p["sent"] * connected,
             "delivered_per_s": got / elapsed,
@@ -242,7 +259,14 @@ def main():
     ap.add_argument("--server", default="zfront,websockets,autobahn")
     ap.add_argument("--json", help="also write the rows to this file")
     ap.add_argument("--tls", action="store_true", help="wss:// (a self-signed certificate)")
+    ap.add_argument("--h2", action="store_true",
+                    help="zfront over HTTP/2 (RFC 8441; implies --tls); the peers stay on wss://")
+    ap.add_argument("--streams", type=int, default=1,
+                    help="--h2: WebSockets per HTTP/2 connection (default 1)")
     a = ap.parse_args()
+    if a.streams < 1 or (a.streams > 1 and not a.h2):
+        ap.error("--streams K: K >= 1, with --h2")
+    a.tls = a.tls or a.h2
     ns = a.n or [100, 1000]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -253,13 +277,14 @@ def main():
         for n in ns:
             for name in a.server.split(","):
                 port = free_port()
-                proc = (start_zfront(tmp, port, n, tls) if name == "zfront"
+                h2 = a.streams if a.h2 and name == "zfront" else 0
+                proc = (start_zfront(tmp, port, n, tls, h2) if name == "zfront"
                         else start_peer(tmp, port, name, tls))
                 rate = a.rate or a.deliveries / n / a.seconds
                 try:
                     wait_port(port, proc)
                     rows.append(run_one(wsload, name, proc, port, n, a.seconds, rate, a.procs,
-                                        a.timeout, tls))
+                                        a.timeout, tls, h2))
                 finally:
                     proc.terminate()
                     proc.wait(20)
@@ -267,6 +292,12 @@ def main():
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)
+    if a.h2:
+        print("\nzfront: WebSocket over HTTP/2 (RFC 8441 extended CONNECT, h2 by ALPN), %d "
+              "WebSocket(s) per HTTP/2 connection (per subscriber process, the last one "
+              "fewer); RSS per idle conn is per WebSocket (stream). python3-websockets and "
+              "Autobahn do not implement RFC 8441: their rows are wss:// over HTTP/1.1."
+              % a.streams)
     print("\n| server | N | msg/s published | delivered/expected | delivered/s | p50 ms | p99 ms "
           "| RSS KiB/idle conn | server CPU s | client CPU s | elapsed s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

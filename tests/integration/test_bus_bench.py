@@ -44,7 +44,7 @@ def wsload(tmp_path):
     assert shutil.which("gcc"), "gcc is needed (scripts/install-deps.sh installs it)"
     exe = str(tmp_path / "wsload")
     subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-o", exe, REPO + "/bench/wsload.c",
-                    "-lssl", "-lcrypto"], check=True)
+                    "-lssl", "-lcrypto", "-lnghttp2"], check=True)
     return exe
 
 

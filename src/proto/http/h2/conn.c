@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <openssl/ssl.h>
@@ -247,6 +248,8 @@ static void conn_free(struct zf_h2_conn *c)
     nghttp2_session_del(c->session);
     if (c->linger_ev)
         event_free(c->linger_ev);
+    if (c->more_ev)
+        event_free(c->more_ev);
     if (c->bev) {
         zf_tls_close_notify(c->bev); /* TLS only: keeps the session resumable */
         zf__http_bev_free(c->bev); /* its descriptor is free now */
@@ -333,6 +336,76 @@ static void start_linger(struct zf_h2_conn *c)
         zf__h2_close(c);
 }
 
+/* h2 over TLS: libevent's OpenSSL bufferevent hands over one TLS record
+ * per readable event, so a client sending many small frames (a WebSocket
+ * publisher on an RFC 8441 stream) would be served one record per loop
+ * pass, and every event it publishes would go out to each subscriber on its
+ * own. The connection's SSL reads ahead (zf__h2_start: whole socket reads
+ * into OpenSSL's buffer); while records remain buffered there and reading
+ * is on, the read event is made active again, so the records that arrived
+ * are read in this pass (the socket is no longer readable: libevent would
+ * not come back for them by itself).
+ *
+ * Up to READ_AHEAD_PASS reads per connection and loop pass (a pass is told
+ * by libevent's cached time), then the rest at the next pass (more_ev, a
+ * zero timeout). Unbounded, a client sending faster than the server handles
+ * would keep the pass going for ever (each read refills OpenSSL's buffer
+ * from the socket) and the output that waits for the next pass (tunnels,
+ * tunnel.c) would never leave; bounded loosely, a WebSocket publisher's
+ * backlog moves from its socket into every subscriber's send queue (past
+ * ws.max_send_buffer when many share one connection). A few records per
+ * pass keep both: the events of those records leave each subscriber
+ * together, and the output keeps pace with the reading. */
+#define READ_AHEAD_PASS 4
+
+static void read_more(struct zf_h2_conn *c);
+
+/* The reads (on_read calls) of this connection in the current loop pass. */
+static unsigned *pass_reads(struct zf_h2_conn *c)
+{
+    struct timeval now;
+    event_base_gettimeofday_cached(bufferevent_get_base(c->bev), &now);
+    if (now.tv_sec != c->ahead_pass.tv_sec || now.tv_usec != c->ahead_pass.tv_usec) {
+        c->ahead_pass = now;
+        c->ahead_n = 0;
+    }
+    return &c->ahead_n;
+}
+
+static void on_more(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct zf_h2_conn *c = arg;
+    event_base_gettimeofday_cached(bufferevent_get_base(c->bev), &c->ahead_pass);
+    c->ahead_n = 0;
+    read_more(c);
+}
+
+static void read_more(struct zf_h2_conn *c)
+{
+    if (!c->tls || c->closing || c->dead || c->lingering ||
+        !(bufferevent_get_enabled(c->bev) & EV_READ))
+        return;
+    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+    if (!ssl || !SSL_has_pending(ssl))
+        return;
+    struct event_base *base = bufferevent_get_base(c->bev);
+    if (*pass_reads(c) < READ_AHEAD_PASS) {
+        event_active(&c->bev->ev_read, EV_READ, 1);
+        return;
+    }
+    static const struct timeval next_pass = {0, 0};
+    if (!c->more_ev)
+        c->more_ev = evtimer_new(base, on_more, c);
+    if (!c->more_ev) {
+        event_active(&c->bev->ev_read, EV_READ, 1); /* out of memory: no fairness */
+        return;
+    }
+    if (!evtimer_pending(c->more_ev, NULL))
+        evtimer_add(c->more_ev, &next_pass);
+}
+
 void zf__h2_flush(struct zf_h2_conn *c)
 {
     if (c->dead || c->lingering)
@@ -355,10 +428,12 @@ void zf__h2_flush(struct zf_h2_conn *c)
             bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0); /* tell us when all is out */
         return;
     }
-    if (pending >= ZF_H2_OUT_HIGH)
+    if (pending >= ZF_H2_OUT_HIGH) {
         bufferevent_disable(c->bev, EV_READ);
-    else
+    } else {
         bufferevent_enable(c->bev, EV_READ);
+        read_more(c); /* records read ahead while reading was off, or in this read */
+    }
 }
 
 /* ------------------------------------------------------------- bufferevent */
@@ -372,6 +447,8 @@ static void on_read(struct bufferevent *bev, void *arg)
         return;
     }
     c->conn.action = "reading HTTP/2 frames";
+    if (c->tls)
+        ++*pass_reads(c); /* see read_more */
     while (evbuffer_get_length(in) > 0 && !c->closing) {
         struct evbuffer_iovec v[16];
         int n = evbuffer_peek(in, -1, NULL, v, 16);
@@ -562,6 +639,11 @@ int zf__h2_start(struct zf_http_endpoint *ep, struct bufferevent *bev, const str
     zf__h2_conns = c;
     zf__h2_nconns++;
 
+    if (c->tls) {
+        SSL *ssl = bufferevent_openssl_get_ssl(bev);
+        if (ssl)
+            SSL_set_read_ahead(ssl, 1); /* see read_more */
+    }
     bufferevent_setcb(bev, on_read, on_write, on_event, c);
     bufferevent_setwatermark(bev, EV_WRITE, ZF_H2_OUT_LOW, 0);
     bufferevent_setwatermark(bev, EV_READ, 0, 0);

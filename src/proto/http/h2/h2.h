@@ -51,10 +51,13 @@ struct zf_h2_conn {
     const char *channel; /* endpoint may be freed while streams still run */
     struct bufferevent *bev;
     nghttp2_session *session;
-    struct event *idle_timer; /* pending while no stream is open */
-    struct event *tick;       /* 1 s: stalled uploads */
-    struct event *close_ev;   /* deferred free */
-    struct event *linger_ev;  /* reading and discarding after our FIN */
+    struct event *idle_timer;  /* pending while no stream is open */
+    struct event *tick;        /* 1 s: stalled uploads */
+    struct event *close_ev;    /* deferred free */
+    struct event *linger_ev;   /* reading and discarding after our FIN */
+    struct event *more_ev;     /* TLS: reading what OpenSSL read ahead, next pass */
+    struct timeval ahead_pass; /* the loop pass (its cached time) ahead_n counts in */
+    unsigned ahead_n;          /* read events re-activated in that pass */
     uint64_t linger_until;
     struct zf_h2_stream *streams;
     size_t nstreams;

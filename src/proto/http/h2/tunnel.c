@@ -6,7 +6,11 @@
  *
  * Everything the protocol is told (on_read, on_drain) and every send that
  * follows its writes happens from a `kick` event on the loop, never inside
- * an nghttp2 callback. */
+ * an nghttp2 callback. What the protocol writes waits for the next loop pass
+ * (a zero timeout on that event, not an activation in this pass): a
+ * WebSocket fan-out writes one event to thousands of pipes per message read,
+ * and a publisher's burst read in one pass must leave each pipe as one DATA
+ * frame, one TLS record and one write, not one of each per event. */
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <stdlib.h>
@@ -63,7 +67,10 @@ static void kick(struct zf_h2_tunnel *t)
 
 static void pipe_wrote(struct zf_pipe *p)
 {
-    kick((struct zf_h2_tunnel *)p);
+    static const struct timeval next_pass = {0, 0};
+    struct zf_h2_tunnel *t = (struct zf_h2_tunnel *)p;
+    if (!event_pending(t->kick, EV_TIMEOUT, NULL))
+        event_add(t->kick, &next_pass);
 }
 
 static void pipe_close(struct zf_pipe *p)
