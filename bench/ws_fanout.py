@@ -287,7 +287,11 @@ def main():
                                         a.timeout, tls, h2))
                 finally:
                     proc.terminate()
-                    proc.wait(20)
+                    try:
+                        proc.wait(20)
+                    except subprocess.TimeoutExpired:  # busy with its backlog: no mercy
+                        proc.kill()
+                        proc.wait(20)
                 print(json.dumps(rows[-1]), flush=True)
     if a.json:
         with open(a.json, "w") as f:
