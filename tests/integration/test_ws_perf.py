@@ -257,11 +257,13 @@ def test_idle_subscribed_ws_connections_cost_little_memory(server_factory):
 @pytest.mark.skipif(_sanitized(), reason="a sanitizer's allocator keeps freed memory "
                     "(quarantine) and pads every block: RSS figures mean nothing there")
 def test_idle_subscribed_wss_connections_cost_little_memory(server_factory):
-    """1,000 idle subscribed wss:// connections hold no OpenSSL bufferevent (its two
-    evbuffers, events, OpenSSL's read and write buffers): the session keeps only the SSL
-    and drives the socket itself. Each added 16.68-16.69 KiB to the RSS on the bufferevent,
-    16.05 KiB now (this test, three runs each, on the development machine; OpenSSL's own
-    state of an idle connection is ~13.9 KB of it); the bound is 16.4 KiB each."""
+    """1,000 idle subscribed wss:// connections hold neither OpenSSL's read and write
+    buffers (SSL_MODE_RELEASE_BUFFERS: ~40 KiB each when kept) nor a wslay context: the
+    session keeps only the SSL and drives the socket itself. Each adds 16.05 KiB to the
+    RSS (this test, three runs, on the development machine; 16.68 on the OpenSSL
+    bufferevent before; OpenSSL's own state of an idle connection is ~14.0 KiB of it,
+    bench/tls_floor.c). The bound, 18 KiB each, leaves room for another machine's
+    allocator layout: a CI failure on noise costs more than the 0.6 KiB it would catch."""
     n = 1000
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert hard >= n + 200, "the test needs %d descriptors" % (n + 200)
@@ -284,7 +286,7 @@ def test_idle_subscribed_wss_connections_cost_little_memory(server_factory):
         assert stats(srv)["ws.contexts_live"] == 0
         wait_until(lambda: stats(srv)["ws.write_events_live"] == 0)
         grown = rss_kib(srv.pid) - before
-        assert grown < 16.4 * n, "%d KiB for %d idle connections" % (grown, n)
+        assert grown < 18 * n, "%d KiB for %d idle connections" % (grown, n)
         publish(srv, "news/idle", 1)
         for c in conns:
             assert c.read_json()["data"] == 1
