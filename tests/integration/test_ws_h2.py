@@ -40,6 +40,7 @@ class H2WS:
         self.reset = None
         self.response = None
         self.raw = None
+        self.goaway = False  # a GOAWAY was received
         while h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL not in self.settings:
             if not self.pump():
                 break
@@ -66,9 +67,11 @@ class H2WS:
             events = self.conn.receive_data(chunk)
         except h2.exceptions.ProtocolError:
             # python3-h2 refuses every frame after a GOAWAY, but streams
-            # already open go on (RFC 9113 6.8): read them by hand
+            # already open go on (RFC 9113 6.8): read them by hand — all of
+            # this chunk when the GOAWAY came in an earlier one (the server
+            # may send the streams' last frames in a later write)
             self.raw = b""
-            self._raw_frames(self.pending_after_goaway(chunk))
+            self._raw_frames(chunk if self.goaway else self.pending_after_goaway(chunk))
             return True
         for ev in events:
             if isinstance(ev, h2.events.RemoteSettingsChanged):
@@ -84,6 +87,8 @@ class H2WS:
                 self.ended = True
             elif isinstance(ev, h2.events.StreamReset):
                 self.reset = ev.error_code
+            elif isinstance(ev, h2.events.ConnectionTerminated):
+                self.goaway = True
         out = self.conn.data_to_send()
         if out:
             self.sock.sendall(out)
