@@ -81,7 +81,7 @@ test-asan: asan
 # test it appeared in (tests/integration/zftest.py, docs/fuzzing.md). 5-7 min.
 TSAN_BUILD ?= build-tsan
 TSAN_SUITES ?= $(addprefix tests/integration/test_,wsgi.py slow_clients.py tasks.py \
-    ssh_console.py ws.py ws_client.py signals.py shutdown.py shutdown_hooks.py \
+    ssh_console.py ws.py ws_tls.py ws_h2.py ws_client.py signals.py shutdown.py shutdown_hooks.py \
     overload_workers.py clock.py bus.py bus_peers.py)
 $(TSAN_BUILD)/build.ninja:
 	meson setup $(TSAN_BUILD) -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug
