@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -24,6 +25,7 @@
 
 #include "../../core/hub.h"
 #include "../../core/metrics.h"
+#include "timers.h"
 #include "ws.h"
 
 #define WS_OUT_HIGH (64 * 1024) /* bytes in the socket output before wslay waits */
@@ -70,7 +72,7 @@ struct ws_session {
     unsigned in_fragmented : 1, touched : 1;
     unsigned awaiting_pong : 1, closing : 1, finishing : 1, going_away : 1, dead : 1;
     unsigned reading : 1, writing : 1; /* io / iow added now */
-    struct event *timer;               /* keepalive, then the close deadline */
+    struct zf__ws_timer timer;         /* keepalive, then the close deadline (timers.h) */
     struct event_base *base;
     struct zf_ws_grant grant;
     uint64_t recv_seq, ping_seq; /* reads so far / at the last ping */
@@ -178,6 +180,18 @@ static void reap_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static void raw_update(struct ws_session *s);
+static void timer_cb(struct zf__ws_timer *t);
+static void kill_session(struct ws_session *s);
+
+/* Waits for the session's next deadline of `kind` in ms milliseconds, in
+ * place of the one it waited for (ms 0: none). */
+static void set_timer(struct ws_session *s, enum zf__ws_timer_kind kind, uint64_t ms)
+{
+    if (zf__ws_timer_set(&s->timer, s->base, timer_cb, kind, ms) != ZF_OK) {
+        zf_log(ZF_LOG_ERROR, &s->conn, "out of memory while setting a WebSocket timer: closing");
+        kill_session(s);
+    }
+}
 
 /* Frees the session from the loop (never inside a callback chain). */
 static void kill_session(struct ws_session *s)
@@ -194,20 +208,10 @@ static void kill_session(struct ws_session *s)
         p->ops->close(p); /* the transport sends what is left, ends the stream */
         s->in = s->out = NULL;
     }
-    event_del(s->timer);
+    set_timer(s, ZF_WS_TIMER_NONE, 0);
     s->reap_next = ws.reap;
     ws.reap = s;
     event_active(ws.reaper, EV_TIMEOUT, 0);
-}
-
-static void set_timer(struct ws_session *s, uint64_t ms)
-{
-    if (!ms) {
-        event_del(s->timer);
-        return;
-    }
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-    event_add(s->timer, &tv);
 }
 
 /* Queues our close frame (code, reason) after what is being sent; the
@@ -223,7 +227,7 @@ static void start_close(struct ws_session *s, uint16_t code, const char *reason)
     s->closing = 1;
     zf_hub_unsubscribe_all(&s->sub);
     wslay_event_queue_close(s->ctx, code, (const uint8_t *)reason, strlen(reason));
-    set_timer(s, zf_ws_cfg.close_timeout_ms);
+    set_timer(s, ZF_WS_TIMER_CLOSE, zf_ws_cfg.close_timeout_ms);
     flush(s);
 }
 
@@ -1183,9 +1187,13 @@ static void pipe_closed(struct zf_pipe *p)
     kill_session(s);
 }
 
-static void timer_cb(evutil_socket_t fd, short what, void *arg)
+/* A deadline reached (timers.h): the close handshake's end, a dead peer,
+ * or the next ping. */
+static void timer_cb(struct zf__ws_timer *t)
 {
-    struct ws_session *s = arg;
+    struct ws_session *s = (struct ws_session *)((char *)t - offsetof(struct ws_session, timer));
+    if (s->dead)
+        return;
     if (s->closing || s->finishing) {
         zf_log(ZF_LOG_INFO, &s->conn, "WebSocket close handshake timed out (ws.close_timeout)");
         kill_session(s);
@@ -1199,7 +1207,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
             return;
         }
         s->awaiting_pong = 0;
-        set_timer(s, zf_ws_cfg.ping_interval_ms);
+        set_timer(s, ZF_WS_TIMER_PING, zf_ws_cfg.ping_interval_ms);
         return;
     }
     struct wslay_event_msg m = {WSLAY_PING, (const uint8_t *)"", 0};
@@ -1210,7 +1218,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     wslay_event_queue_msg(s->ctx, &m);
     s->awaiting_pong = 1;
     s->ping_seq = s->recv_seq;
-    set_timer(s, zf_ws_cfg.pong_timeout_ms ? zf_ws_cfg.pong_timeout_ms : 1000);
+    set_timer(s, ZF_WS_TIMER_PONG, zf_ws_cfg.pong_timeout_ms ? zf_ws_cfg.pong_timeout_ms : 1000);
     flush(s);
 }
 
@@ -1258,7 +1266,9 @@ static void session_free(struct ws_session *s)
         evutil_closesocket(s->fd);
         zf_conn_closed();
     }
-    event_free(s->timer);
+    zf__ws_timer_set(&s->timer, NULL, NULL, ZF_WS_TIMER_NONE, 0);
+    if (!ws.open)
+        zf__ws_timers_idle();
     zf__ws_grant_free(&s->grant);
     free(s);
     if (zf_srv && zf_srv->state == ZF_STOPPING)
@@ -1277,13 +1287,9 @@ static struct ws_session *session_new(struct event_base *base, const struct zf_c
         struct timeval tv = {WS_IDLE_SWEEP_MS / 1000, (WS_IDLE_SWEEP_MS % 1000) * 1000};
         evtimer_add(ws.sweep, &tv);
     }
-    if (!s || !ws.reaper || !ws.sweep || !(s->timer = evtimer_new(base, timer_cb, s))) {
+    if (!s || !ws.reaper || !ws.sweep) {
         zf_log(ZF_LOG_ERROR, conn, "out of memory while starting a WebSocket session");
-        if (s) {
-            if (s->timer)
-                event_free(s->timer);
-            free(s);
-        }
+        free(s);
         zf__ws_grant_free(g);
         return NULL;
     }
@@ -1308,8 +1314,8 @@ static struct ws_session *session_new(struct event_base *base, const struct zf_c
  * to stop while the app allowed this session. */
 static void session_go(struct ws_session *s)
 {
-    set_timer(s, zf_ws_cfg.ping_interval_ms);
-    if (evbuffer_get_length(s->in))
+    set_timer(s, ZF_WS_TIMER_PING, zf_ws_cfg.ping_interval_ms);
+    if (!s->dead && evbuffer_get_length(s->in))
         read_cb(NULL, s); /* frames sent right after the handshake */
     if (!s->dead && zf_srv && zf_srv->state != ZF_RUNNING) {
         s->going_away = 1;
