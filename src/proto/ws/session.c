@@ -92,6 +92,7 @@ static struct {
     uint64_t ctx_made, ctx_released; /* wslay contexts made, and given back while idle */
     size_t ctx_live;                 /* sessions holding a context now */
     size_t iow_live;                 /* ws:// sessions holding a write event now */
+    size_t bufs_live;                /* ws:// buffers (`in`, `out`) held now */
     struct event *sweep;             /* gives back contexts idle for a sweep period */
     struct event *reaper;            /* frees dead sessions from the loop */
     struct ws_session *reap;         /* the dead sessions it frees */
@@ -105,6 +106,54 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg);
 static void raw_cb(evutil_socket_t fd, short what, void *arg);
 static void write_cb(struct bufferevent *bev, void *arg);
 static void tls_end(struct ws_session *s);
+
+/* ------------------------------------------------------------ the buffers */
+
+/* Bytes in b, which may be NULL (an idle ws:// session holds no buffer). */
+static size_t blen(const struct evbuffer *b)
+{
+    return b ? evbuffer_get_length(b) : 0;
+}
+
+/* Makes the ws:// buffer *b (s->in or s->out) if the session has none: an
+ * idle session holds none, a busy one keeps them until the idle sweep
+ * (bufs_release), not one malloc and free per read. HTTP/2 sessions use the
+ * pipe's, always there. Returns ZF_OK, or ZF_ERROR (out of memory, logged:
+ * the caller kills the session). */
+static int buf_get(struct ws_session *s, struct evbuffer **b)
+{
+    s->touched = 1;
+    if (*b)
+        return ZF_OK;
+    if (!(*b = evbuffer_new())) {
+        zf_log(ZF_LOG_ERROR, &s->conn, "out of memory while making a WebSocket buffer");
+        return ZF_ERROR;
+    }
+    ws.bufs_live++;
+    return ZF_OK;
+}
+
+/* Frees the ws:// buffer *b when it is empty, or always when `all`. */
+static void buf_put(struct evbuffer **b, int all)
+{
+    if (*b && (all || !evbuffer_get_length(*b))) {
+        evbuffer_free(*b);
+        *b = NULL;
+        ws.bufs_live--;
+    }
+}
+
+/* Gives back the ws:// buffers that hold nothing (the pipe's stay): from
+ * the idle sweep, and as soon as the wslay context is gone (nothing in
+ * flight: buffers kept until the sweep would be freed among younger
+ * allocations and leave the RSS as high as if they were kept). */
+static void bufs_release(struct ws_session *s)
+{
+    if (s->pipe || s->dead)
+        return;
+    buf_put(&s->in, 0);
+    buf_put(&s->out, 0);
+}
 
 /* ------------------------------------------------------------ the wslay context */
 
@@ -135,10 +184,10 @@ static void maybe_release(struct ws_session *s)
 {
     wslay_event_context_ptr c = s->ctx;
     if (!c || s->dead || s->closing || s->finishing || s->going_away || s->in_fragmented ||
-        s->fed != s->framed || (s->in && evbuffer_get_length(s->in)) ||
-        !wslay_event_get_read_enabled(c) || !wslay_event_get_write_enabled(c) ||
-        wslay_event_want_write(c) || wslay_event_get_queued_msg_count(c) ||
-        wslay_event_get_close_received(c) || wslay_event_get_close_sent(c))
+        s->fed != s->framed || blen(s->in) || !wslay_event_get_read_enabled(c) ||
+        !wslay_event_get_write_enabled(c) || wslay_event_want_write(c) ||
+        wslay_event_get_queued_msg_count(c) || wslay_event_get_close_received(c) ||
+        wslay_event_get_close_sent(c))
         return;
     wslay_event_context_free(c);
     s->ctx = NULL;
@@ -147,9 +196,9 @@ static void maybe_release(struct ws_session *s)
 }
 
 /* Every WS_IDLE_SWEEP_MS while sessions exist: a session that sent and
- * received nothing since the last pass gives back its wslay context
- * (sessions that only receive events keep it while events come, and lose it
- * once they stop). */
+ * received nothing since the last pass gives back its wslay context and
+ * its empty buffers (sessions that only receive events keep them while
+ * events come, and lose them once they stop). */
 static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -161,6 +210,7 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
             continue;
         }
         maybe_release(s);
+        bufs_release(s);
     }
 }
 static void do_send(struct ws_session *s, const char *topic, json_t *msg);
@@ -235,7 +285,7 @@ static void start_close(struct ws_session *s, uint16_t code, const char *reason)
 
 static size_t queued_bytes(struct ws_session *s)
 {
-    return (s->ctx ? wslay_event_get_queued_msg_length(s->ctx) : 0) + evbuffer_get_length(s->out);
+    return (s->ctx ? wslay_event_get_queued_msg_length(s->ctx) : 0) + blen(s->out);
 }
 
 /* Queues one text message, unless the client is not reading: everything
@@ -637,7 +687,7 @@ static void do_send(struct ws_session *s, const char *topic, json_t *msg)
 static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user)
 {
     struct ws_session *s = user;
-    int n = evbuffer_remove(s->in, buf, len);
+    int n = s->in ? evbuffer_remove(s->in, buf, len) : 0;
     if (n <= 0) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
@@ -650,6 +700,10 @@ static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
                        void *user)
 {
     struct ws_session *s = user;
+    if (buf_get(s, &s->out) != ZF_OK) {
+        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+        return -1;
+    }
     struct evbuffer *out = s->out;
     if (evbuffer_get_length(out) >= WS_OUT_HIGH) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
@@ -726,7 +780,7 @@ static void check_done(struct ws_session *s)
         }
         raw_update(s);
     }
-    if (s->finishing && evbuffer_get_length(s->out) == 0)
+    if (s->finishing && blen(s->out) == 0)
         kill_session(s);
 }
 
@@ -741,12 +795,12 @@ static void flush(struct ws_session *s)
             start_close(s, 1001, "server shutting down");
         return;
     }
-    size_t before = evbuffer_get_length(s->out);
+    size_t before = blen(s->out);
     if (wslay_event_send(s->ctx) != 0) {
         kill_session(s);
         return;
     }
-    if (evbuffer_get_length(s->out) != before) {
+    if (blen(s->out) != before) {
         if (s->pipe)
             s->pipe->ops->wrote(s->pipe);
         else if (s->io)
@@ -786,6 +840,8 @@ static void read_cb(struct bufferevent *bev, void *arg)
     flush(s);
     read_more(s);
     maybe_release(s);
+    if (!s->ctx)
+        bufs_release(s); /* nothing in flight: idle from now on */
 }
 
 static void write_cb(struct bufferevent *bev, void *arg)
@@ -809,7 +865,7 @@ static void write_cb(struct bufferevent *bev, void *arg)
  * EPOLL_CTL_MOD, where one event changing its flags is a DEL and an ADD. */
 static void raw_update(struct ws_session *s)
 {
-    unsigned out = evbuffer_get_length(s->out) > 0;
+    unsigned out = blen(s->out) > 0;
     unsigned want_read = !s->dead && (!s->finishing || s->tls_write_wants_read);
     unsigned want_write =
         !s->dead && ((out && !s->tls_write_wants_read) || s->tls_read_wants_write);
@@ -834,6 +890,8 @@ static void raw_update(struct ws_session *s)
         s->writing = want_write;
     }
     s->touched = 1;
+    if (!s->ctx && !s->dead)
+        bufs_release(s); /* the last bytes went and nothing is in flight */
     if (bad && !s->dead) {
         zf_log(ZF_LOG_ERROR, &s->conn, "cannot watch the WebSocket connection: closing");
         kill_session(s);
@@ -934,7 +992,7 @@ static int tls_write(struct ws_session *s)
     SSL *ssl = s->ssl;
     s->tls_write_wants_read = 0;
     size_t len;
-    while ((len = evbuffer_get_length(s->out)) > 0) {
+    while ((len = blen(s->out)) > 0) {
         int n = len < WS_TLS_RECORD ? (int)len : WS_TLS_RECORD;
         unsigned char *p = evbuffer_pullup(s->out, n);
         if (!p) {
@@ -1048,6 +1106,8 @@ static int out_write(struct ws_session *s)
  * or -1 (closed or lost: logged). */
 static int in_read(struct ws_session *s)
 {
+    if (buf_get(s, &s->in) != ZF_OK)
+        return -1;
     if (s->ssl)
         return tls_read(s);
     int n = evbuffer_read(s->in, s->fd, WS_READ_MAX);
@@ -1075,7 +1135,7 @@ static void raw_cb(evutil_socket_t fd, short what, void *arg)
          * WS_OUT_HIGH (a burst from the bus) then leaves at the socket's
          * pace, not one WS_OUT_HIGH per loop pass. */
         for (int round = 0; round < WS_WRITE_ROUNDS; round++) {
-            if (evbuffer_get_length(s->out)) {
+            if (blen(s->out)) {
                 int rc = out_write(s);
                 if (rc == ZF_ERROR) {
                     kill_session(s);
@@ -1084,12 +1144,12 @@ static void raw_cb(evutil_socket_t fd, short what, void *arg)
                 if (rc == ZF_AGAIN)
                     break; /* the socket is full */
             }
-            if (evbuffer_get_length(s->out) > WS_OUT_HIGH / 2)
+            if (blen(s->out) > WS_OUT_HIGH / 2)
                 break;         /* it took only part: full */
             write_cb(NULL, s); /* room for what wslay holds back */
             if (s->dead)
                 return;
-            if (evbuffer_get_length(s->out) == 0)
+            if (blen(s->out) == 0)
                 break;
         }
         raw_update(s);
@@ -1105,7 +1165,7 @@ static void raw_cb(evutil_socket_t fd, short what, void *arg)
         if (s->tls_ended && !s->dead) {
             /* after the bytes that came before the end, and what they
              * queued (a close frame answered): one try, best effort */
-            if (!s->tls_failed && evbuffer_get_length(s->out))
+            if (!s->tls_failed && blen(s->out))
                 out_write(s);
             kill_session(s);
         } else if (!s->dead && s->ssl)
@@ -1129,19 +1189,16 @@ static int raw_take(struct ws_session *s, struct bufferevent *bev)
     if (ssl && !(bio = bio_new(fd)))
         return ZF_ERROR;
 #endif
-    s->in = evbuffer_new();
-    s->out = evbuffer_new();
+    struct evbuffer *bin = bufferevent_get_input(bev), *bout = bufferevent_get_output(bev);
     s->io = event_new(s->base, fd, EV_READ | EV_PERSIST, raw_cb, s);
-    if (!s->in || !s->out || !s->io ||
-        evbuffer_add_buffer(s->in, bufferevent_get_input(bev)) != 0 ||
-        evbuffer_add_buffer(s->out, bufferevent_get_output(bev)) != 0) {
-        if (s->in)
-            evbuffer_free(s->in);
-        if (s->out)
-            evbuffer_free(s->out);
+    if (!s->io ||
+        (evbuffer_get_length(bin) &&
+         (buf_get(s, &s->in) != ZF_OK || evbuffer_add_buffer(s->in, bin) != 0)) ||
+        buf_get(s, &s->out) != ZF_OK || evbuffer_add_buffer(s->out, bout) != 0) {
+        buf_put(&s->in, 1);
+        buf_put(&s->out, 1);
         if (s->io)
             event_free(s->io);
-        s->in = s->out = NULL;
         s->io = NULL;
 #ifdef ZF_WITH_HTTP2
         BIO_free(bio);
@@ -1256,10 +1313,8 @@ static void session_free(struct ws_session *s)
     if (s->io)
         event_free(s->io);
     if (!s->pipe) { /* the session's own buffers */
-        if (s->in)
-            evbuffer_free(s->in);
-        if (s->out)
-            evbuffer_free(s->out);
+        buf_put(&s->in, 1);
+        buf_put(&s->out, 1);
     }
     tls_end(s); /* close_notify, before the socket closes */
     if (s->fd >= 0) {
@@ -1315,7 +1370,7 @@ static struct ws_session *session_new(struct event_base *base, const struct zf_c
 static void session_go(struct ws_session *s)
 {
     set_timer(s, ZF_WS_TIMER_PING, zf_ws_cfg.ping_interval_ms);
-    if (!s->dead && evbuffer_get_length(s->in))
+    if (!s->dead && blen(s->in))
         read_cb(NULL, s); /* frames sent right after the handshake */
     if (!s->dead && zf_srv && zf_srv->state != ZF_RUNNING) {
         s->going_away = 1;
@@ -1436,7 +1491,8 @@ void zf__ws_stats(struct evbuffer *out)
     evbuffer_add_printf(out,
                         "ws.tls_read_ahead: %llu\nws.contexts_made: %llu\n"
                         "ws.contexts_released: %llu\nws.contexts_live: %zu\n"
-                        "ws.write_events_live: %zu\n",
+                        "ws.write_events_live: %zu\nws.buffers_live: %zu\n",
                         (unsigned long long)ws.read_ahead, (unsigned long long)ws.ctx_made,
-                        (unsigned long long)ws.ctx_released, ws.ctx_live, ws.iow_live);
+                        (unsigned long long)ws.ctx_released, ws.ctx_live, ws.iow_live,
+                        ws.bufs_live);
 }
