@@ -76,7 +76,6 @@ struct ws_session {
     struct event_base *base;
     struct zf_ws_grant grant;
     uint64_t recv_seq, ping_seq; /* reads so far / at the last ping */
-    uint64_t events_sent;
     /* a client message being answered by the app (one at a time) */
     struct zf_exchange *ex;
     json_t *ref; /* the message's "ref", echoed in the reply */
@@ -388,7 +387,6 @@ static void on_event(struct zf_hub_subscriber *sub, struct zf_hub_event *ev)
     if (send_text(s, ev->encoded, ev->encoded_len) != ZF_OK)
         return;
     ws.events++;
-    s->events_sent++;
     flush(s);
 }
 
@@ -632,7 +630,8 @@ static const struct zf_exchange_ops app_ops = {on_app_output};
  * Zfront-Topic. */
 static void do_send(struct ws_session *s, const char *topic, json_t *msg)
 {
-    if (!zf__ws_allowed(s->grant.send, topic) || topic[strlen(topic) - 1] == '*') {
+    const struct zf_ws_request *rq = s->grant.request;
+    if (!rq || !zf__ws_allowed(s->grant.send, topic) || topic[strlen(topic) - 1] == '*') {
         send_error(s, 403, topic, "not allowed to send to the app on this topic");
         return;
     }
@@ -645,11 +644,10 @@ static void do_send(struct ws_session *s, const char *topic, json_t *msg)
     char *target = NULL;
     struct zf_exchange *ex = zf_exchange_new(&app_ops, s, &s->conn);
     int ok = body && ex &&
-             asprintf(&target, "%s%s%s", zf_ws_cfg.app_path, *s->grant.query ? "?" : "",
-                      s->grant.query) >= 0;
+             asprintf(&target, "%s%s%s", zf_ws_cfg.app_path, *rq->query ? "?" : "", rq->query) >= 0;
     ok = ok && zf_exchange_set_target(ex, "POST", 4, target, strlen(target)) == ZF_OK;
-    for (size_t i = 0; ok && i < s->grant.headers.n; i++) {
-        const struct zf_header *h = &s->grant.headers.v[i];
+    for (size_t i = 0; ok && i < rq->headers.n; i++) {
+        const struct zf_header *h = &rq->headers.v[i];
         ok =
             zf_headers_add(&ex->req_headers, h->name, h->name_len, h->value, h->value_len) == ZF_OK;
     }
@@ -670,10 +668,10 @@ static void do_send(struct ws_session *s, const char *topic, json_t *msg)
         return;
     }
     ex->protocol = "HTTP/1.1";
-    ex->scheme = s->grant.scheme ? s->grant.scheme : "http";
+    ex->scheme = rq->scheme ? rq->scheme : "http";
     ex->channel = "websocket";
-    memcpy(ex->server_host, s->grant.server_host, sizeof ex->server_host);
-    ex->server_port = s->grant.server_port;
+    memcpy(ex->server_host, rq->server_host, sizeof ex->server_host);
+    ex->server_port = rq->server_port;
     ex->body.mem = body;
     ex->body.len = strlen(body);
     ex->start_us = 0;
