@@ -1489,8 +1489,9 @@ void zf__ws_stats(struct evbuffer *out)
     evbuffer_add_printf(out,
                         "ws.tls_read_ahead: %llu\nws.contexts_made: %llu\n"
                         "ws.contexts_released: %llu\nws.contexts_live: %zu\n"
-                        "ws.write_events_live: %zu\nws.buffers_live: %zu\n",
+                        "ws.write_events_live: %zu\nws.buffers_live: %zu\n"
+                        "ws.timers_waiting: %zu\n",
                         (unsigned long long)ws.read_ahead, (unsigned long long)ws.ctx_made,
-                        (unsigned long long)ws.ctx_released, ws.ctx_live, ws.iow_live,
-                        ws.bufs_live);
+                        (unsigned long long)ws.ctx_released, ws.ctx_live, ws.iow_live, ws.bufs_live,
+                        zf__ws_timers_waiting());
 }
