@@ -52,8 +52,10 @@ struct ws_session {
     /* writing, only while `out` holds bytes (made then, freed once `out` is
      * empty: an idle session keeps none) */
     struct event *iow;
-    struct zf_pipe *pipe;         /* HTTP/2 (RFC 8441): the stream, or NULL */
-    struct evbuffer *in, *out;    /* the transport's buffers */
+    struct zf_pipe *pipe; /* HTTP/2 (RFC 8441): the stream, or NULL */
+    /* the transport's buffers: ws:// and wss:// only while bytes are in
+     * flight (NULL while idle: buf_get, bufs_release); HTTP/2: the pipe's */
+    struct evbuffer *in, *out;
     struct ws_session *reap_next; /* dead, waiting to be freed from the loop */
     void *ssl;                    /* wss://: the connection's SSL, or NULL */
     /* wss://: SSL_read wants the socket writable (a TLS 1.3 KeyUpdate to
@@ -92,7 +94,7 @@ static struct {
     size_t ctx_live;                 /* sessions holding a context now */
     size_t iow_live;                 /* ws:// sessions holding a write event now */
     size_t bufs_live;                /* ws:// buffers (`in`, `out`) held now */
-    struct event *sweep;             /* gives back contexts idle for a sweep period */
+    struct event *sweep;             /* gives back contexts and buffers idle for a period */
     struct event *reaper;            /* frees dead sessions from the loop */
     struct ws_session *reap;         /* the dead sessions it frees */
 } ws;
@@ -115,9 +117,10 @@ static size_t blen(const struct evbuffer *b)
 }
 
 /* Makes the ws:// buffer *b (s->in or s->out) if the session has none: an
- * idle session holds none, a busy one keeps them until the idle sweep
- * (bufs_release), not one malloc and free per read. HTTP/2 sessions use the
- * pipe's, always there. Returns ZF_OK, or ZF_ERROR (out of memory, logged:
+ * idle session holds none. A busy one keeps them as long as its wslay
+ * context (a subscriber that events keep busy makes and frees none per
+ * event); bufs_release gives them back. HTTP/2 sessions use the pipe's,
+ * always there. Returns ZF_OK, or ZF_ERROR (out of memory, logged:
  * the caller kills the session). */
 static int buf_get(struct ws_session *s, struct evbuffer **b)
 {
@@ -903,58 +906,6 @@ static int retriable(void)
 }
 
 #ifdef ZF_WITH_HTTP2
-/* The session's SSL reads and writes the socket through this BIO: send and
- * recv, nothing else. It does not tell its fd (BIO_get_fd gives -1), on
- * purpose: the OpenSSL bufferevent the SSL came from is destroyed later in
- * the loop pass (libevent finalizes it), and its destructor closes the fd of
- * the SSL's BIO. The session closes the socket itself. */
-static int bio_write(BIO *b, const char *buf, int len)
-{
-    BIO_clear_retry_flags(b);
-    ssize_t n = send((int)(intptr_t)BIO_get_data(b), buf, (size_t)len, MSG_NOSIGNAL);
-    if (n < 0 && retriable())
-        BIO_set_retry_write(b);
-    return (int)n;
-}
-
-static int bio_read(BIO *b, char *buf, int len)
-{
-    BIO_clear_retry_flags(b);
-    ssize_t n = recv((int)(intptr_t)BIO_get_data(b), buf, (size_t)len, 0);
-    if (n < 0 && retriable())
-        BIO_set_retry_read(b);
-    return (int)n;
-}
-
-static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
-{
-    (void)b;
-    (void)num;
-    (void)ptr;
-    return cmd == BIO_CTRL_FLUSH ? 1 : cmd == BIO_C_GET_FD ? -1 : 0;
-}
-
-/* A BIO on fd (not closed with it), or NULL when out of memory. */
-static BIO *bio_new(evutil_socket_t fd)
-{
-    static BIO_METHOD *method;
-    if (!method) {
-        BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "zfront ws");
-        if (!m || !BIO_meth_set_write(m, bio_write) || !BIO_meth_set_read(m, bio_read) ||
-            !BIO_meth_set_ctrl(m, bio_ctrl)) {
-            BIO_meth_free(m);
-            return NULL;
-        }
-        method = m; /* one for the process */
-    }
-    BIO *b = BIO_new(method);
-    if (b) {
-        BIO_set_data(b, (void *)(intptr_t)fd);
-        BIO_set_init(b, 1);
-    }
-    return b;
-}
-
 /* A fatal TLS error (SSL_ERROR_SYSCALL or SSL_ERROR_SSL) or the client's
  * close_notify (SSL_ERROR_ZERO_RETURN; also a plain EOF, as the context
  * sets SSL_OP_IGNORE_UNEXPECTED_EOF): logged, the error queue cleared. */
@@ -1175,7 +1126,7 @@ static void raw_cb(evutil_socket_t fd, short what, void *arg)
  * closing it): what the client sent after the request and anything still
  * unsent move to the session's own buffers. Over TLS the session keeps the
  * SSL (its own reference), read ahead on, with a BIO of its own on the
- * socket (bio_new says why). Returns ZF_OK or ZF_ERROR (bev is then kept:
+ * socket (tls_bio.c says why). Returns ZF_OK or ZF_ERROR (bev is then kept:
  * the caller frees it). */
 static int raw_take(struct ws_session *s, struct bufferevent *bev)
 {
@@ -1184,7 +1135,7 @@ static int raw_take(struct ws_session *s, struct bufferevent *bev)
     (void)bio;
 #ifdef ZF_WITH_HTTP2
     SSL *ssl = bufferevent_openssl_get_ssl(bev);
-    if (ssl && !(bio = bio_new(fd)))
+    if (ssl && !(bio = zf__ws_bio_new(fd)))
         return ZF_ERROR;
 #endif
     struct evbuffer *bin = bufferevent_get_input(bev), *bout = bufferevent_get_output(bev);

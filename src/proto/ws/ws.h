@@ -81,5 +81,9 @@ void zf__ws_grant_free(struct zf_ws_grant *g);
  * ending in '/' or '*'; a client pattern "a/b*" needs a prefix rule that
  * covers "a/b"). */
 int zf__ws_allowed(char *const *rules, const char *topic);
+/* wss://: a BIO (BIO *) on fd that sends and receives and does not close
+ * fd or tell it (tls_bio.c says why), or NULL when out of memory. Built
+ * with ZF_WITH_HTTP2 (OpenSSL). */
+void *zf__ws_bio_new(evutil_socket_t fd);
 
 #endif
