@@ -78,8 +78,8 @@ $cc $cflags $(pkg-config --cflags libnghttp2) -o "$out/fuzz_h2" "$f/fuzz_h2.c" "
     $(pkg-config --libs libnghttp2 libevent_openssl openssl) $events
 # shellcheck disable=SC2086
 $cc $cflags -o "$out/fuzz_ws" "$f/fuzz_ws.c" "$f/fuzz_stubs.c" "$s/proto/ws/session.c" \
-    "$s/proto/ws/module.c" "$s/core/hub.c" "$s/core/exchange.c" "$s/core/spool.c" \
-    "$s/core/log.c" "$s/core/config.c" "$s/core/util.c" \
+    "$s/proto/ws/timers.c" "$s/proto/ws/module.c" "$s/core/hub.c" "$s/core/exchange.c" \
+    "$s/core/spool.c" "$s/core/log.c" "$s/core/config.c" "$s/core/util.c" \
     $(pkg-config --libs jansson libcrypto) -lwslay $events
 # shellcheck disable=SC2086
 $cc $cflags $(pkg-config --cflags libssh python3-embed) -DZF_SSH_IN_MAX=4096 -o "$out/fuzz_console" \

@@ -203,9 +203,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
     g.publish = words((const char *[]){"pub/", "x", NULL});
     g.send = words((const char *[]){"app/", NULL});
     g.audience = words((const char *[]){"role:A", NULL});
-    g.query = strdup("q=1");
-    g.scheme = "http";
-    zf_headers_add(&g.headers, "Cookie", 6, "s=1", 3);
+    g.request = calloc(1, sizeof *g.request);
+    g.request->query = strdup("q=1");
+    g.request->scheme = "http";
+    zf_headers_add(&g.request->headers, "Cookie", 6, "s=1", 3);
 
     struct bufferevent *pair[2];
     if (bufferevent_pair_new(base, 0, pair) != 0)

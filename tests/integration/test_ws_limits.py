@@ -6,11 +6,13 @@ import json
 import resource
 import signal
 import struct
+import time
 
 import pytest
 import websockets
 
 from wstest import APP, RawWS, connect, publish, recv, run, subscribe
+from test_ws_perf import stats
 from zftest import wait_until
 
 
@@ -140,6 +142,55 @@ def test_pong_keeps_the_connection(server_factory):
     assert json.loads(payload)["type"] == "subscribed"
     assert "peer is dead" not in srv.log()
     c.close()
+
+
+def test_keepalive_of_many_sessions_started_at_different_times(server_factory):
+    """50 sessions opened one after another share the module's ping and pong deadline lists
+    (one timer for all): every live one is pinged again and again and stays, the one that
+    never answers is closed as dead, and each session waits for exactly one deadline."""
+    import select
+    srv = server_factory("--ws-ping-interval", "300ms", "--ws-pong-timeout", "600ms", app=APP)
+    clients = []
+    for i in range(50):
+        c = RawWS(srv, "/ws?user=bob")
+        assert c.status == 101
+        clients.append(c)
+        time.sleep(0.01)  # staggered deadlines
+    dead = clients[17]
+    pings = {id(c): 0 for c in clients}
+    live = [c for c in clients if c is not dead]
+    deadline = time.monotonic() + 30
+    # answer every ping of the live ones until each has had three and the dead one is gone
+    while (min(pings[id(c)] for c in live) < 3 or "peer is dead" not in srv.log()) and \
+            time.monotonic() < deadline:
+        ready, _, _ = select.select([c.sock for c in live], [], [], 0.5)
+        for c in live:
+            if c.sock not in ready and not c.buf:
+                continue
+            op, payload = c.read_frame()
+            assert op == 0x9
+            pings[id(c)] += 1
+            c.send(0xA, payload)
+    assert min(pings[id(c)] for c in live) >= 3
+    assert srv.wait_log(r"WebSocket peer is dead")
+    assert dead.read_frame()[0] == 0x9 and dead.at_eof()
+    s = stats(srv)
+    assert s["ws.dead_peers"] == 1 and s["ws.open"] == 49
+    assert s["ws.timers_waiting"] == 49
+    for c in live:  # still served
+        c.send_json(type="subscribe", topic="news/k")
+        op, payload = c.read_frame()
+        while op == 0x9:
+            c.send(0xA, payload)
+            op, payload = c.read_frame()
+        assert json.loads(payload)["type"] == "subscribed"
+    # sessions that end while they wait leave their list
+    for c in live[:9]:
+        c.close()
+    assert wait_until(lambda: stats(srv)["ws.open"] == 40)
+    assert stats(srv)["ws.timers_waiting"] == 40
+    for c in clients:
+        c.close()
 
 
 def test_graceful_shutdown_closes_1001_after_queued_events(server_factory):

@@ -170,6 +170,39 @@ def test_idle_session_gives_its_context_back_and_loses_no_byte(server_factory):
     c.close()
 
 
+def test_ws_buffers_are_held_only_while_bytes_are_in_flight(server_factory):
+    """An idle ws:// session holds no input or output buffer: they are made when bytes come
+    or a message is queued and given back once empty (ws.buffers_live counts them)."""
+    srv = server_factory("--ws-ping-interval", "0", app=APP)
+    idle = []
+    for _ in range(20):
+        c = RawWS(srv, "/ws?user=bob")
+        assert c.status == 101
+        c.send_json(type="subscribe", topic="news/idle")
+        assert json.loads(c.read_frame()[1])["type"] == "subscribed"
+        idle.append(c)
+    assert wait_until(lambda: stats(srv)["ws.buffers_live"] == 0)
+    # a client that does not read: its events wait in the session's output buffer
+    slow = RawWS(srv, "/ws?user=bob", rcvbuf=4096)
+    slow.send_json(type="subscribe", topic="news/burst")
+    assert json.loads(slow.read_frame()[1])["type"] == "subscribed"
+    pad = "x" * 30000
+    for i in range(20):
+        publish(srv, "news/burst", [i, pad])
+    s = stats(srv)
+    assert s["ws.buffers_live"] >= 1 and s["ws.contexts_live"] == 1
+    got = [json.loads(slow.read_frame()[1])["data"][0] for _ in range(20)]
+    assert got == list(range(20))
+    # drained: the buffers go back, and the idle sessions still get events
+    assert wait_until(lambda: stats(srv)["ws.buffers_live"] == 0)
+    publish(srv, "news/idle", "still")
+    for c in idle:
+        assert json.loads(c.read_frame()[1])["data"] == "still"
+    assert wait_until(lambda: stats(srv)["ws.buffers_live"] == 0)
+    for c in idle + [slow]:
+        c.close()
+
+
 def test_frames_sent_with_the_handshake_request_are_read(server_factory):
     """The client's first frames arrive with its upgrade request, before the 101: the session
     takes them over from the HTTP/1.1 connection's input (ws:// moves them to its own
@@ -217,9 +250,11 @@ def rss_kib(pid):
 @pytest.mark.skipif(_sanitized(), reason="a sanitizer's allocator keeps freed memory "
                     "(quarantine) and pads every block: RSS figures mean nothing there")
 def test_idle_subscribed_ws_connections_cost_little_memory(server_factory):
-    """1,000 idle subscribed ws:// connections hold no wslay context and no bufferevent. Each
-    added ~11 KiB to the RSS with both, 2.56 KiB with the bufferevent alone, 1.86 KiB now
-    (this test, on the development machine); the bound is 2.35 KiB each."""
+    """1,000 idle subscribed ws:// connections hold no wslay context, no bufferevent, no
+    buffer and no timer event. Each added ~11 KiB to the RSS with a context and a bufferevent,
+    2.56 KiB with the bufferevent alone, 1.98-1.99 KiB with the session's own buffers, timer
+    event and kept request, 1.48-1.49 KiB now (this test, three runs each, on the
+    development machine); the bound is 1.8 KiB each."""
     n = 1000
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert hard >= n + 200, "the test needs %d descriptors" % (n + 200)
@@ -240,10 +275,11 @@ def test_idle_subscribed_ws_connections_cost_little_memory(server_factory):
         before = rss_kib(srv.pid)
         open_some(n)
         assert stats(srv)["ws.contexts_live"] == 0
-        # no write event is left once the replies are out
+        # no write event and no buffer is left once the replies are out
         wait_until(lambda: stats(srv)["ws.write_events_live"] == 0)
+        assert wait_until(lambda: stats(srv)["ws.buffers_live"] == 0)
         grown = rss_kib(srv.pid) - before
-        assert grown < 2.35 * n, "%d KiB for %d idle connections" % (grown, n)
+        assert grown < 1.8 * n, "%d KiB for %d idle connections" % (grown, n)
         # and they all still get events
         publish(srv, "news/idle", 1)
         for c in conns:
@@ -258,12 +294,14 @@ def test_idle_subscribed_ws_connections_cost_little_memory(server_factory):
                     "(quarantine) and pads every block: RSS figures mean nothing there")
 def test_idle_subscribed_wss_connections_cost_little_memory(server_factory):
     """1,000 idle subscribed wss:// connections hold neither OpenSSL's read and write
-    buffers (SSL_MODE_RELEASE_BUFFERS: ~40 KiB each when kept) nor a wslay context: the
-    session keeps only the SSL and drives the socket itself. Each adds 16.05 KiB to the
-    RSS (this test, three runs, on the development machine; 16.68 on the OpenSSL
-    bufferevent before; OpenSSL's own state of an idle connection is ~14.0 KiB of it,
-    bench/tls_floor.c). The bound, 18 KiB each, leaves room for another machine's
-    allocator layout: a CI failure on noise costs more than the 0.6 KiB it would catch."""
+    buffers (SSL_MODE_RELEASE_BUFFERS: ~40 KiB each when kept) nor a wslay context, nor
+    buffers or a timer event of the session: it keeps only the SSL and drives the socket
+    itself (ws.buffers_live is 0: checked exactly below). Each adds 15.57 KiB to the RSS
+    (this test, three runs, on the development machine; 16.68 on the OpenSSL bufferevent,
+    16.05 with the session's buffers and timer event; OpenSSL's own state of an idle
+    connection is ~14.0 KiB of it, bench/tls_floor.c). The bound, 18 KiB each, leaves room
+    for another machine's allocator layout: a CI failure on noise would cost more than the
+    ~1 KiB it could catch."""
     n = 1000
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert hard >= n + 200, "the test needs %d descriptors" % (n + 200)
@@ -285,6 +323,7 @@ def test_idle_subscribed_wss_connections_cost_little_memory(server_factory):
         open_some(n)
         assert stats(srv)["ws.contexts_live"] == 0
         wait_until(lambda: stats(srv)["ws.write_events_live"] == 0)
+        assert wait_until(lambda: stats(srv)["ws.buffers_live"] == 0)
         grown = rss_kib(srv.pid) - before
         assert grown < 18 * n, "%d KiB for %d idle connections" % (grown, n)
         publish(srv, "news/idle", 1)

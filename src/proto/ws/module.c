@@ -68,8 +68,11 @@ void zf__ws_grant_free(struct zf_ws_grant *g)
     strv_free(g->publish);
     strv_free(g->audience);
     strv_free(g->send);
-    zf_headers_free(&g->headers);
-    free(g->query);
+    if (g->request) {
+        zf_headers_free(&g->request->headers);
+        free(g->request->query);
+        free(g->request);
+    }
     free(g->protocol);
     memset(g, 0, sizeof *g);
 }
@@ -217,8 +220,11 @@ static void accept_key(const char *key, char out[29])
 
 /* Keeps what the app's requests for this client's messages repeat: the
  * handshake's headers (but not its upgrade fields), query and addresses. */
-static int keep_request(struct zf_ws_grant *g, struct zf_exchange *ex)
+static int keep_request(struct zf_ws_grant *g0, struct zf_exchange *ex)
 {
+    struct zf_ws_request *g = g0->request = calloc(1, sizeof *g);
+    if (!g)
+        return ZF_ERROR;
     static const char *const skip[] = {"Upgrade",      "Connection",        "Content-Length",
                                        "Content-Type", "Transfer-Encoding", NULL};
     for (size_t i = 0; i < ex->req_headers.n; i++) {

@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -24,6 +25,7 @@
 
 #include "../../core/hub.h"
 #include "../../core/metrics.h"
+#include "timers.h"
 #include "ws.h"
 
 #define WS_OUT_HIGH (64 * 1024) /* bytes in the socket output before wslay waits */
@@ -50,8 +52,10 @@ struct ws_session {
     /* writing, only while `out` holds bytes (made then, freed once `out` is
      * empty: an idle session keeps none) */
     struct event *iow;
-    struct zf_pipe *pipe;         /* HTTP/2 (RFC 8441): the stream, or NULL */
-    struct evbuffer *in, *out;    /* the transport's buffers */
+    struct zf_pipe *pipe; /* HTTP/2 (RFC 8441): the stream, or NULL */
+    /* the transport's buffers: ws:// and wss:// only while bytes are in
+     * flight (NULL while idle: buf_get, bufs_release); HTTP/2: the pipe's */
+    struct evbuffer *in, *out;
     struct ws_session *reap_next; /* dead, waiting to be freed from the loop */
     void *ssl;                    /* wss://: the connection's SSL, or NULL */
     /* wss://: SSL_read wants the socket writable (a TLS 1.3 KeyUpdate to
@@ -70,11 +74,10 @@ struct ws_session {
     unsigned in_fragmented : 1, touched : 1;
     unsigned awaiting_pong : 1, closing : 1, finishing : 1, going_away : 1, dead : 1;
     unsigned reading : 1, writing : 1; /* io / iow added now */
-    struct event *timer;               /* keepalive, then the close deadline */
+    struct zf__ws_timer timer;         /* keepalive, then the close deadline (timers.h) */
     struct event_base *base;
     struct zf_ws_grant grant;
     uint64_t recv_seq, ping_seq; /* reads so far / at the last ping */
-    uint64_t events_sent;
     /* a client message being answered by the app (one at a time) */
     struct zf_exchange *ex;
     json_t *ref; /* the message's "ref", echoed in the reply */
@@ -90,7 +93,8 @@ static struct {
     uint64_t ctx_made, ctx_released; /* wslay contexts made, and given back while idle */
     size_t ctx_live;                 /* sessions holding a context now */
     size_t iow_live;                 /* ws:// sessions holding a write event now */
-    struct event *sweep;             /* gives back contexts idle for a sweep period */
+    size_t bufs_live;                /* ws:// buffers (`in`, `out`) held now */
+    struct event *sweep;             /* gives back contexts and buffers idle for a period */
     struct event *reaper;            /* frees dead sessions from the loop */
     struct ws_session *reap;         /* the dead sessions it frees */
 } ws;
@@ -103,6 +107,55 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg);
 static void raw_cb(evutil_socket_t fd, short what, void *arg);
 static void write_cb(struct bufferevent *bev, void *arg);
 static void tls_end(struct ws_session *s);
+
+/* ------------------------------------------------------------ the buffers */
+
+/* Bytes in b, which may be NULL (an idle ws:// session holds no buffer). */
+static size_t blen(const struct evbuffer *b)
+{
+    return b ? evbuffer_get_length(b) : 0;
+}
+
+/* Makes the ws:// buffer *b (s->in or s->out) if the session has none: an
+ * idle session holds none. A busy one keeps them as long as its wslay
+ * context (a subscriber that events keep busy makes and frees none per
+ * event); bufs_release gives them back. HTTP/2 sessions use the pipe's,
+ * always there. Returns ZF_OK, or ZF_ERROR (out of memory, logged:
+ * the caller kills the session). */
+static int buf_get(struct ws_session *s, struct evbuffer **b)
+{
+    s->touched = 1;
+    if (*b)
+        return ZF_OK;
+    if (!(*b = evbuffer_new())) {
+        zf_log(ZF_LOG_ERROR, &s->conn, "out of memory while making a WebSocket buffer");
+        return ZF_ERROR;
+    }
+    ws.bufs_live++;
+    return ZF_OK;
+}
+
+/* Frees the ws:// buffer *b when it is empty, or always when `all`. */
+static void buf_put(struct evbuffer **b, int all)
+{
+    if (*b && (all || !evbuffer_get_length(*b))) {
+        evbuffer_free(*b);
+        *b = NULL;
+        ws.bufs_live--;
+    }
+}
+
+/* Gives back the ws:// buffers that hold nothing (the pipe's stay): from
+ * the idle sweep, and as soon as the wslay context is gone (nothing in
+ * flight: buffers kept until the sweep would be freed among younger
+ * allocations and leave the RSS as high as if they were kept). */
+static void bufs_release(struct ws_session *s)
+{
+    if (s->pipe || s->dead)
+        return;
+    buf_put(&s->in, 0);
+    buf_put(&s->out, 0);
+}
 
 /* ------------------------------------------------------------ the wslay context */
 
@@ -133,10 +186,10 @@ static void maybe_release(struct ws_session *s)
 {
     wslay_event_context_ptr c = s->ctx;
     if (!c || s->dead || s->closing || s->finishing || s->going_away || s->in_fragmented ||
-        s->fed != s->framed || (s->in && evbuffer_get_length(s->in)) ||
-        !wslay_event_get_read_enabled(c) || !wslay_event_get_write_enabled(c) ||
-        wslay_event_want_write(c) || wslay_event_get_queued_msg_count(c) ||
-        wslay_event_get_close_received(c) || wslay_event_get_close_sent(c))
+        s->fed != s->framed || blen(s->in) || !wslay_event_get_read_enabled(c) ||
+        !wslay_event_get_write_enabled(c) || wslay_event_want_write(c) ||
+        wslay_event_get_queued_msg_count(c) || wslay_event_get_close_received(c) ||
+        wslay_event_get_close_sent(c))
         return;
     wslay_event_context_free(c);
     s->ctx = NULL;
@@ -145,9 +198,9 @@ static void maybe_release(struct ws_session *s)
 }
 
 /* Every WS_IDLE_SWEEP_MS while sessions exist: a session that sent and
- * received nothing since the last pass gives back its wslay context
- * (sessions that only receive events keep it while events come, and lose it
- * once they stop). */
+ * received nothing since the last pass gives back its wslay context and
+ * its empty buffers (sessions that only receive events keep them while
+ * events come, and lose them once they stop). */
 static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -159,6 +212,7 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
             continue;
         }
         maybe_release(s);
+        bufs_release(s);
     }
 }
 static void do_send(struct ws_session *s, const char *topic, json_t *msg);
@@ -178,6 +232,18 @@ static void reap_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static void raw_update(struct ws_session *s);
+static void timer_cb(struct zf__ws_timer *t);
+static void kill_session(struct ws_session *s);
+
+/* Waits for the session's next deadline of `kind` in ms milliseconds, in
+ * place of the one it waited for (ms 0: none). */
+static void set_timer(struct ws_session *s, enum zf__ws_timer_kind kind, uint64_t ms)
+{
+    if (zf__ws_timer_set(&s->timer, s->base, timer_cb, kind, ms) != ZF_OK) {
+        zf_log(ZF_LOG_ERROR, &s->conn, "out of memory while setting a WebSocket timer: closing");
+        kill_session(s);
+    }
+}
 
 /* Frees the session from the loop (never inside a callback chain). */
 static void kill_session(struct ws_session *s)
@@ -194,20 +260,10 @@ static void kill_session(struct ws_session *s)
         p->ops->close(p); /* the transport sends what is left, ends the stream */
         s->in = s->out = NULL;
     }
-    event_del(s->timer);
+    set_timer(s, ZF_WS_TIMER_NONE, 0);
     s->reap_next = ws.reap;
     ws.reap = s;
     event_active(ws.reaper, EV_TIMEOUT, 0);
-}
-
-static void set_timer(struct ws_session *s, uint64_t ms)
-{
-    if (!ms) {
-        event_del(s->timer);
-        return;
-    }
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-    event_add(s->timer, &tv);
 }
 
 /* Queues our close frame (code, reason) after what is being sent; the
@@ -223,7 +279,7 @@ static void start_close(struct ws_session *s, uint16_t code, const char *reason)
     s->closing = 1;
     zf_hub_unsubscribe_all(&s->sub);
     wslay_event_queue_close(s->ctx, code, (const uint8_t *)reason, strlen(reason));
-    set_timer(s, zf_ws_cfg.close_timeout_ms);
+    set_timer(s, ZF_WS_TIMER_CLOSE, zf_ws_cfg.close_timeout_ms);
     flush(s);
 }
 
@@ -231,7 +287,7 @@ static void start_close(struct ws_session *s, uint16_t code, const char *reason)
 
 static size_t queued_bytes(struct ws_session *s)
 {
-    return (s->ctx ? wslay_event_get_queued_msg_length(s->ctx) : 0) + evbuffer_get_length(s->out);
+    return (s->ctx ? wslay_event_get_queued_msg_length(s->ctx) : 0) + blen(s->out);
 }
 
 /* Queues one text message, unless the client is not reading: everything
@@ -334,7 +390,6 @@ static void on_event(struct zf_hub_subscriber *sub, struct zf_hub_event *ev)
     if (send_text(s, ev->encoded, ev->encoded_len) != ZF_OK)
         return;
     ws.events++;
-    s->events_sent++;
     flush(s);
 }
 
@@ -578,7 +633,8 @@ static const struct zf_exchange_ops app_ops = {on_app_output};
  * Zfront-Topic. */
 static void do_send(struct ws_session *s, const char *topic, json_t *msg)
 {
-    if (!zf__ws_allowed(s->grant.send, topic) || topic[strlen(topic) - 1] == '*') {
+    const struct zf_ws_request *rq = s->grant.request;
+    if (!rq || !zf__ws_allowed(s->grant.send, topic) || topic[strlen(topic) - 1] == '*') {
         send_error(s, 403, topic, "not allowed to send to the app on this topic");
         return;
     }
@@ -591,11 +647,10 @@ static void do_send(struct ws_session *s, const char *topic, json_t *msg)
     char *target = NULL;
     struct zf_exchange *ex = zf_exchange_new(&app_ops, s, &s->conn);
     int ok = body && ex &&
-             asprintf(&target, "%s%s%s", zf_ws_cfg.app_path, *s->grant.query ? "?" : "",
-                      s->grant.query) >= 0;
+             asprintf(&target, "%s%s%s", zf_ws_cfg.app_path, *rq->query ? "?" : "", rq->query) >= 0;
     ok = ok && zf_exchange_set_target(ex, "POST", 4, target, strlen(target)) == ZF_OK;
-    for (size_t i = 0; ok && i < s->grant.headers.n; i++) {
-        const struct zf_header *h = &s->grant.headers.v[i];
+    for (size_t i = 0; ok && i < rq->headers.n; i++) {
+        const struct zf_header *h = &rq->headers.v[i];
         ok =
             zf_headers_add(&ex->req_headers, h->name, h->name_len, h->value, h->value_len) == ZF_OK;
     }
@@ -616,10 +671,10 @@ static void do_send(struct ws_session *s, const char *topic, json_t *msg)
         return;
     }
     ex->protocol = "HTTP/1.1";
-    ex->scheme = s->grant.scheme ? s->grant.scheme : "http";
+    ex->scheme = rq->scheme ? rq->scheme : "http";
     ex->channel = "websocket";
-    memcpy(ex->server_host, s->grant.server_host, sizeof ex->server_host);
-    ex->server_port = s->grant.server_port;
+    memcpy(ex->server_host, rq->server_host, sizeof ex->server_host);
+    ex->server_port = rq->server_port;
     ex->body.mem = body;
     ex->body.len = strlen(body);
     ex->start_us = 0;
@@ -633,7 +688,7 @@ static void do_send(struct ws_session *s, const char *topic, json_t *msg)
 static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user)
 {
     struct ws_session *s = user;
-    int n = evbuffer_remove(s->in, buf, len);
+    int n = s->in ? evbuffer_remove(s->in, buf, len) : 0;
     if (n <= 0) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
@@ -646,6 +701,10 @@ static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
                        void *user)
 {
     struct ws_session *s = user;
+    if (buf_get(s, &s->out) != ZF_OK) {
+        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+        return -1;
+    }
     struct evbuffer *out = s->out;
     if (evbuffer_get_length(out) >= WS_OUT_HIGH) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
@@ -722,7 +781,7 @@ static void check_done(struct ws_session *s)
         }
         raw_update(s);
     }
-    if (s->finishing && evbuffer_get_length(s->out) == 0)
+    if (s->finishing && blen(s->out) == 0)
         kill_session(s);
 }
 
@@ -737,12 +796,12 @@ static void flush(struct ws_session *s)
             start_close(s, 1001, "server shutting down");
         return;
     }
-    size_t before = evbuffer_get_length(s->out);
+    size_t before = blen(s->out);
     if (wslay_event_send(s->ctx) != 0) {
         kill_session(s);
         return;
     }
-    if (evbuffer_get_length(s->out) != before) {
+    if (blen(s->out) != before) {
         if (s->pipe)
             s->pipe->ops->wrote(s->pipe);
         else if (s->io)
@@ -782,6 +841,8 @@ static void read_cb(struct bufferevent *bev, void *arg)
     flush(s);
     read_more(s);
     maybe_release(s);
+    if (!s->ctx)
+        bufs_release(s); /* nothing in flight: idle from now on */
 }
 
 static void write_cb(struct bufferevent *bev, void *arg)
@@ -805,7 +866,7 @@ static void write_cb(struct bufferevent *bev, void *arg)
  * EPOLL_CTL_MOD, where one event changing its flags is a DEL and an ADD. */
 static void raw_update(struct ws_session *s)
 {
-    unsigned out = evbuffer_get_length(s->out) > 0;
+    unsigned out = blen(s->out) > 0;
     unsigned want_read = !s->dead && (!s->finishing || s->tls_write_wants_read);
     unsigned want_write =
         !s->dead && ((out && !s->tls_write_wants_read) || s->tls_read_wants_write);
@@ -830,6 +891,8 @@ static void raw_update(struct ws_session *s)
         s->writing = want_write;
     }
     s->touched = 1;
+    if (!s->ctx && !s->dead)
+        bufs_release(s); /* the last bytes went and nothing is in flight */
     if (bad && !s->dead) {
         zf_log(ZF_LOG_ERROR, &s->conn, "cannot watch the WebSocket connection: closing");
         kill_session(s);
@@ -843,58 +906,6 @@ static int retriable(void)
 }
 
 #ifdef ZF_WITH_HTTP2
-/* The session's SSL reads and writes the socket through this BIO: send and
- * recv, nothing else. It does not tell its fd (BIO_get_fd gives -1), on
- * purpose: the OpenSSL bufferevent the SSL came from is destroyed later in
- * the loop pass (libevent finalizes it), and its destructor closes the fd of
- * the SSL's BIO. The session closes the socket itself. */
-static int bio_write(BIO *b, const char *buf, int len)
-{
-    BIO_clear_retry_flags(b);
-    ssize_t n = send((int)(intptr_t)BIO_get_data(b), buf, (size_t)len, MSG_NOSIGNAL);
-    if (n < 0 && retriable())
-        BIO_set_retry_write(b);
-    return (int)n;
-}
-
-static int bio_read(BIO *b, char *buf, int len)
-{
-    BIO_clear_retry_flags(b);
-    ssize_t n = recv((int)(intptr_t)BIO_get_data(b), buf, (size_t)len, 0);
-    if (n < 0 && retriable())
-        BIO_set_retry_read(b);
-    return (int)n;
-}
-
-static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
-{
-    (void)b;
-    (void)num;
-    (void)ptr;
-    return cmd == BIO_CTRL_FLUSH ? 1 : cmd == BIO_C_GET_FD ? -1 : 0;
-}
-
-/* A BIO on fd (not closed with it), or NULL when out of memory. */
-static BIO *bio_new(evutil_socket_t fd)
-{
-    static BIO_METHOD *method;
-    if (!method) {
-        BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "zfront ws");
-        if (!m || !BIO_meth_set_write(m, bio_write) || !BIO_meth_set_read(m, bio_read) ||
-            !BIO_meth_set_ctrl(m, bio_ctrl)) {
-            BIO_meth_free(m);
-            return NULL;
-        }
-        method = m; /* one for the process */
-    }
-    BIO *b = BIO_new(method);
-    if (b) {
-        BIO_set_data(b, (void *)(intptr_t)fd);
-        BIO_set_init(b, 1);
-    }
-    return b;
-}
-
 /* A fatal TLS error (SSL_ERROR_SYSCALL or SSL_ERROR_SSL) or the client's
  * close_notify (SSL_ERROR_ZERO_RETURN; also a plain EOF, as the context
  * sets SSL_OP_IGNORE_UNEXPECTED_EOF): logged, the error queue cleared. */
@@ -930,7 +941,7 @@ static int tls_write(struct ws_session *s)
     SSL *ssl = s->ssl;
     s->tls_write_wants_read = 0;
     size_t len;
-    while ((len = evbuffer_get_length(s->out)) > 0) {
+    while ((len = blen(s->out)) > 0) {
         int n = len < WS_TLS_RECORD ? (int)len : WS_TLS_RECORD;
         unsigned char *p = evbuffer_pullup(s->out, n);
         if (!p) {
@@ -1044,6 +1055,8 @@ static int out_write(struct ws_session *s)
  * or -1 (closed or lost: logged). */
 static int in_read(struct ws_session *s)
 {
+    if (buf_get(s, &s->in) != ZF_OK)
+        return -1;
     if (s->ssl)
         return tls_read(s);
     int n = evbuffer_read(s->in, s->fd, WS_READ_MAX);
@@ -1071,7 +1084,7 @@ static void raw_cb(evutil_socket_t fd, short what, void *arg)
          * WS_OUT_HIGH (a burst from the bus) then leaves at the socket's
          * pace, not one WS_OUT_HIGH per loop pass. */
         for (int round = 0; round < WS_WRITE_ROUNDS; round++) {
-            if (evbuffer_get_length(s->out)) {
+            if (blen(s->out)) {
                 int rc = out_write(s);
                 if (rc == ZF_ERROR) {
                     kill_session(s);
@@ -1080,12 +1093,12 @@ static void raw_cb(evutil_socket_t fd, short what, void *arg)
                 if (rc == ZF_AGAIN)
                     break; /* the socket is full */
             }
-            if (evbuffer_get_length(s->out) > WS_OUT_HIGH / 2)
+            if (blen(s->out) > WS_OUT_HIGH / 2)
                 break;         /* it took only part: full */
             write_cb(NULL, s); /* room for what wslay holds back */
             if (s->dead)
                 return;
-            if (evbuffer_get_length(s->out) == 0)
+            if (blen(s->out) == 0)
                 break;
         }
         raw_update(s);
@@ -1101,7 +1114,7 @@ static void raw_cb(evutil_socket_t fd, short what, void *arg)
         if (s->tls_ended && !s->dead) {
             /* after the bytes that came before the end, and what they
              * queued (a close frame answered): one try, best effort */
-            if (!s->tls_failed && evbuffer_get_length(s->out))
+            if (!s->tls_failed && blen(s->out))
                 out_write(s);
             kill_session(s);
         } else if (!s->dead && s->ssl)
@@ -1113,7 +1126,7 @@ static void raw_cb(evutil_socket_t fd, short what, void *arg)
  * closing it): what the client sent after the request and anything still
  * unsent move to the session's own buffers. Over TLS the session keeps the
  * SSL (its own reference), read ahead on, with a BIO of its own on the
- * socket (bio_new says why). Returns ZF_OK or ZF_ERROR (bev is then kept:
+ * socket (tls_bio.c says why). Returns ZF_OK or ZF_ERROR (bev is then kept:
  * the caller frees it). */
 static int raw_take(struct ws_session *s, struct bufferevent *bev)
 {
@@ -1122,22 +1135,19 @@ static int raw_take(struct ws_session *s, struct bufferevent *bev)
     (void)bio;
 #ifdef ZF_WITH_HTTP2
     SSL *ssl = bufferevent_openssl_get_ssl(bev);
-    if (ssl && !(bio = bio_new(fd)))
+    if (ssl && !(bio = zf__ws_bio_new(fd)))
         return ZF_ERROR;
 #endif
-    s->in = evbuffer_new();
-    s->out = evbuffer_new();
+    struct evbuffer *bin = bufferevent_get_input(bev), *bout = bufferevent_get_output(bev);
     s->io = event_new(s->base, fd, EV_READ | EV_PERSIST, raw_cb, s);
-    if (!s->in || !s->out || !s->io ||
-        evbuffer_add_buffer(s->in, bufferevent_get_input(bev)) != 0 ||
-        evbuffer_add_buffer(s->out, bufferevent_get_output(bev)) != 0) {
-        if (s->in)
-            evbuffer_free(s->in);
-        if (s->out)
-            evbuffer_free(s->out);
+    if (!s->io ||
+        (evbuffer_get_length(bin) &&
+         (buf_get(s, &s->in) != ZF_OK || evbuffer_add_buffer(s->in, bin) != 0)) ||
+        buf_get(s, &s->out) != ZF_OK || evbuffer_add_buffer(s->out, bout) != 0) {
+        buf_put(&s->in, 1);
+        buf_put(&s->out, 1);
         if (s->io)
             event_free(s->io);
-        s->in = s->out = NULL;
         s->io = NULL;
 #ifdef ZF_WITH_HTTP2
         BIO_free(bio);
@@ -1183,9 +1193,13 @@ static void pipe_closed(struct zf_pipe *p)
     kill_session(s);
 }
 
-static void timer_cb(evutil_socket_t fd, short what, void *arg)
+/* A deadline reached (timers.h): the close handshake's end, a dead peer,
+ * or the next ping. */
+static void timer_cb(struct zf__ws_timer *t)
 {
-    struct ws_session *s = arg;
+    struct ws_session *s = (struct ws_session *)((char *)t - offsetof(struct ws_session, timer));
+    if (s->dead)
+        return;
     if (s->closing || s->finishing) {
         zf_log(ZF_LOG_INFO, &s->conn, "WebSocket close handshake timed out (ws.close_timeout)");
         kill_session(s);
@@ -1199,7 +1213,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
             return;
         }
         s->awaiting_pong = 0;
-        set_timer(s, zf_ws_cfg.ping_interval_ms);
+        set_timer(s, ZF_WS_TIMER_PING, zf_ws_cfg.ping_interval_ms);
         return;
     }
     struct wslay_event_msg m = {WSLAY_PING, (const uint8_t *)"", 0};
@@ -1210,7 +1224,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     wslay_event_queue_msg(s->ctx, &m);
     s->awaiting_pong = 1;
     s->ping_seq = s->recv_seq;
-    set_timer(s, zf_ws_cfg.pong_timeout_ms ? zf_ws_cfg.pong_timeout_ms : 1000);
+    set_timer(s, ZF_WS_TIMER_PONG, zf_ws_cfg.pong_timeout_ms ? zf_ws_cfg.pong_timeout_ms : 1000);
     flush(s);
 }
 
@@ -1248,17 +1262,17 @@ static void session_free(struct ws_session *s)
     if (s->io)
         event_free(s->io);
     if (!s->pipe) { /* the session's own buffers */
-        if (s->in)
-            evbuffer_free(s->in);
-        if (s->out)
-            evbuffer_free(s->out);
+        buf_put(&s->in, 1);
+        buf_put(&s->out, 1);
     }
     tls_end(s); /* close_notify, before the socket closes */
     if (s->fd >= 0) {
         evutil_closesocket(s->fd);
         zf_conn_closed();
     }
-    event_free(s->timer);
+    zf__ws_timer_set(&s->timer, NULL, NULL, ZF_WS_TIMER_NONE, 0);
+    if (!ws.open)
+        zf__ws_timers_idle();
     zf__ws_grant_free(&s->grant);
     free(s);
     if (zf_srv && zf_srv->state == ZF_STOPPING)
@@ -1277,13 +1291,9 @@ static struct ws_session *session_new(struct event_base *base, const struct zf_c
         struct timeval tv = {WS_IDLE_SWEEP_MS / 1000, (WS_IDLE_SWEEP_MS % 1000) * 1000};
         evtimer_add(ws.sweep, &tv);
     }
-    if (!s || !ws.reaper || !ws.sweep || !(s->timer = evtimer_new(base, timer_cb, s))) {
+    if (!s || !ws.reaper || !ws.sweep) {
         zf_log(ZF_LOG_ERROR, conn, "out of memory while starting a WebSocket session");
-        if (s) {
-            if (s->timer)
-                event_free(s->timer);
-            free(s);
-        }
+        free(s);
         zf__ws_grant_free(g);
         return NULL;
     }
@@ -1308,8 +1318,8 @@ static struct ws_session *session_new(struct event_base *base, const struct zf_c
  * to stop while the app allowed this session. */
 static void session_go(struct ws_session *s)
 {
-    set_timer(s, zf_ws_cfg.ping_interval_ms);
-    if (evbuffer_get_length(s->in))
+    set_timer(s, ZF_WS_TIMER_PING, zf_ws_cfg.ping_interval_ms);
+    if (!s->dead && blen(s->in))
         read_cb(NULL, s); /* frames sent right after the handshake */
     if (!s->dead && zf_srv && zf_srv->state != ZF_RUNNING) {
         s->going_away = 1;
@@ -1430,7 +1440,9 @@ void zf__ws_stats(struct evbuffer *out)
     evbuffer_add_printf(out,
                         "ws.tls_read_ahead: %llu\nws.contexts_made: %llu\n"
                         "ws.contexts_released: %llu\nws.contexts_live: %zu\n"
-                        "ws.write_events_live: %zu\n",
+                        "ws.write_events_live: %zu\nws.buffers_live: %zu\n"
+                        "ws.timers_waiting: %zu\n",
                         (unsigned long long)ws.read_ahead, (unsigned long long)ws.ctx_made,
-                        (unsigned long long)ws.ctx_released, ws.ctx_live, ws.iow_live);
+                        (unsigned long long)ws.ctx_released, ws.ctx_live, ws.iow_live, ws.bufs_live,
+                        zf__ws_timers_waiting());
 }

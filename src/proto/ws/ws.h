@@ -35,22 +35,27 @@ struct zf_ws_config {
 };
 extern struct zf_ws_config zf_ws_cfg;
 
-/* What the handshake granted a session: NULL-terminated string arrays,
- * owned by the session once started. */
-struct zf_ws_grant {
-    char **topics;   /* subscribe: exact topics, or prefixes ending in '/' or '*' */
-    char **publish;  /* publish: same form */
-    char **audience; /* audience tokens */
-    char *protocol;  /* the subprotocol chosen ("zfront.v1") or NULL */
-    char **send;     /* topics whose messages go to the app (ws.app_path) */
-    /* the handshake request, kept only when `send` grants something: each
-     * message to the app is a request with the same headers (cookies,
-     * Authorization) and query string */
+/* The handshake request, kept only when a grant's `send` grants
+ * something: each message to the app is a request with the same headers
+ * (cookies, Authorization) and query string. A separate allocation, so
+ * that the many sessions that only listen do not carry it. */
+struct zf_ws_request {
     struct zf_headers headers;
     char *query;
     const char *scheme; /* static */
     char server_host[64];
     int server_port;
+};
+
+/* What the handshake granted a session: NULL-terminated string arrays,
+ * owned by the session once started. */
+struct zf_ws_grant {
+    char **topics;                 /* subscribe: exact topics, or prefixes ending in '/' or '*' */
+    char **publish;                /* publish: same form */
+    char **audience;               /* audience tokens */
+    char *protocol;                /* the subprotocol chosen ("zfront.v1") or NULL */
+    char **send;                   /* topics whose messages go to the app (ws.app_path) */
+    struct zf_ws_request *request; /* set when `send` grants something, else NULL */
 };
 
 /* Starts a session on an upgraded connection: writes the 101 (with
@@ -76,5 +81,9 @@ void zf__ws_grant_free(struct zf_ws_grant *g);
  * ending in '/' or '*'; a client pattern "a/b*" needs a prefix rule that
  * covers "a/b"). */
 int zf__ws_allowed(char *const *rules, const char *topic);
+/* wss://: a BIO (BIO *) on fd that sends and receives and does not close
+ * fd or tell it (tls_bio.c says why), or NULL when out of memory. Built
+ * with ZF_WITH_HTTP2 (OpenSSL). */
+void *zf__ws_bio_new(evutil_socket_t fd);
 
 #endif
