@@ -247,6 +247,44 @@ def rss_kib(pid):
     raise AssertionError("no VmRSS")
 
 
+def idle_growth_kib(n, start):
+    """The server's RSS growth (KiB) for n idle subscribed WebSocket connections, after
+    50 first (the server's fixed costs: worker, allocator arenas). start() starts the
+    server and returns it, a function opening one client, and one reading a JSON message
+    from a client. Checks that the idle sessions hold no wslay context, write event or
+    buffer, and that they all still get an event."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard >= n + 200, "the test needs %d descriptors" % (n + 200)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, n + 200), hard))
+    conns = []
+    try:
+        srv, connect, recv = start()
+
+        def open_some(k):
+            for _ in range(k):
+                c = connect()
+                assert c.status == 101
+                c.send_json(type="subscribe", topic="news/idle")
+                assert recv(c)["type"] == "subscribed"
+                conns.append(c)
+        open_some(50)
+        before = rss_kib(srv.pid)
+        open_some(n)
+        assert stats(srv)["ws.contexts_live"] == 0
+        # no write event and no buffer is left once the replies are out
+        wait_until(lambda: stats(srv)["ws.write_events_live"] == 0)
+        assert wait_until(lambda: stats(srv)["ws.buffers_live"] == 0)
+        grown = rss_kib(srv.pid) - before
+        publish(srv, "news/idle", 1)
+        for c in conns:
+            assert recv(c)["data"] == 1
+        return grown
+    finally:
+        for c in conns:
+            c.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 @pytest.mark.skipif(_sanitized(), reason="a sanitizer's allocator keeps freed memory "
                     "(quarantine) and pads every block: RSS figures mean nothing there")
 def test_idle_subscribed_ws_connections_cost_little_memory(server_factory):
@@ -256,38 +294,13 @@ def test_idle_subscribed_ws_connections_cost_little_memory(server_factory):
     event and kept request, 1.48-1.49 KiB now (this test, three runs each, on the
     development machine); the bound is 1.8 KiB each."""
     n = 1000
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    assert hard >= n + 200, "the test needs %d descriptors" % (n + 200)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, n + 200), hard))
-    srv = server_factory("--ws-app-auth=off", "--ws-public-topic", "news/",
-                         "--ws-ping-interval", "0", app=APP)
-    conns = []
 
-    def open_some(k):
-        for _ in range(k):
-            c = RawWS(srv, "/ws")
-            assert c.status == 101
-            c.send_json(type="subscribe", topic="news/idle")
-            assert json.loads(c.read_frame()[1])["type"] == "subscribed"
-            conns.append(c)
-    try:
-        open_some(50)  # the server's fixed costs (worker, allocator arenas) come first
-        before = rss_kib(srv.pid)
-        open_some(n)
-        assert stats(srv)["ws.contexts_live"] == 0
-        # no write event and no buffer is left once the replies are out
-        wait_until(lambda: stats(srv)["ws.write_events_live"] == 0)
-        assert wait_until(lambda: stats(srv)["ws.buffers_live"] == 0)
-        grown = rss_kib(srv.pid) - before
-        assert grown < 1.8 * n, "%d KiB for %d idle connections" % (grown, n)
-        # and they all still get events
-        publish(srv, "news/idle", 1)
-        for c in conns:
-            assert json.loads(c.read_frame()[1])["data"] == 1
-    finally:
-        for c in conns:
-            c.close()
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    def start():
+        srv = server_factory("--ws-app-auth=off", "--ws-public-topic", "news/",
+                             "--ws-ping-interval", "0", app=APP)
+        return srv, lambda: RawWS(srv, "/ws"), lambda c: json.loads(c.read_frame()[1])
+    grown = idle_growth_kib(n, start)
+    assert grown < 1.8 * n, "%d KiB for %d idle connections" % (grown, n)
 
 
 @pytest.mark.skipif(_sanitized(), reason="a sanitizer's allocator keeps freed memory "
@@ -296,43 +309,21 @@ def test_idle_subscribed_wss_connections_cost_little_memory(server_factory):
     """1,000 idle subscribed wss:// connections hold neither OpenSSL's read and write
     buffers (SSL_MODE_RELEASE_BUFFERS: ~40 KiB each when kept) nor a wslay context, nor
     buffers or a timer event of the session: it keeps only the SSL and drives the socket
-    itself (ws.buffers_live is 0: checked exactly below). Each adds 15.57 KiB to the RSS
+    itself (ws.buffers_live is 0: checked exactly). Each adds 15.57 KiB to the RSS
     (this test, three runs, on the development machine; 16.68 on the OpenSSL bufferevent,
     16.05 with the session's buffers and timer event; OpenSSL's own state of an idle
     connection is ~14.0 KiB of it, bench/tls_floor.c). The bound, 18 KiB each, leaves room
     for another machine's allocator layout: a CI failure on noise would cost more than the
     ~1 KiB it could catch."""
     n = 1000
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    assert hard >= n + 200, "the test needs %d descriptors" % (n + 200)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, n + 200), hard))
-    srv, port = start_https(server_factory, "--ws-app-auth=off", "--ws-public-topic", "news/",
-                            "--ws-ping-interval", "0", "--max-connections", str(n + 200))
-    conns = []
 
-    def open_some(k):
-        for _ in range(k):
-            c = TlsWS(port, "/ws")
-            assert c.status == 101
-            c.send_json(type="subscribe", topic="news/idle")
-            assert c.read_json()["type"] == "subscribed"
-            conns.append(c)
-    try:
-        open_some(50)  # the server's fixed costs (worker, allocator arenas) come first
-        before = rss_kib(srv.pid)
-        open_some(n)
-        assert stats(srv)["ws.contexts_live"] == 0
-        wait_until(lambda: stats(srv)["ws.write_events_live"] == 0)
-        assert wait_until(lambda: stats(srv)["ws.buffers_live"] == 0)
-        grown = rss_kib(srv.pid) - before
-        assert grown < 18 * n, "%d KiB for %d idle connections" % (grown, n)
-        publish(srv, "news/idle", 1)
-        for c in conns:
-            assert c.read_json()["data"] == 1
-    finally:
-        for c in conns:
-            c.close()
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    def start():
+        srv, port = start_https(server_factory, "--ws-app-auth=off", "--ws-public-topic",
+                                "news/", "--ws-ping-interval", "0", "--max-connections",
+                                str(n + 200))
+        return srv, lambda: TlsWS(port, "/ws"), lambda c: c.read_json()
+    grown = idle_growth_kib(n, start)
+    assert grown < 18 * n, "%d KiB for %d idle connections" % (grown, n)
 
 
 def test_wss_session_outlives_the_http_send_timeout(server_factory):
