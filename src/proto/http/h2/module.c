@@ -61,8 +61,9 @@ static const struct zf_cfg_key keys[] = {
     {"h2.idle_timeout", ZF_CFG_MSEC, &zf_h2_cfg.idle_timeout_ms, "60s", NULL,
      "A connection with no open stream for this long gets GOAWAY and is closed."},
     {"h2.max_resets", ZF_CFG_INT, &zf_h2_cfg.max_resets, "200", NULL,
-     "Stream resets (RST_STREAM) a client may send per h2.limit_window before the connection "
-     "is dropped with ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487)."},
+     "Resets (RST_STREAM) of streams still in progress a client may send per h2.limit_window "
+     "before the connection is dropped with ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487); "
+     "resets of streams already finished are not counted."},
     {"h2.max_control_frames", ZF_CFG_INT, &zf_h2_cfg.max_control_frames, "1000", NULL,
      "PING, SETTINGS, PRIORITY and empty DATA frames a client may send per h2.limit_window "
      "before the connection is dropped (flood protection)."},
