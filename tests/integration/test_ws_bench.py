@@ -34,6 +34,23 @@ def wsload(tmp_path):
     return exe
 
 
+def stop(*procs):
+    """Kills what of a run's load clients is still running."""
+    for proc in procs:
+        if proc and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def check_figures(p, r):
+    """A publisher's (p) and 40 subscribers' (r) JSON lines for 25 publishes: all counted."""
+    assert p["role"] == "publisher" and p["sent"] == 25 and p["bad"] == 0
+    assert r["role"] == "subscriber" and r["subscribed"] == 40 and r["closed"] == 0
+    assert r["received"] == 40 * 25 and r["samples"] == 40 * 25 and r["bad"] == 0
+    assert p["pub_start"] <= r["first_rx"] <= r["last_rx"]
+    assert 0 <= r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
+
+
 @pytest.mark.parametrize("scheme", ["ws", "wss"])
 def test_wsload_counts_every_event_of_a_fan_out(server_factory, tmp_path, wsload, scheme):
     (tmp_path / "wsbenchapp.py").write_text(APP)
@@ -61,15 +78,8 @@ def test_wsload_counts_every_event_of_a_fan_out(server_factory, tmp_path, wsload
         subs.communicate(timeout=10)
         p = json.loads(pub.communicate(timeout=10)[0])
     finally:
-        for proc in (subs, pub):
-            if proc and proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert p["role"] == "publisher" and p["sent"] == 25 and p["bad"] == 0
-    assert r["role"] == "subscriber" and r["subscribed"] == 40 and r["closed"] == 0
-    assert r["received"] == 40 * 25 and r["samples"] == 40 * 25 and r["bad"] == 0
-    assert p["pub_start"] <= r["first_rx"] <= r["last_rx"]
-    assert 0 <= r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
+        stop(subs, pub)
+    check_figures(p, r)
     assert r["cpu_s"] >= 0 and p["cpu_s"] >= 0
 
 
@@ -141,15 +151,8 @@ def test_wsload_h2_counts_every_event_over_http2(server_factory, tmp_path, wsloa
         assert metrics(srv).get(H2_CONNS) == 1
         p = json.loads(pub.communicate(timeout=10)[0])
     finally:
-        for proc in (subs, pub):
-            if proc and proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert p["role"] == "publisher" and p["sent"] == 25 and p["bad"] == 0
-    assert r["role"] == "subscriber" and r["subscribed"] == 40 and r["closed"] == 0
-    assert r["received"] == 40 * 25 and r["samples"] == 40 * 25 and r["bad"] == 0
-    assert p["pub_start"] <= r["first_rx"] <= r["last_rx"]
-    assert 0 <= r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
+        stop(subs, pub)
+    check_figures(p, r)
 
 
 def test_wsload_h2_does_not_fall_back_to_http1(server_factory, tmp_path, wsload):
